@@ -1,0 +1,62 @@
+# spanflow task runner. `make demo` and `make test` work from a fresh clone: each sets up what it
+# needs (virtualenv, packages, services) and cleans up what it started.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# Installs that outlive a checkout (the Phoenix OTLP receiver) are cached per machine.
+CACHE ?= $(HOME)/.cache/spanflow
+PHOENIX_VENV := $(CACHE)/phoenix-20.26.1
+PHOENIX := $(PHOENIX_VENV)/bin/phoenix
+CHROMIUM ?= /usr/bin/chromium
+DEMO_DB := .spanflow/demo.db
+
+.PHONY: help venv demo test lint typecheck pytest services bench clean
+
+help:
+	@echo "make demo   - run the example support pipeline: it fails, then replays after the fix"
+	@echo "make test   - lint, type-check and run the whole test suite (installs what it needs)"
+	@echo "make bench  - run the benchmarks in bench/ and print the figures"
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]' --config-settings editable_mode=strict
+	touch $@
+
+venv: $(VENV)/.installed
+
+demo: venv
+	@rm -f $(DEMO_DB) $(DEMO_DB)-wal $(DEMO_DB)-shm
+	SPANFLOW_DB=$(DEMO_DB) $(PY) examples/demo.py
+
+$(PHOENIX):
+	mkdir -p $(CACHE)
+	rm -rf $(PHOENIX_VENV)
+	$(PYTHON) -m venv $(PHOENIX_VENV)
+	$(PHOENIX_VENV)/bin/pip install -q --disable-pip-version-check arize-phoenix==20.26.1
+
+$(CHROMIUM):
+	command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+services: $(PHOENIX) $(CHROMIUM)
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: venv
+	$(VENV)/bin/mypy
+
+# The suite starts Phoenix (and the browser) itself and stops them when it ends; the variables
+# below make a missing service a failure rather than a skip.
+pytest: venv services
+	SPANFLOW_PHOENIX=$(PHOENIX) SPANFLOW_CHROMIUM=$(CHROMIUM) SPANFLOW_REQUIRE_SERVICES=1 \
+		$(PY) -m pytest -q
+
+test: lint typecheck pytest
+
+bench: venv
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) .spanflow .pytest_cache .mypy_cache .ruff_cache build *.egg-info

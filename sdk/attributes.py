@@ -1,0 +1,71 @@
+"""Span attribute names: the contract between the recorder, the store and the viewer.
+
+Every name a span carries is defined here once (see SPEC's span table); the store and the viewer
+import these constants instead of spelling strings.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+#: Bump when an attribute is renamed or changes meaning; stored on every run.
+ATTRIBUTES_VERSION: Final = 1
+
+RUN_ID: Final = "spanflow.run.id"
+STEP_NAME: Final = "spanflow.step.name"
+STEP_TYPE: Final = "spanflow.step.type"
+WORKFLOW_ENTRYPOINT: Final = "spanflow.workflow.entrypoint"
+WORKFLOW_FILE: Final = "spanflow.workflow.file"
+STEP_ATTEMPTS: Final = "spanflow.step.attempts"
+ATTEMPT_NUMBER: Final = "spanflow.attempt.number"
+ATTEMPT_WAIT: Final = "spanflow.attempt.wait_s"
+STATE_DIFF: Final = "spanflow.state.diff"
+STATE_INITIAL: Final = "spanflow.state.initial"
+FALLBACK_USED: Final = "spanflow.fallback.used"
+DEFAULT_USED: Final = "spanflow.default.used"
+TIMEOUT_S: Final = "spanflow.step.timeout_s"
+REPLAY_OF: Final = "spanflow.replay.of"
+REPLAY_CACHED: Final = "spanflow.replay.cached"
+ROUTE_BRANCH: Final = "spanflow.route.branch"
+ROUTE_REASON: Final = "spanflow.route.reason"
+ROUTE_NAME: Final = "spanflow.route.name"
+CANCELLED: Final = "spanflow.cancelled"
+GENERATOR_CLOSED: Final = "spanflow.generator.closed"
+STEP_OCCURRENCE: Final = "spanflow.step.occurrence"
+"""Index of this call among earlier calls of the same step under the same parent (0 omitted)."""
+LOSSY: Final = "spanflow.lossy"
+"""Comma-separated attribute names whose values cannot be rebuilt exactly (cut, redacted, previews)."""
+
+STEP_TYPE_WORKFLOW: Final = "workflow"
+STEP_TYPE_STEP: Final = "step"
+STEP_TYPE_ATTEMPT: Final = "attempt"
+
+# OpenInference names, so Phoenix and Arize-style viewers understand the spans too.
+INPUT_VALUE: Final = "input.value"
+INPUT_MIME_TYPE: Final = "input.mime_type"
+OUTPUT_VALUE: Final = "output.value"
+OUTPUT_MIME_TYPE: Final = "output.mime_type"
+SPAN_KIND: Final = "openinference.span.kind"
+JSON_MIME: Final = "application/json"
+
+SPAN_KINDS: Final = frozenset(
+    {"CHAIN", "LLM", "TOOL", "RETRIEVER", "EMBEDDING", "AGENT", "RERANKER", "GUARDRAIL", "EVALUATOR"}
+)
+
+# OpenTelemetry semantic conventions.
+ERROR_TYPE: Final = "error.type"
+EXCEPTION_EVENT: Final = "exception"
+EXCEPTION_TYPE: Final = "exception.type"
+EXCEPTION_MESSAGE: Final = "exception.message"
+EXCEPTION_STACKTRACE: Final = "exception.stacktrace"
+
+LOG_EVENT: Final = "log"
+LOG_LEVEL: Final = "log.severity"
+LOG_LOGGER: Final = "log.logger"
+LOG_MESSAGE: Final = "log.message"
+
+GEN_AI_REQUEST_MODEL: Final = "gen_ai.request.model"
+GEN_AI_RESPONSE_MODEL: Final = "gen_ai.response.model"
+GEN_AI_SYSTEM: Final = "gen_ai.system"
+GEN_AI_INPUT_TOKENS: Final = "gen_ai.usage.input_tokens"
+GEN_AI_OUTPUT_TOKENS: Final = "gen_ai.usage.output_tokens"

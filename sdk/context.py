@@ -1,0 +1,114 @@
+"""Where a call is: the current run and the current step, carried in the OpenTelemetry context.
+
+spanflow keeps its own per-run state in the same ``contextvars``-backed OTel ``Context`` as the
+current span, so one ``attach`` per step covers both and everything that already propagates OTel
+context (asyncio and trio tasks, ``anyio.to_thread``, ``with_context``) propagates runs too.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+
+from opentelemetry import context as otel_context
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
+
+    from .replay_plan import ReplayPlan
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_RUN_KEY = otel_context.create_key("spanflow.run")
+_CALL_KEY = otel_context.create_key("spanflow.call")
+
+
+@dataclass(eq=False)
+class RunState:
+    """Mutable facts about one run, shared by every step of it (all threads and tasks)."""
+
+    run_id: str
+    root_span: Span
+    replay: ReplayPlan | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add_usage(self, input_tokens: int, output_tokens: int) -> None:
+        with self.lock:
+            self.input_tokens += input_tokens
+            self.output_tokens += output_tokens
+
+
+@dataclass(eq=False)
+class CallFrame:
+    """One step call's place in the call tree, used to number siblings for replay matching."""
+
+    path: str
+    span: Span
+    children: dict[str, int] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def next_child(self, name: str) -> tuple[str, int]:
+        """Return the child's path and its occurrence among siblings of the same name."""
+        with self.lock:
+            index = self.children.get(name, 0)
+            self.children[name] = index + 1
+        return f"{self.path}/{name}[{index}]", index
+
+
+def current_step_span(ctx: otel_context.Context | None = None) -> Span | None:
+    """The span of the innermost step being called (not an attempt or a user's own span)."""
+    frame = current_frame(ctx)
+    return frame.span if frame is not None else None
+
+
+def current_run(ctx: otel_context.Context | None = None) -> RunState | None:
+    """The run the caller is in, or None outside any run."""
+    run = otel_context.get_value(_RUN_KEY, ctx)
+    return run if isinstance(run, RunState) else None
+
+
+def current_run_id() -> str | None:
+    """The id of the run the caller is in (32 hex, the trace id), or None outside any run."""
+    run = current_run()
+    return run.run_id if run is not None else None
+
+
+def current_frame(ctx: otel_context.Context | None = None) -> CallFrame | None:
+    frame = otel_context.get_value(_CALL_KEY, ctx)
+    return frame if isinstance(frame, CallFrame) else None
+
+
+def with_run(ctx: otel_context.Context, run: RunState, frame: CallFrame) -> otel_context.Context:
+    return otel_context.set_value(_CALL_KEY, frame, otel_context.set_value(_RUN_KEY, run, ctx))
+
+
+def with_frame(ctx: otel_context.Context, frame: CallFrame) -> otel_context.Context:
+    return otel_context.set_value(_CALL_KEY, frame, ctx)
+
+
+def with_context(fn: Callable[P, R]) -> Callable[P, R]:
+    """Bind ``fn`` to the caller's context (current run, step and span).
+
+    ``concurrent.futures`` pools and ``threading.Thread`` do not copy context, so steps called in
+    them would start runs of their own. Wrap the callable at submission time instead::
+
+        pool.submit(spanflow.with_context(fetch), url)
+        pool.map(spanflow.with_context(fetch), urls)
+
+    Each call runs in a fresh copy of the captured context, so the wrapper can be called from
+    several threads at once.
+    """
+    captured = contextvars.copy_context()
+
+    @functools.wraps(fn)
+    def run_in_context(*args: P.args, **kwargs: P.kwargs) -> R:
+        return captured.copy().run(fn, *args, **kwargs)
+
+    return run_in_context

@@ -1,0 +1,563 @@
+"""``@step`` and ``@workflow``: wrap a callable so every call is a recorded span.
+
+The wrapped callable keeps its name, docstring, signature and kind (plain, coroutine, generator,
+async generator); it returns what the original returns and raises what it raises.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import inspect
+import logging
+import threading
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
+from typing import Any, Literal, ParamSpec, TypeVar, overload
+
+import anyio
+
+from . import attributes as attr
+from . import runtime
+from .binding import Binder
+from .errors import ConfigurationError, StepTimeout
+from .recording import MISSING, StepCall, StepSpec, entrypoint_of
+from .retry import build_policy
+from .runtime import capture_set, count
+
+logger = logging.getLogger("spanflow")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+Kind = Literal["chain", "llm", "tool", "retriever", "embedding", "agent", "reranker", "guardrail", "evaluator"]
+_MAX_GENERATOR_ITEMS = 200
+
+
+@overload
+def step(fn: Callable[P, R], /) -> Callable[P, R]: ...
+@overload
+def step(
+    fn: None = None,
+    /,
+    *,
+    name: str | None = None,
+    kind: Kind | str | None = None,
+    retries: int | None = None,
+    retry: Any = None,
+    timeout: float | None = None,
+    fallback: Callable[..., Any] | None = None,
+    default: Any = MISSING,
+    capture: str | bool | None = None,
+) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
+def step(
+    fn: Any = None,
+    /,
+    *,
+    name: str | None = None,
+    kind: Kind | str | None = None,
+    retries: int | None = None,
+    retry: Any = None,
+    timeout: float | None = None,
+    fallback: Callable[..., Any] | None = None,
+    default: Any = MISSING,
+    capture: str | bool | None = None,
+) -> Any:
+    """Record every call of the decorated function as a span (a *step* of a run).
+
+    Use it bare (``@spanflow.step``) or with options. Works on functions, coroutine functions,
+    generators, async generators, methods, classmethods and staticmethods, and on existing
+    callables (``spanflow.step(textwrap.wrap)``).
+
+    Args:
+        name: span and step name (default: the function's ``__name__``).
+        kind: OpenInference span kind: ``"llm"``, ``"tool"``, ``"retriever"``, ... (default chain).
+        retries: retries after the first attempt (N+1 attempts in all), exponential backoff.
+        retry: tenacity strategies (stop, wait, retry condition, a tuple of them, or a
+            ``tenacity.Retrying``); every attempt becomes a child span.
+        timeout: seconds per attempt; raises ``spanflow.StepTimeout``. Async steps are
+            cancelled; sync steps run in a worker thread that is abandoned (not killed) on timeout.
+        fallback: called with the step's arguments once the attempts are spent.
+        default: returned when the attempts (and the fallback) fail.
+        capture: ``"all"`` (default), ``"inputs"``, ``"outputs"`` or ``"none"``.
+    """
+    options = dict(
+        name=name, kind=kind, retries=retries, retry=retry, timeout=timeout,
+        fallback=fallback, default=default, capture=capture,
+    )
+    if fn is not None:
+        return _decorate(fn, attr.STEP_TYPE_STEP, options)
+    return lambda f: _decorate(f, attr.STEP_TYPE_STEP, options)
+
+
+@overload
+def workflow(fn: Callable[P, R], /) -> Callable[P, R]: ...
+@overload
+def workflow(
+    fn: None = None,
+    /,
+    *,
+    name: str | None = None,
+    kind: Kind | str | None = None,
+    retries: int | None = None,
+    retry: Any = None,
+    timeout: float | None = None,
+    fallback: Callable[..., Any] | None = None,
+    default: Any = MISSING,
+    capture: str | bool | None = None,
+) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
+def workflow(
+    fn: Any = None,
+    /,
+    *,
+    name: str | None = None,
+    kind: Kind | str | None = None,
+    retries: int | None = None,
+    retry: Any = None,
+    timeout: float | None = None,
+    fallback: Callable[..., Any] | None = None,
+    default: Any = MISSING,
+    capture: str | bool | None = None,
+) -> Any:
+    """Like :func:`step`, but a call is a *run*: the root span of a new trace, with a run id.
+
+    A workflow called inside another run is recorded as a nested workflow span of that run. An
+    exception leaving a run gets a note naming the run id and the commands that show and replay it.
+    Takes the same options as :func:`step`.
+    """
+    options = dict(
+        name=name, kind=kind, retries=retries, retry=retry, timeout=timeout,
+        fallback=fallback, default=default, capture=capture,
+    )
+    if fn is not None:
+        return _decorate(fn, attr.STEP_TYPE_WORKFLOW, options)
+    return lambda f: _decorate(f, attr.STEP_TYPE_WORKFLOW, options)
+
+
+def _decorate(fn: Any, step_type: str, options: dict[str, Any]) -> Any:
+    if isinstance(fn, (classmethod, staticmethod)):
+        return type(fn)(_decorate(fn.__func__, step_type, options))
+    if not callable(fn):
+        raise ConfigurationError(f"@spanflow.{step_type} decorates callables, not {type(fn).__name__}")
+    spec = _spec(fn, step_type, options)
+    target = fn
+    call_attr = getattr(fn, "__call__", None)  # noqa: B004 - we need the bound __call__ itself
+    if inspect.isasyncgenfunction(fn) or (not inspect.isfunction(fn) and inspect.isasyncgenfunction(call_attr)):
+        wrapper: Any = _async_gen_wrapper(target, spec)
+    elif inspect.isgeneratorfunction(fn) or (not inspect.isfunction(fn) and inspect.isgeneratorfunction(call_attr)):
+        wrapper = _gen_wrapper(target, spec)
+    elif inspect.iscoroutinefunction(fn) or (not inspect.isfunction(fn) and inspect.iscoroutinefunction(call_attr)):
+        wrapper = _async_wrapper(target, spec)
+    else:
+        if spec.fallback is not None and inspect.iscoroutinefunction(spec.fallback):
+            raise ConfigurationError(
+                f"step {spec.name!r} is synchronous but its fallback is a coroutine function; "
+                "make the fallback synchronous or the step async"
+            )
+        wrapper = _sync_wrapper(target, spec)
+    try:
+        functools.update_wrapper(wrapper, fn)
+    except (AttributeError, TypeError):
+        wrapper.__wrapped__ = fn
+    if not getattr(wrapper, "__name__", None) or isinstance(fn, functools.partial):
+        wrapper.__name__ = spec.name
+        wrapper.__qualname__ = spec.name
+    wrapper.__spanflow_spec__ = spec
+    return wrapper
+
+
+def _default_name(fn: Any) -> str:
+    if isinstance(fn, functools.partial):
+        return _default_name(fn.func)
+    name = getattr(fn, "__name__", None)
+    return name if isinstance(name, str) and name else type(fn).__name__
+
+
+def _spec(fn: Any, step_type: str, o: dict[str, Any]) -> StepSpec:
+    name = o["name"] if o["name"] is not None else _default_name(fn)
+    where = f"@spanflow.{step_type}({name!r})"
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigurationError(f"@spanflow.{step_type}: name= must be a non-empty string")
+    kind = o["kind"]
+    span_kind = "CHAIN" if kind is None else str(kind).upper()
+    if span_kind not in attr.SPAN_KINDS:
+        raise ConfigurationError(
+            f"{where}: kind={kind!r} is not an OpenInference span kind; use one of "
+            + ", ".join(sorted(k.lower() for k in attr.SPAN_KINDS))
+        )
+    timeout = o["timeout"]
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
+        raise ConfigurationError(f"{where}: timeout={timeout!r} must be a number of seconds > 0")
+    fallback = o["fallback"]
+    if fallback is not None and not callable(fallback):
+        raise ConfigurationError(f"{where}: fallback= must be callable (it gets the step's arguments)")
+    policy = build_policy(o["retries"], o["retry"], where=where)
+    is_gen = inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn)
+    if is_gen and (policy or timeout or fallback is not None or o["default"] is not MISSING):
+        raise ConfigurationError(
+            f"{where}: retries, timeout, fallback and default cannot apply to a generator (its "
+            "items are already consumed when it fails); put them on the step that produces the data"
+        )
+    qualname = getattr(fn, "__qualname__", "") or ""
+    parts = qualname.split(".")
+    binder_probe = Binder(fn)
+    first = next(iter(binder_probe.signature.parameters), None) if binder_probe.signature else None
+    skip_first = len(parts) > 1 and parts[-2] != "<locals>" and first in ("self", "cls")
+    static: dict[str, Any] = {
+        attr.STEP_NAME: name,
+        attr.STEP_TYPE: step_type,
+        attr.SPAN_KIND: span_kind,
+    }
+    if step_type == attr.STEP_TYPE_WORKFLOW:
+        entry, file = entrypoint_of(fn)
+        static[attr.WORKFLOW_ENTRYPOINT] = entry
+        if file:
+            static[attr.WORKFLOW_FILE] = file
+    if timeout is not None:
+        static[attr.TIMEOUT_S] = float(timeout)
+    return StepSpec(
+        fn=fn,
+        name=name,
+        step_type=step_type,
+        span_kind=span_kind,
+        capture=capture_set(o["capture"], where=where),
+        policy=policy,
+        timeout=float(timeout) if timeout is not None else None,
+        fallback=fallback,
+        default=o["default"],
+        binder=Binder(fn, skip_first=skip_first) if skip_first else binder_probe,
+        static_attributes=static,
+    )
+
+
+def _begin(spec: StepSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> StepCall | None:
+    """Start the call's span, or None when recording is off or cannot start."""
+    rt = runtime._runtime or runtime.get_runtime()
+    if not rt.settings.enabled:
+        return None
+    try:
+        return StepCall(spec, rt, args, kwargs)
+    except Exception:
+        count("span_start_errors")
+        logger.exception("spanflow: could not start the span of %s; calling it unrecorded", spec.name)
+        return None
+
+
+# -- plain functions -------------------------------------------------------------------------
+
+
+def _sync_wrapper(fn: Callable[..., Any], spec: StepSpec) -> Callable[..., Any]:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        call = _begin(spec, args, kwargs)
+        if call is None:
+            return fn(*args, **kwargs)
+        if call.cached:
+            call.succeed(call.cached_value)
+            return call.cached_value
+        try:
+            result = _run_sync(call, fn, args, kwargs)
+        except BaseException as exc:
+            call.fail(exc)
+            raise
+        call.succeed(result)
+        return result
+
+    return wrapper
+
+
+def _run_sync(call: StepCall, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    spec = call.spec
+
+    def once() -> Any:
+        if spec.timeout is None:
+            return fn(*args, **kwargs)
+        return _call_in_thread(fn, args, kwargs, spec)
+
+    try:
+        return once() if spec.policy is None else _attempts_sync(call, once)
+    except Exception as exc:
+        if not spec.handles_failure:
+            raise
+        call.handled(exc)
+        if spec.fallback is not None:
+            try:
+                result = spec.fallback(*args, **kwargs)
+            except Exception as fallback_exc:
+                if spec.default is MISSING:
+                    raise
+                call.handled(fallback_exc)
+            else:
+                call.mark(attr.FALLBACK_USED)
+                return result
+        call.mark(attr.DEFAULT_USED)
+        return spec.default
+
+
+def _call_in_thread(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], spec: StepSpec) -> Any:
+    """Run a sync attempt in a worker thread and stop waiting for it at the timeout.
+
+    Python cannot interrupt a running thread; on timeout the thread is abandoned (it runs to
+    completion in the background and its result is discarded) and StepTimeout is raised.
+    """
+    ctx = contextvars.copy_context()
+    outcome: dict[str, Any] = {}
+    done = threading.Event()
+
+    def target() -> None:
+        try:
+            outcome["value"] = ctx.run(fn, *args, **kwargs)
+        except BaseException as exc:
+            outcome["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=target, name=f"spanflow-timeout:{spec.name}", daemon=True).start()
+    if not done.wait(spec.timeout):
+        raise StepTimeout(f"step {spec.name!r} timed out after {spec.timeout:g}s")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def _attempts_sync(call: StepCall, once: Callable[[], Any]) -> Any:
+    assert call.spec.policy is not None
+    tracker = _AttemptTracker(call)
+    controller = call.spec.policy.controller(asynchronous=False, before_sleep=tracker.before_sleep)
+    try:
+        for attempt in controller:
+            escape = None
+            with attempt:
+                escape = tracker.run_sync(once)
+            if escape is not None:
+                raise escape
+        return tracker.result
+    except Exception as exc:
+        tracker.note(exc)
+        raise
+    finally:
+        tracker.close()
+
+
+class _AttemptTracker:
+    """Opens one child span per attempt and closes it once tenacity has decided what follows."""
+
+    def __init__(self, call: StepCall) -> None:
+        self.call = call
+        self.number = 0
+        self.pending: Any = None
+        self.result: Any = None
+
+    def _start(self) -> object:
+        self.number += 1
+        span, token = self.call.start_attempt(self.number)
+        self.pending = span
+        return token
+
+    def run_sync(self, once: Callable[[], Any]) -> BaseException | None:
+        token = self._start()
+        try:
+            self.result = once()
+        except Exception as exc:
+            self.call.end_attempt(self.pending, token, exc)
+            raise  # tenacity judges it
+        except BaseException as exc:  # cancellation / interrupts are not tenacity's to retry
+            self.call.end_attempt(self.pending, token, exc)
+            return exc
+        self.call.end_attempt(self.pending, token, None)
+        return None
+
+    async def run_async(self, once: Callable[[], Awaitable[Any]]) -> BaseException | None:
+        token = self._start()
+        try:
+            self.result = await once()
+        except Exception as exc:
+            self.call.end_attempt(self.pending, token, exc)
+            raise
+        except BaseException as exc:
+            self.call.end_attempt(self.pending, token, exc)
+            return exc
+        self.call.end_attempt(self.pending, token, None)
+        return None
+
+    def before_sleep(self, state: Any) -> None:
+        span, self.pending = self.pending, None
+        if span is not None:
+            if span.is_recording():
+                span.set_attribute(attr.ATTEMPT_WAIT, float(state.upcoming_sleep))
+            span.end()
+
+    def note(self, exc: BaseException) -> None:
+        plural = "s" if self.number != 1 else ""
+        try:
+            exc.add_note(f"spanflow: step {self.call.spec.name!r} gave up after {self.number} attempt{plural}")
+        except (AttributeError, TypeError):
+            pass
+
+    def close(self) -> None:
+        span, self.pending = self.pending, None
+        if span is not None:
+            span.end()
+        if self.call.span.is_recording():
+            self.call.span.set_attribute(attr.STEP_ATTEMPTS, self.number)
+
+
+# -- coroutine functions ---------------------------------------------------------------------
+
+
+def _async_wrapper(fn: Callable[..., Awaitable[Any]], spec: StepSpec) -> Callable[..., Awaitable[Any]]:
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        call = _begin(spec, args, kwargs)
+        if call is None:
+            return await fn(*args, **kwargs)
+        if call.cached:
+            call.succeed(call.cached_value)
+            return call.cached_value
+        try:
+            result = await _run_async(call, fn, args, kwargs)
+        except BaseException as exc:
+            call.fail(exc)
+            raise
+        call.succeed(result)
+        return result
+
+    return wrapper
+
+
+async def _run_async(
+    call: StepCall, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    spec = call.spec
+
+    async def once() -> Any:
+        if spec.timeout is None:
+            return await fn(*args, **kwargs)
+        with anyio.move_on_after(spec.timeout):
+            return await fn(*args, **kwargs)
+        raise StepTimeout(f"step {spec.name!r} timed out after {spec.timeout:g}s")
+
+    try:
+        return await (once() if spec.policy is None else _attempts_async(call, once))
+    except Exception as exc:
+        if not spec.handles_failure:
+            raise
+        call.handled(exc)
+        if spec.fallback is not None:
+            try:
+                result = spec.fallback(*args, **kwargs)
+                if inspect.isawaitable(result):
+                    result = await result
+            except Exception as fallback_exc:
+                if spec.default is MISSING:
+                    raise
+                call.handled(fallback_exc)
+            else:
+                call.mark(attr.FALLBACK_USED)
+                return result
+        call.mark(attr.DEFAULT_USED)
+        return spec.default
+
+
+async def _attempts_async(call: StepCall, once: Callable[[], Awaitable[Any]]) -> Any:
+    assert call.spec.policy is not None
+    tracker = _AttemptTracker(call)
+    controller = call.spec.policy.controller(asynchronous=True, before_sleep=tracker.before_sleep)
+    try:
+        async for attempt in controller:  # type: ignore[attr-defined]
+            escape = None
+            with attempt:
+                escape = await tracker.run_async(once)
+            if escape is not None:
+                raise escape
+        return tracker.result
+    except Exception as exc:
+        tracker.note(exc)
+        raise
+    finally:
+        tracker.close()
+
+
+# -- generators ------------------------------------------------------------------------------
+
+
+def _gen_wrapper(fn: Callable[..., Generator[Any, Any, Any]], spec: StepSpec) -> Callable[..., Generator[Any, Any, Any]]:
+    def wrapper(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
+        call = _begin(spec, args, kwargs)
+        if call is None:
+            return (yield from fn(*args, **kwargs))
+        items: list[Any] = []
+        try:
+            gen = fn(*args, **kwargs)
+            to_send: Any = None
+            thrown: BaseException | None = None
+            while True:
+                call.resume()
+                try:
+                    item = gen.send(to_send) if thrown is None else gen.throw(thrown)
+                except StopIteration as stop:
+                    value = stop.value
+                    break
+                finally:
+                    thrown = None
+                    call.suspend()
+                if len(items) < _MAX_GENERATOR_ITEMS:
+                    items.append(item)
+                try:
+                    to_send = yield item
+                except GeneratorExit:
+                    call.resume()
+                    try:
+                        gen.close()
+                    finally:
+                        call.suspend()
+                    raise
+                except BaseException as exc:
+                    thrown = exc
+        except BaseException as exc:
+            call.fail(exc)
+            raise
+        call.succeed(items if value is None else {"items": items, "return": value})
+        return value
+
+    return wrapper
+
+
+def _async_gen_wrapper(fn: Callable[..., AsyncGenerator[Any, Any]], spec: StepSpec) -> Callable[..., AsyncGenerator[Any, Any]]:
+    async def wrapper(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, Any]:
+        call = _begin(spec, args, kwargs)
+        agen = fn(*args, **kwargs)
+        items: list[Any] = []
+        try:
+            to_send: Any = None
+            thrown: BaseException | None = None
+            while True:
+                if call is not None:
+                    call.resume()
+                try:
+                    item = await (agen.asend(to_send) if thrown is None else agen.athrow(thrown))
+                except StopAsyncIteration:
+                    break
+                finally:
+                    thrown = None
+                    if call is not None:
+                        call.suspend()
+                if call is not None and len(items) < _MAX_GENERATOR_ITEMS:
+                    items.append(item)
+                try:
+                    to_send = yield item
+                except GeneratorExit:
+                    if call is not None:
+                        call.resume()
+                    try:
+                        await agen.aclose()
+                    finally:
+                        if call is not None:
+                            call.suspend()
+                    raise
+                except BaseException as exc:
+                    thrown = exc
+        except BaseException as exc:
+            if call is not None:
+                call.fail(exc)
+            raise
+        if call is not None:
+            call.succeed(items)
+
+    return wrapper

@@ -1,0 +1,105 @@
+"""Run steps concurrently with anyio: ``await spanflow.parallel(...)`` and ``spanflow.map``.
+
+Neither creates a span: the items' own step spans are children of the caller's span, so a
+fan-out reads in the trace as the siblings it is.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeVar
+
+import anyio
+
+from .errors import ConfigurationError
+from .recording import is_cancellation
+
+T = TypeVar("T")
+_UNSET: Any = object()
+
+
+async def parallel(*items: Awaitable[Any] | Callable[[], Any], limit: int | None = None) -> list[Any]:
+    """Run ``items`` concurrently and return their results in argument order.
+
+    Args:
+        *items: awaitables (e.g. ``fetch(url)`` for an async step) or zero-argument callables;
+            sync callables run in worker threads with the caller's context.
+        limit: at most this many items run at once (default: all).
+
+    Raises:
+        The first failure, unchanged: when an item fails, the others are cancelled (their spans
+        are marked ``spanflow.cancelled``) and the item's own exception is raised. If several
+        items fail at the same moment, an ``ExceptionGroup`` of their exceptions is raised.
+    """
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        _close_unstarted(items)
+        raise ConfigurationError(f"parallel(limit={limit!r}): limit must be an int >= 1 or None")
+    for item in items:
+        if not (inspect.isawaitable(item) or callable(item)):
+            _close_unstarted(items)
+            raise ConfigurationError(
+                f"parallel() takes awaitables or zero-argument callables, not {type(item).__name__}"
+            )
+    results: list[Any] = [_UNSET] * len(items)
+    limiter = anyio.CapacityLimiter(limit) if limit is not None else None
+
+    async def run_one(index: int, item: Awaitable[Any] | Callable[[], Any]) -> None:
+        try:
+            if limiter is None:
+                results[index] = await _invoke(item)
+            else:
+                async with limiter:
+                    results[index] = await _invoke(item)
+        finally:
+            _close_unstarted((item,))
+
+    failure: BaseException | None = None
+    try:
+        async with anyio.create_task_group() as tg:
+            for index, item in enumerate(items):
+                tg.start_soon(run_one, index, item)
+    except BaseExceptionGroup as group:
+        leaves = [e for e in _leaves(group) if not is_cancellation(e)]
+        if len(leaves) != 1:
+            raise
+        failure = leaves[0]
+    if failure is not None:
+        raise failure  # the item's own exception object, outside the group's except block
+    return results
+
+
+async def map(  # noqa: A001 - spanflow.map mirrors the builtin on purpose
+    fn: Callable[[T], Any], items: Iterable[T], *, limit: int | None = None
+) -> list[Any]:
+    """``await spanflow.map(step, items, limit=10)``: call ``fn`` on each item concurrently."""
+    return await parallel(*(functools.partial(fn, item) for item in items), limit=limit)
+
+
+async def _invoke(item: Awaitable[Any] | Callable[[], Any]) -> Any:
+    if inspect.isawaitable(item):
+        return await item
+    if inspect.iscoroutinefunction(item):
+        return await item()
+    result = await anyio.to_thread.run_sync(item)
+    if inspect.isawaitable(result):  # a plain callable that returned a coroutine
+        return await result
+    return result
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            out.extend(_leaves(exc))
+        else:
+            out.append(exc)
+    return out
+
+
+def _close_unstarted(items: Iterable[object]) -> None:
+    # A coroutine cancelled before it started would warn "never awaited": close it instead.
+    for item in items:
+        if inspect.iscoroutine(item) and inspect.getcoroutinestate(item) == inspect.CORO_CREATED:
+            item.close()

@@ -1,0 +1,376 @@
+"""One step call's span: start it in the right place, record what happened, end it.
+
+``StepSpec`` holds what is fixed when a function is decorated; ``StepCall`` is one invocation.
+The decorators (``decorators.py``) drive them; everything here swallows its own failures, because
+recording must never change what the user's function does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import INVALID_SPAN, Link, Span, Status, StatusCode
+
+from . import attributes as attr
+from .binding import Binder
+from .context import CallFrame, RunState, current_frame, current_run, with_run
+from .retry import RetryPolicy
+from .runtime import Runtime, count
+from .serialize import Encoded, encode, to_jsonable
+from .state import State
+from .state_diff import make_patch
+
+logger = logging.getLogger("spanflow")
+
+MISSING: Any = object()
+_REPLAY_KEY = otel_context.create_key("spanflow.replay")
+_NOTE_MARK = "__spanflow_run_note__"
+_MAX_TRACEBACK = 16_000
+
+
+@dataclass(frozen=True, eq=False)
+class StepSpec:
+    """Everything about a decorated callable that does not change between calls."""
+
+    fn: Any
+    name: str
+    step_type: str
+    span_kind: str
+    capture: frozenset[str]
+    policy: RetryPolicy | None
+    timeout: float | None
+    fallback: Any
+    default: Any
+    binder: Binder
+    static_attributes: dict[str, Any]
+
+    @property
+    def is_workflow(self) -> bool:
+        return self.step_type == attr.STEP_TYPE_WORKFLOW
+
+    @property
+    def handles_failure(self) -> bool:
+        return self.fallback is not None or self.default is not MISSING
+
+
+def entrypoint_of(fn: Any) -> tuple[str, str | None]:
+    """``module:qualname`` for replay; a script's functions are named after the file's stem."""
+    module = getattr(fn, "__module__", None) or "__main__"
+    qualname = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", "unknown")
+    if module == "__main__":
+        main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+        if main_file:
+            path = Path(main_file).resolve()
+            return f"{path.stem}:{qualname}", str(path)
+    return f"{module}:{qualname}", None
+
+
+def is_cancellation(exc: BaseException) -> bool:
+    """asyncio/anyio/trio cancellation: the call was stopped from outside, it did not fail."""
+    if isinstance(exc, asyncio.CancelledError):
+        return True
+    cls = type(exc)
+    return cls.__name__ == "Cancelled" and cls.__module__.startswith("trio")
+
+
+def type_name(exc: BaseException) -> str:
+    cls = type(exc)
+    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+
+
+class StepCall:
+    """One call of a decorated function, from span start to span end."""
+
+    __slots__ = (
+        "_encoded_inputs",
+        "_lossy",
+        "_states",
+        "cached",
+        "cached_value",
+        "ctx",
+        "frame",
+        "is_root",
+        "rt",
+        "run",
+        "span",
+        "spec",
+        "token",
+    )
+
+    def __init__(self, spec: StepSpec, rt: Runtime, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        self.spec = spec
+        self.rt = rt
+        self.cached = False
+        self.cached_value: Any = None
+        self._lossy: list[str] = []
+        self._states: list[tuple[str, State, Any]] = []
+        self._encoded_inputs: Encoded | None = None
+        ctx = otel_context.get_current()
+        run = current_run(ctx)
+        links: list[Link] | None = None
+        attributes = dict(spec.static_attributes)
+        if run is None:
+            self.is_root = True
+            outer = trace.get_current_span(ctx).get_span_context()
+            if outer.is_valid:
+                links = [Link(outer, {"spanflow.link": "caller"})]
+            parent_ctx = trace.set_span_in_context(INVALID_SPAN, ctx)
+            plan = otel_context.get_value(_REPLAY_KEY, ctx)
+            if plan is not None:
+                attributes[attr.REPLAY_OF] = plan.original_run_id
+                links = [*(links or []), *plan.links()]
+        else:
+            self.is_root = False
+            parent_ctx = ctx
+            attributes[attr.RUN_ID] = run.run_id
+            plan = run.replay
+        span = rt.tracer.start_span(spec.name, context=parent_ctx, attributes=attributes, links=links)
+        self.span = span
+        if run is None:
+            run_id = format(span.get_span_context().trace_id, "032x")
+            span.set_attribute(attr.RUN_ID, run_id)
+            run = RunState(run_id=run_id, root_span=span, replay=plan)
+            self.frame = CallFrame(path=spec.name, span=span)
+            occurrence = 0
+        else:
+            parent_frame = current_frame(ctx)
+            if parent_frame is None:
+                self.frame = CallFrame(path=spec.name, span=span)
+                occurrence = 0
+            else:
+                path, occurrence = parent_frame.next_child(spec.name)
+                self.frame = CallFrame(path=path, span=span)
+        self.run = run
+        if occurrence:
+            span.set_attribute(attr.STEP_OCCURRENCE, occurrence)
+        self.ctx = with_run(trace.set_span_in_context(span, ctx), run, self.frame)
+        self.token: object | None = otel_context.attach(self.ctx)
+        if span.is_recording():
+            self._capture_inputs(args, kwargs)
+            if run.replay is not None and not self.is_root and self._encoded_inputs is not None:
+                hit, value = run.replay.lookup(self.frame.path, self.spec.fn, self._encoded_inputs)
+                if hit:
+                    self.cached = True
+                    self.cached_value = value
+                    span.set_attribute(attr.REPLAY_CACHED, True)
+
+    # -- inputs -------------------------------------------------------------------------------
+
+    def _capture_inputs(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        spec = self.spec
+        want_inputs = "inputs" in spec.capture and "inputs" in self.rt.settings.capture
+        has_state = any(isinstance(a, State) for a in args) or any(
+            isinstance(v, State) for v in kwargs.values()
+        )
+        if not (want_inputs or has_state or self.run.replay is not None):
+            return
+        try:
+            bound = spec.binder.bind(args, kwargs)
+            if has_state:
+                self._snapshot_states(bound)
+            if want_inputs or self.run.replay is not None:
+                enc = self._encode(attr.INPUT_VALUE, bound)
+                self._encoded_inputs = enc
+                if want_inputs:
+                    self.span.set_attribute(attr.INPUT_VALUE, enc.json)
+                    self.span.set_attribute(attr.INPUT_MIME_TYPE, attr.JSON_MIME)
+        except Exception:
+            count("capture_errors")
+            logger.debug("spanflow: capturing inputs of %s failed", spec.name, exc_info=True)
+
+    def _encode(self, key: str, value: Any) -> Encoded:
+        settings = self.rt.settings
+        enc = encode(value, max_bytes=settings.max_value_bytes, redactor=settings.redactor)
+        if not enc.lossless:
+            self._lossy.append(key)
+        if enc.truncated:
+            count("values_truncated")
+        return enc
+
+    def _snapshot_states(self, bound: dict[str, Any]) -> None:
+        states = [(name, v) for name, v in bound.items() if isinstance(v, State)]
+        redactor = self.rt.settings.redactor
+        for name, state in states:
+            prefix = f"/{name}" if len(states) > 1 else ""
+            before, _ = to_jsonable(state, redactor=redactor)
+            self._states.append((prefix, state, before))
+        if self.is_root and self.span.is_recording():
+            initial: Any = self._states[0][2] if len(states) == 1 else {
+                prefix[1:]: snap for prefix, _, snap in self._states
+            }
+            text = json.dumps(initial, ensure_ascii=False)
+            if len(text) <= self.rt.settings.max_state_bytes:
+                self.span.set_attribute(attr.STATE_INITIAL, text)
+            else:
+                self.span.set_attribute(attr.STATE_INITIAL, json.dumps({"__truncated__": True, "size": len(text)}))
+
+    def _record_state_diff(self, result: Any) -> None:
+        if not self._states:
+            return
+        try:
+            redactor = self.rt.settings.redactor
+            ops: list[dict[str, Any]] = []
+            for prefix, state, before in self._states:
+                # A step may change the state in place, or return a new State of the same class.
+                target = result if (
+                    len(self._states) == 1 and type(result) is type(state) and result is not state
+                ) else state
+                after, _ = to_jsonable(target, redactor=redactor)
+                ops.extend(make_patch(before, after, prefix=prefix))
+            text = json.dumps(ops, ensure_ascii=False)
+            if len(text) > self.rt.settings.max_state_bytes:
+                text = json.dumps([{"op": "test", "path": "", "value": {"__truncated__": True, "size": len(text)}}])
+                self._lossy.append(attr.STATE_DIFF)
+            self.span.set_attribute(attr.STATE_DIFF, text)
+        except Exception:
+            count("capture_errors")
+            logger.debug("spanflow: state diff of %s failed", self.spec.name, exc_info=True)
+
+    # -- outcome ------------------------------------------------------------------------------
+
+    def succeed(self, result: Any) -> None:
+        """The call returned ``result``: record it and end the span."""
+        span = self.span
+        try:
+            if span.is_recording():
+                if "outputs" in self.spec.capture and "outputs" in self.rt.settings.capture:
+                    enc = self._encode(attr.OUTPUT_VALUE, result)
+                    span.set_attribute(attr.OUTPUT_VALUE, enc.json)
+                    span.set_attribute(attr.OUTPUT_MIME_TYPE, attr.JSON_MIME)
+                self._record_state_diff(result)
+        except Exception:
+            count("capture_errors")
+            logger.debug("spanflow: capturing output of %s failed", self.spec.name, exc_info=True)
+        self._end()
+
+    def fail(self, exc: BaseException) -> None:
+        """The call raised ``exc`` (which the caller re-raises unchanged): record it, end the span."""
+        span = self.span
+        try:
+            if span.is_recording():
+                self._record_state_diff(None)
+                if is_cancellation(exc):
+                    span.set_attribute(attr.CANCELLED, True)
+                    span.add_event("cancelled")
+                    if self.is_root:
+                        span.set_status(Status(StatusCode.ERROR, "cancelled"))
+                elif isinstance(exc, GeneratorExit):
+                    span.set_attribute(attr.GENERATOR_CLOSED, True)
+                else:
+                    self.record_exception(exc, escaped=True)
+                    span.set_attribute(attr.ERROR_TYPE, type_name(exc))
+                    message = self.rt.settings.redactor.redact_text(str(exc))[0]
+                    span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {message}"[:1000]))
+            if self.is_root and self.spec.is_workflow and not is_cancellation(exc):
+                self._add_run_note(exc)
+        except Exception:
+            count("capture_errors")
+            logger.debug("spanflow: recording the failure of %s failed", self.spec.name, exc_info=True)
+        self._end()
+
+    def record_exception(self, exc: BaseException, *, escaped: bool = False, span: Span | None = None) -> None:
+        """Add an OTel ``exception`` event (redacted) to this call's span or to ``span``."""
+        target = span or self.span
+        if not target.is_recording():
+            return
+        redact = self.rt.settings.redactor.redact_text
+        try:
+            stack = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        except Exception:
+            stack = f"{type(exc).__name__}: <traceback unavailable>"
+        target.add_event(
+            attr.EXCEPTION_EVENT,
+            {
+                attr.EXCEPTION_TYPE: type_name(exc),
+                attr.EXCEPTION_MESSAGE: redact(str(exc))[0][:4000],
+                attr.EXCEPTION_STACKTRACE: redact(stack[-_MAX_TRACEBACK:])[0],
+                "exception.escaped": escaped,
+            },
+        )
+
+    def _add_run_note(self, exc: BaseException) -> None:
+        if getattr(exc, _NOTE_MARK, None):
+            return
+        run_id = self.run.run_id
+        db = self.rt.settings.db
+        db_arg = ""
+        if db is not None and str(db) != str(Path(".spanflow") / "traces.db"):
+            db_arg = f" --db {db}"
+        try:
+            setattr(exc, _NOTE_MARK, run_id)
+            exc.add_note(
+                f"spanflow: run {run_id} failed; inspect it with `spanflow show {run_id}{db_arg}`, "
+                f"replay it with `spanflow replay {run_id}{db_arg}`"
+            )
+        except (AttributeError, TypeError):  # exceptions with __slots__ or frozen ones
+            pass
+
+    def _end(self) -> None:
+        span = self.span
+        try:
+            if self._lossy and span.is_recording():
+                span.set_attribute(attr.LOSSY, ",".join(self._lossy))
+            if self.is_root and span.is_recording() and (self.run.input_tokens or self.run.output_tokens):
+                span.set_attribute(attr.GEN_AI_INPUT_TOKENS, self.run.input_tokens)
+                span.set_attribute(attr.GEN_AI_OUTPUT_TOKENS, self.run.output_tokens)
+        except Exception:
+            count("capture_errors")
+        self.suspend()
+        span.end()
+
+    def suspend(self) -> None:
+        """Make the caller's context current again (generators do this at every ``yield``)."""
+        token, self.token = self.token, None
+        if token is not None:
+            try:
+                otel_context.detach(token)  # type: ignore[arg-type]
+            except Exception:  # detaching in another context (e.g. a generator closed elsewhere)
+                count("context_errors")
+
+    def resume(self) -> None:
+        """Make this call's span and run current again (a generator is being resumed)."""
+        if self.token is None:
+            self.token = otel_context.attach(self.ctx)
+
+    # -- attempts -----------------------------------------------------------------------------
+
+    def start_attempt(self, number: int) -> tuple[Span, object]:
+        """Open the span of attempt ``number`` as the current span (steps inside nest under it)."""
+        attributes = {
+            attr.RUN_ID: self.run.run_id,
+            attr.STEP_NAME: self.spec.name,
+            attr.STEP_TYPE: attr.STEP_TYPE_ATTEMPT,
+            attr.ATTEMPT_NUMBER: number,
+        }
+        span = self.rt.tracer.start_span(f"{self.spec.name} #{number}", attributes=attributes)
+        token = otel_context.attach(trace.set_span_in_context(span))
+        return span, token
+
+    def end_attempt(self, span: Span, token: object, exc: BaseException | None) -> None:
+        try:
+            otel_context.detach(token)  # type: ignore[arg-type]
+        except Exception:
+            count("context_errors")
+        if exc is not None and span.is_recording():
+            self.record_exception(exc, escaped=True, span=span)
+            span.set_attribute(attr.ERROR_TYPE, type_name(exc))
+            message = self.rt.settings.redactor.redact_text(str(exc))[0]
+            span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {message}"[:1000]))
+
+    def handled(self, exc: BaseException) -> None:
+        """A failure the fallback or default may absorb: an ``exception`` event, not ERROR."""
+        self.record_exception(exc, escaped=False)
+
+    def mark(self, key: str) -> None:
+        """Set a boolean flag such as ``spanflow.fallback.used`` on this call's span."""
+        if self.span.is_recording():
+            self.span.set_attribute(key, True)

@@ -1,0 +1,60 @@
+"""Conditional routing that leaves the decision in the trace: which branch, and why."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Mapping
+from typing import Any, TypeVar
+
+from opentelemetry import trace
+
+from . import attributes as attr
+from .context import current_step_span
+from .serialize import encode
+
+R = TypeVar("R")
+_REASON_BYTES = 1024
+
+
+def decision(branch: str, *, reason: Any = None, name: str | None = None) -> str:
+    """Record the branch plain ``if`` code takes on the current step's span; returns ``branch``.
+
+    One line in existing code::
+
+        if spanflow.decision("escalate" if urgent else "auto", reason=label) == "escalate":
+    """
+    span = current_step_span() or trace.get_current_span()
+    if span.is_recording():
+        from .runtime import get_runtime
+
+        encoded = encode(reason, max_bytes=_REASON_BYTES, redactor=get_runtime().settings.redactor)
+        attributes: dict[str, str] = {attr.ROUTE_BRANCH: str(branch), attr.ROUTE_REASON: encoded.json}
+        if name:
+            attributes[attr.ROUTE_NAME] = name
+        span.set_attributes(attributes)
+        span.add_event("route", attributes)
+    return branch
+
+
+def route(
+    key: Hashable,
+    routes: Mapping[Any, Callable[..., R]],
+    /,
+    *args: Any,
+    default: Callable[..., R] | None = None,
+    reason: Any = None,
+    name: str | None = None,
+    **kwargs: Any,
+) -> R:
+    """Call ``routes[key](*args, **kwargs)`` and record the choice (``key`` is the reason).
+
+    Returns what the chosen callable returns (await it when the routes are async steps).
+
+    Raises:
+        LookupError: ``key`` has no route and no ``default`` was given.
+    """
+    target = routes.get(key, default)
+    if target is None:
+        raise LookupError(f"no route for {key!r}; routes are {sorted(map(str, routes))}")
+    branch = str(key) if key in routes else "default"
+    decision(branch, reason=key if reason is None else reason, name=name)
+    return target(*args, **kwargs)
