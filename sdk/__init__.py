@@ -31,6 +31,7 @@ from .errors import (
 )
 from .genai import record_llm_usage
 from .parallel import map, parallel  # noqa: A004 - spanflow.map is part of the API
+from .replay import replay
 from .routing import decision, route
 from .runtime import configure, flush, stats
 from .state import State
@@ -53,6 +54,7 @@ __all__ = [
     "map",
     "parallel",
     "record_llm_usage",
+    "replay",
     "route",
     "stats",
     "step",

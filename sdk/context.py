@@ -19,7 +19,7 @@ from opentelemetry import context as otel_context
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
 
-    from .replay_plan import ReplayPlan
+    from .replay import ReplayPlan
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -14,7 +14,7 @@ import sys
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -28,6 +28,9 @@ from .runtime import Runtime, count
 from .serialize import Encoded, encode, to_jsonable
 from .state import State
 from .state_diff import make_patch
+
+if TYPE_CHECKING:
+    from .replay import ReplayPlan
 
 logger = logging.getLogger("spanflow")
 
@@ -124,7 +127,7 @@ class StepCall:
             if outer.is_valid:
                 links = [Link(outer, {"spanflow.link": "caller"})]
             parent_ctx = trace.set_span_in_context(INVALID_SPAN, ctx)
-            plan = otel_context.get_value(_REPLAY_KEY, ctx)
+            plan = cast("ReplayPlan | None", otel_context.get_value(_REPLAY_KEY, ctx))
             if plan is not None:
                 attributes[attr.REPLAY_OF] = plan.original_run_id
                 links = [*(links or []), *plan.links()]
@@ -139,6 +142,8 @@ class StepCall:
             run_id = format(span.get_span_context().trace_id, "032x")
             span.set_attribute(attr.RUN_ID, run_id)
             run = RunState(run_id=run_id, root_span=span, replay=plan)
+            if plan is not None:
+                plan.new_run_id = run_id
             self.frame = CallFrame(path=spec.name, span=span)
             occurrence = 0
         else:
@@ -158,7 +163,7 @@ class StepCall:
             self._capture_inputs(args, kwargs)
             if run.replay is not None and not self.is_root and self._encoded_inputs is not None:
                 hit, value = run.replay.lookup(self.frame.path, self.spec.fn, self._encoded_inputs)
-                if hit:
+                if hit and run.replay.apply_state(self.frame.path, self._states):
                     self.cached = True
                     self.cached_value = value
                     span.set_attribute(attr.REPLAY_CACHED, True)

@@ -15,7 +15,7 @@ import threading
 import weakref
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
 from typing import Any, Literal
@@ -405,6 +405,28 @@ def _set(rt: Runtime) -> None:
     global _runtime
     _runtime = rt
     _install_hooks(rt)
+
+
+def use_store(db: Path) -> None:
+    """Make sure spans are recorded into ``db`` (replay records the new run next to the old)."""
+    global _runtime
+    rt = get_runtime()
+    current = rt.settings.db
+    if current is not None and _same_file(current, db):
+        return
+    with _lock:
+        settings = replace(rt.settings, db=db, enabled=True)
+        provider = rt.provider if isinstance(rt.provider, TracerProvider) else None
+        _runtime = _build(settings, provider)
+        _install_hooks(_runtime)
+    rt.shutdown()
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False
 
 
 def stats() -> dict[str, int]:

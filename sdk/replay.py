@@ -1,0 +1,410 @@
+"""Replay a recorded run with today's code, reusing the outputs of the steps that succeeded.
+
+The recorded entrypoint is imported (never evaluated: it must be ``module:qualname`` of dotted
+identifiers and, once imported, a spanflow workflow) and called with its recorded arguments,
+rebuilt from JSON through the type hints. Each step call is matched to the recorded call at the
+same position (same parent, same name, same occurrence among its siblings) with equal inputs; a
+match that succeeded returns its recorded output without executing. Nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import inspect
+import json
+import logging
+import os
+import re
+import sys
+import threading
+import typing
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry.trace import Link, SpanContext, TraceFlags
+from pydantic import TypeAdapter, ValidationError
+
+from . import attributes as attr
+from . import runtime
+from .errors import ReplayError
+from .recording import _REPLAY_KEY, StepSpec
+from .serialize import Encoded
+from .state import State
+from .state_diff import apply_patch
+
+logger = logging.getLogger("spanflow")
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+_LOSSY_MARKS = ("[REDACTED]", "…[+", '"__truncated__"', '"__bytes__"', '"__type__"', '"[cycle]"')
+
+
+@dataclass(frozen=True)
+class RecordedCall:
+    """What the original run recorded for one step call."""
+
+    path: str
+    name: str
+    span_id: str
+    ok: bool
+    input_json: str | None
+    output_json: str | None
+    state_diff: str | None
+    lossy: frozenset[str]
+    start_ns: int
+
+
+@dataclass(eq=False)
+class ReplayPlan:
+    """The recorded calls of a run, looked up by call path while the replay executes."""
+
+    original_run_id: str
+    original_root_span_id: str
+    calls: dict[str, RecordedCall]
+    live: frozenset[str] = frozenset()
+    new_run_id: str | None = None
+    reused: list[str] = field(default_factory=list)
+    executed: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def links(self) -> list[Link]:
+        ctx = SpanContext(
+            trace_id=int(self.original_run_id, 16),
+            span_id=int(self.original_root_span_id, 16),
+            is_remote=True,
+            trace_flags=TraceFlags(TraceFlags.SAMPLED),
+        )
+        return [Link(ctx, {"spanflow.link": "replay_of"})]
+
+    def lookup(self, path: str, fn: Any, inputs: Encoded) -> tuple[bool, Any]:
+        """``(True, output)`` when the call at ``path`` can reuse its recorded output."""
+        recorded = self.calls.get(path)
+        hit, value, why = self._match(recorded, fn, inputs)
+        with self.lock:
+            (self.reused if hit else self.executed).append(path)
+            if why:
+                self.notes.append(f"{path}: {why}")
+        return hit, value
+
+    def _match(self, recorded: RecordedCall | None, fn: Any, inputs: Encoded) -> tuple[bool, Any, str]:
+        if recorded is None:
+            return False, None, ""
+        if recorded.path in self.live or not recorded.ok:
+            return False, None, ""
+        if {attr.INPUT_VALUE, attr.OUTPUT_VALUE, attr.STATE_DIFF} & recorded.lossy:
+            return False, None, "runs live: its recorded value was truncated, redacted or lossy"
+        if recorded.input_json is None or recorded.output_json is None:
+            return False, None, "runs live: its inputs or output were not captured"
+        if not inputs.lossless or json.loads(recorded.input_json) != json.loads(inputs.json):
+            return False, None, "runs live: its inputs changed"
+        annotation = _return_annotation(fn)
+        if annotation is inspect.Signature.empty:
+            return False, None, "runs live: no return annotation to rebuild its output with"
+        try:
+            value = TypeAdapter(annotation).validate_python(json.loads(recorded.output_json))
+        except (ValidationError, TypeError, ValueError) as exc:
+            return False, None, f"runs live: recorded output does not fit {annotation!r} ({exc.__class__.__name__})"
+        return True, value, ""
+
+    def apply_state(self, path: str, states: Sequence[tuple[str, State, Any]]) -> bool:
+        """Re-apply a reused call's recorded state change to the live State objects."""
+        recorded = self.calls.get(path)
+        if recorded is None or not recorded.state_diff or not states:
+            return True
+        ops = json.loads(recorded.state_diff)
+        try:
+            for prefix, state, before in states:
+                mine = [
+                    {**op, "path": op["path"][len(prefix):]}
+                    for op in ops
+                    if not prefix or op["path"] == prefix or op["path"].startswith(prefix + "/")
+                ]
+                if not mine:
+                    continue
+                updated = type(state).model_validate(apply_patch(before, mine))
+                for name in type(state).model_fields:
+                    setattr(state, name, getattr(updated, name))
+        except (ValueError, ValidationError, KeyError) as exc:
+            with self.lock:
+                self.notes.append(f"{path}: recorded state change could not be re-applied ({exc})")
+            return False
+        return True
+
+
+def _return_annotation(fn: Any) -> Any:
+    target = inspect.unwrap(fn)
+    if isinstance(target, functools.partial):
+        return inspect.Signature.empty
+    try:
+        hints = typing.get_type_hints(target)
+    except Exception:
+        return inspect.Signature.empty
+    return hints.get("return", inspect.Signature.empty)
+
+
+# -- building the plan from the store --------------------------------------------------------
+
+
+def build_plan(run_id: str, spans: Sequence[Any], from_step: str | None) -> tuple[ReplayPlan, Any]:
+    """Index a run's recorded step calls by call path; returns the plan and the root span."""
+    by_id = {s.span_id: s for s in spans}
+    roots = [s for s in spans if s.parent_id is None]
+    if not roots:
+        raise ReplayError(f"run {run_id} has no root span in the store; it cannot be replayed")
+    root = roots[0]
+    paths: dict[str, str] = {}
+
+    def path_of(span: Any) -> str | None:
+        if span.span_id in paths:
+            return paths[span.span_id]
+        a = span.attributes
+        if a.get(attr.STEP_TYPE) not in (attr.STEP_TYPE_STEP, attr.STEP_TYPE_WORKFLOW):
+            return None
+        parent = _step_ancestor(span, by_id)
+        name = a.get(attr.STEP_NAME, span.name)
+        if parent is None:
+            path = str(name)
+        else:
+            parent_path = path_of(parent)
+            if parent_path is None:
+                return None
+            path = f"{parent_path}/{name}[{int(a.get(attr.STEP_OCCURRENCE, 0))}]"
+        paths[span.span_id] = path
+        return path
+
+    calls: dict[str, RecordedCall] = {}
+    for span in spans:
+        path = path_of(span)
+        if path is None:
+            continue
+        a = span.attributes
+        lossy = frozenset(x for x in str(a.get(attr.LOSSY, "")).split(",") if x)
+        calls[path] = RecordedCall(
+            path=path,
+            name=str(a.get(attr.STEP_NAME, span.name)),
+            span_id=span.span_id,
+            ok=span.status != "ERROR",
+            input_json=a.get(attr.INPUT_VALUE),
+            output_json=a.get(attr.OUTPUT_VALUE),
+            state_diff=a.get(attr.STATE_DIFF),
+            lossy=lossy,
+            start_ns=span.start_ns,
+        )
+    live: set[str] = set()
+    if from_step is not None:
+        starts = [c for c in calls.values() if c.name == from_step and c.path != paths.get(root.span_id)]
+        if not starts:
+            names = sorted({c.name for c in calls.values()})
+            raise ReplayError(f"--from {from_step!r}: no such step in run {run_id}; its steps are {', '.join(names)}")
+        first = min(c.start_ns for c in starts)
+        for call in calls.values():
+            if call.start_ns >= first or any(
+                s.path.startswith(call.path + "/") for s in starts
+            ):
+                live.add(call.path)
+    plan = ReplayPlan(
+        original_run_id=run_id, original_root_span_id=root.span_id, calls=calls, live=frozenset(live)
+    )
+    return plan, root
+
+
+def _step_ancestor(span: Any, by_id: dict[str, Any]) -> Any:
+    parent = by_id.get(span.parent_id) if span.parent_id else None
+    while parent is not None and parent.attributes.get(attr.STEP_TYPE) not in (
+        attr.STEP_TYPE_STEP,
+        attr.STEP_TYPE_WORKFLOW,
+    ):
+        parent = by_id.get(parent.parent_id) if parent.parent_id else None
+    return parent
+
+
+# -- resolving the entrypoint ----------------------------------------------------------------
+
+
+def check_entrypoint(entrypoint: str) -> tuple[str, str]:
+    """Split ``module:qualname``; refuse anything that is not dotted identifiers."""
+    module, sep, qualname = entrypoint.partition(":")
+    if not sep or not _IDENT.match(module) or not _IDENT.match(qualname):
+        raise ReplayError(
+            f"entrypoint {entrypoint!r} is not module:qualname of dotted identifiers; refusing to import it"
+        )
+    if "<locals>" in qualname:
+        raise ReplayError(f"entrypoint {entrypoint!r} is defined inside a function and cannot be imported")
+    return module, qualname
+
+
+@contextmanager
+def _import_paths(workflow_file: str | None) -> Iterator[None]:
+    extra = [os.getcwd()]
+    if workflow_file:
+        extra.insert(0, str(Path(workflow_file).parent))
+    added = [p for p in extra if p not in sys.path]
+    sys.path[:0] = added
+    try:
+        yield
+    finally:
+        for p in added:
+            if p in sys.path:
+                sys.path.remove(p)
+
+
+def load_workflow(entrypoint: str, workflow_file: str | None) -> Any:
+    """Import the recorded entrypoint and make sure it is a spanflow workflow."""
+    module_name, qualname = check_entrypoint(entrypoint)
+    with _import_paths(workflow_file):
+        try:
+            obj: Any = importlib.import_module(module_name)
+        except Exception as exc:
+            raise ReplayError(f"cannot import {module_name!r} for {entrypoint}: {type(exc).__name__}: {exc}") from exc
+    for part in qualname.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ReplayError(f"{entrypoint}: {module_name} has no attribute path {qualname!r} today") from None
+    spec = getattr(obj, "__spanflow_spec__", None)
+    if not isinstance(spec, StepSpec) or not spec.is_workflow:
+        raise ReplayError(f"{entrypoint} is not a @spanflow.workflow; refusing to call it")
+    return obj
+
+
+def rebuild_arguments(fn: Any, input_json: str | None, lossy: frozenset[str]) -> tuple[list[Any], dict[str, Any]]:
+    """The workflow's arguments from its recorded ``input.value``, validated by its type hints."""
+    if input_json is None:
+        raise ReplayError("the run's inputs were not captured (capture= excluded them); it cannot be replayed")
+    recorded = json.loads(input_json)
+    if not isinstance(recorded, dict):
+        raise ReplayError("the run's recorded inputs are not an object of parameters")
+    if attr.INPUT_VALUE in lossy:
+        spoiled = [k for k, v in recorded.items() if any(m in json.dumps(v, ensure_ascii=False) for m in _LOSSY_MARKS)]
+        raise ReplayError(
+            "the run's argument(s) " + ", ".join(repr(k) for k in spoiled or recorded)
+            + " were truncated or redacted when recorded; replay cannot rebuild them"
+        )
+    target = inspect.unwrap(fn)
+    signature = inspect.signature(target)
+    try:
+        hints = typing.get_type_hints(target)
+    except Exception:
+        hints = {}
+    args: list[Any] = []
+    kwargs: dict[str, Any] = {}
+    for name, param in signature.parameters.items():
+        if name not in recorded:
+            continue
+        value = recorded[name]
+        hint = hints.get(name)
+        if hint is not None:
+            try:
+                if param.kind is param.VAR_POSITIONAL:
+                    value = [TypeAdapter(hint).validate_python(v) for v in value]
+                elif param.kind is param.VAR_KEYWORD:
+                    value = {k: TypeAdapter(hint).validate_python(v) for k, v in value.items()}
+                else:
+                    value = TypeAdapter(hint).validate_python(value)
+            except ValidationError as exc:
+                raise ReplayError(f"recorded argument {name!r} no longer fits {hint!r}: {exc.errors()[0]['msg']}") from None
+        if param.kind is param.POSITIONAL_ONLY:
+            args.append(value)
+        elif param.kind is param.VAR_POSITIONAL:
+            args.extend(value)
+        elif param.kind is param.VAR_KEYWORD:
+            kwargs.update(value)
+        else:
+            kwargs[name] = value
+    return args, kwargs
+
+
+# -- the public entry point ------------------------------------------------------------------
+
+
+@dataclass
+class ReplayResult:
+    """What a replay did, for the CLI's summary."""
+
+    original_run_id: str
+    entrypoint: str
+    plan: ReplayPlan
+    run_id: str | None = None
+    value: Any = None
+    error: BaseException | None = None
+
+
+def prepare(run_id: str, db: str | os.PathLike[str] | None, from_step: str | None) -> tuple[Any, list[Any], dict[str, Any], ReplayPlan, str, Path]:
+    """Read the run from the store and get everything ready to call the workflow again."""
+    from spanflow.exporters.store import Store
+
+    path = Path(db) if db is not None else _default_db()
+    with Store.open(path) as store:
+        run = store.get_run(run_id)
+        spans = store.spans(run.id)
+    plan, root = build_plan(run.id, spans, from_step)
+    if root.attributes.get(attr.STEP_TYPE) != attr.STEP_TYPE_WORKFLOW:
+        raise ReplayError(f"run {run.id} is a lone step call, not a workflow run; only workflows can be replayed")
+    entrypoint = root.attributes.get(attr.WORKFLOW_ENTRYPOINT)
+    if not entrypoint:
+        raise ReplayError(f"run {run.id} recorded no entrypoint")
+    fn = load_workflow(str(entrypoint), root.attributes.get(attr.WORKFLOW_FILE))
+    lossy = frozenset(x for x in str(root.attributes.get(attr.LOSSY, "")).split(",") if x)
+    args, kwargs = rebuild_arguments(fn, root.attributes.get(attr.INPUT_VALUE), lossy)
+    return fn, args, kwargs, plan, str(entrypoint), path
+
+
+def _default_db() -> Path:
+    rt = runtime._runtime
+    if rt is not None and rt.settings.db is not None:
+        return rt.settings.db
+    env = os.environ.get("SPANFLOW_DB")
+    return Path(env) if env else runtime.DEFAULT_DB
+
+
+def execute(fn: Any, args: list[Any], kwargs: dict[str, Any], plan: ReplayPlan, db: Path) -> ReplayResult:
+    """Call the workflow as a new run linked to the original; never raises the workflow's error."""
+    runtime.use_store(db)
+    result = ReplayResult(original_run_id=plan.original_run_id, entrypoint="", plan=plan)
+    token = otel_context.attach(otel_context.set_value(_REPLAY_KEY, plan))
+    try:
+        call = functools.partial(fn, *args, **kwargs)
+        if inspect.iscoroutinefunction(fn):
+            import anyio
+
+            result.value = anyio.run(_await, call)
+        else:
+            result.value = call()
+    except Exception as exc:
+        result.error = exc
+    finally:
+        otel_context.detach(token)
+        runtime.flush()
+    result.run_id = plan.new_run_id
+    return result
+
+
+async def _await(call: Any) -> Any:
+    return await call()
+
+
+def replay(run_id: str, db: str | os.PathLike[str] | None = None, from_step: str | None = None) -> Any:
+    """Re-run a recorded run with today's code, reusing the outputs of steps that succeeded.
+
+    Args:
+        run_id: the run to replay (a unique prefix of at least 4 hex characters is enough).
+        db: the store to read it from and record the replay in (default: the configured store).
+        from_step: run this step and everything after it live, even where it succeeded.
+
+    Returns:
+        What the workflow returns. Raises what it raises (with a note naming the new run).
+
+    Raises:
+        ReplayError: the run cannot be replayed (entrypoint, arguments); StoreError /
+            UnknownRunError: the store or the run cannot be read.
+    """
+    fn, args, kwargs, plan, _entry, path = prepare(run_id, db, from_step)
+    outcome = execute(fn, args, kwargs, plan, path)
+    if outcome.error is not None:
+        raise outcome.error
+    return outcome.value
