@@ -1,0 +1,191 @@
+"""Replay through the Python API: matching, reuse, live steps, refusals."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import spanflow
+from spanflow import attributes as attr
+from spanflow.replay import build_plan, check_entrypoint, load_workflow
+
+PIPELINE = '''
+from __future__ import annotations
+import os, pathlib
+import spanflow
+
+CALLS = pathlib.Path(os.environ["CALLS_FILE"])
+
+class Doc(spanflow.State):
+    query: str
+    hits: list[str] = []
+    answer: str | None = None
+
+def _mark(name: str) -> None:
+    with CALLS.open("a") as f:
+        f.write(name + "\\n")
+
+@spanflow.step
+def search(query: str) -> list[str]:
+    _mark("search")
+    return [query + "-1", query + "-2"]
+
+@spanflow.step
+def enrich(doc: Doc) -> None:
+    _mark("enrich")
+    doc.hits = search(doc.query)
+
+@spanflow.step
+def untyped(x):
+    _mark("untyped")
+    return x
+
+@spanflow.step
+def answer(doc: Doc) -> str:
+    _mark("answer")
+    if os.environ.get("FIXED") != "1":
+        raise RuntimeError("answer model crashed")
+    doc.answer = doc.hits[0].upper()
+    return doc.answer
+
+@spanflow.workflow
+def pipeline(doc: Doc, shout: bool = False) -> str:
+    enrich(doc)
+    untyped(1)
+    return answer(doc)
+
+if __name__ == "__main__":
+    pipeline(Doc(query="q"))
+'''
+
+
+@pytest.fixture
+def failed_run(tmp_path: Path) -> tuple[Path, str, Path]:
+    """A real failed run of a script-defined workflow, recorded by a separate process."""
+    script = tmp_path / "proj" / "mypipe.py"
+    script.parent.mkdir()
+    script.write_text(PIPELINE)
+    db = tmp_path / "traces.db"
+    calls = tmp_path / "calls.txt"
+    env = {"SPANFLOW_DB": str(db), "CALLS_FILE": str(calls), "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 1 and "answer model crashed" in proc.stderr, proc.stderr[-3000:]
+    assert "spanflow replay" in proc.stderr  # the note names the command
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        row = conn.execute("select id from runs").fetchone()
+        assert row is not None, proc.stderr[-3000:]
+        (run_id,) = row
+    conn.close()
+    calls.write_text("")
+    return db, run_id, calls
+
+
+def test_replay_reuses_succeeded_steps(failed_run: tuple[Path, str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    db, run_id, calls = failed_run
+    monkeypatch.setenv("CALLS_FILE", str(calls))
+    monkeypatch.setenv("FIXED", "1")
+    monkeypatch.syspath_prepend(str(db.parent))  # the test's own cwd is elsewhere
+    try:
+        result = spanflow.replay(run_id[:8], db=db)
+        spanflow.flush()
+    finally:
+        sys.modules.pop("mypipe", None)
+        spanflow.runtime.reset_for_tests()
+    assert result == "Q-1"
+    # enrich (and so search) reused with its state change re-applied; untyped has no annotation
+    assert calls.read_text().split() == ["untyped", "answer"]
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        rows = conn.execute("select id, status, replay_of from runs order by started_ns").fetchall()
+    conn.close()
+    assert rows[0][1] == "failed" and rows[1][1:] == ("ok", run_id)
+
+
+def test_replay_failing_again_raises_with_a_new_run(failed_run: tuple[Path, str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    db, run_id, calls = failed_run
+    monkeypatch.setenv("CALLS_FILE", str(calls))
+    try:
+        with pytest.raises(RuntimeError, match="answer model crashed") as info:
+            spanflow.replay(run_id, db=db, from_step="enrich")
+    finally:
+        sys.modules.pop("mypipe", None)
+        spanflow.runtime.reset_for_tests()
+    assert calls.read_text().split() == ["enrich", "search", "untyped", "answer"]  # --from: all live
+    assert any("spanflow show" in n for n in info.value.__notes__)
+
+
+def test_unknown_from_step_lists_the_steps(failed_run: tuple[Path, str, Path]) -> None:
+    db, run_id, _ = failed_run
+    with pytest.raises(spanflow.ReplayError, match="no such step"):
+        spanflow.replay(run_id, db=db, from_step="nope")
+
+
+def test_entrypoints_are_checked_before_import() -> None:
+    for bad in ["os.system", "os:system()", "__import__('os'):x", "a b:c", "m:<locals>.f", ":x"]:
+        with pytest.raises(spanflow.ReplayError):
+            check_entrypoint(bad)
+            load_workflow(bad, None)
+    with pytest.raises(spanflow.ReplayError, match="not a @spanflow.workflow"):
+        load_workflow("os:system", None)
+    with pytest.raises(spanflow.ReplayError, match="not a @spanflow.workflow"):
+        load_workflow("json:dumps", None)
+
+
+def test_redacted_workflow_argument_stops_replay(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    mod = tmp_path / "secretpipe.py"
+    mod.write_text(textwrap.dedent('''
+        import spanflow
+
+        @spanflow.workflow
+        def login(user: str, password: str) -> str:
+            raise ValueError("denied")
+    '''))
+    db = tmp_path / "t.db"
+    monkeypatch.syspath_prepend(str(tmp_path))
+    spanflow.configure(db=db)
+    try:
+        import secretpipe  # type: ignore[import-not-found]
+
+        with pytest.raises(ValueError):
+            secretpipe.login("ada", "hunter2")
+        spanflow.flush()
+        from spanflow.exporters.store import Store
+
+        with Store.open(db) as store:
+            run = store.list_runs()[0]
+            root = store.spans(run.id)[0]
+        assert "hunter2" not in json.dumps(root.attributes)
+        assert attr.INPUT_VALUE in root.attributes[attr.LOSSY]
+        with pytest.raises(spanflow.ReplayError, match="'password'"):
+            spanflow.replay(run.id, db=db)
+    finally:
+        sys.modules.pop("secretpipe", None)
+        spanflow.runtime.reset_for_tests()
+
+
+def test_plan_paths_skip_attempt_spans() -> None:
+    from spanflow.exporters.records import SpanRecord
+
+    rid = "ab" * 16
+
+    def span(sid: str, parent: str | None, name: str, kind: str, **extra: object) -> SpanRecord:
+        attrs = {attr.STEP_NAME: name, attr.STEP_TYPE: kind, **extra}
+        return SpanRecord(run_id=rid, span_id=sid * 16, parent_id=parent * 16 if parent else None,
+                          name=name, start_ns=int(sid, 16), end_ns=int(sid, 16) + 1, attributes=attrs)
+
+    spans = [
+        span("1", None, "wf", "workflow"),
+        span("2", "1", "flaky", "step"),
+        span("3", "2", "flaky #1", "attempt"),
+        span("4", "3", "inner", "step"),
+        span("5", "2", "flaky #2", "attempt"),
+        span("6", "5", "inner", "step", **{attr.STEP_OCCURRENCE: 1}),
+    ]
+    plan, root = build_plan(rid, spans, None)
+    assert root.span_id == "1" * 16
+    assert set(plan.calls) == {"wf", "wf/flaky[0]", "wf/flaky[0]/inner[0]", "wf/flaky[0]/inner[1]"}
