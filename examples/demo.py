@@ -20,7 +20,9 @@ def banner(text: str) -> None:
     print(f"\n\033[1m== {text}\033[0m" if sys.stdout.isatty() else f"\n== {text}", flush=True)
 
 
-def run(cmd: list[str], *, env: dict[str, str] | None = None, check: bool = False) -> subprocess.CompletedProcess[str]:
+def run(
+    cmd: list[str], *, env: dict[str, str] | None = None, check: bool = False
+) -> subprocess.CompletedProcess[str]:
     shown = " ".join(c if " " not in c else repr(c) for c in cmd)
     prefix = " ".join(f"{k}={v}" for k, v in (env or {}).items() if k == "SUPPORT_FIXED")
     print(f"$ {prefix + ' ' if prefix else ''}{shown}", flush=True)
@@ -52,15 +54,21 @@ def main() -> None:
     run([spanflow, "show", run_id, "--db", db], check=True)
 
     banner("4. Fix the code (SUPPORT_FIXED=1) and replay: successful steps are reused, not re-run")
-    replayed = run([spanflow, "replay", run_id, "--db", db], env={"SUPPORT_FIXED": "1", "SPANFLOW_DB": db})
+    replayed = run(
+        [spanflow, "replay", run_id, "--db", db], env={"SUPPORT_FIXED": "1", "SPANFLOW_DB": db}
+    )
     if replayed.returncode != 0:
         raise SystemExit(f"demo: the replay was expected to succeed (exit {replayed.returncode})")
 
     banner("5. Look at it in the browser")
     print(f"$ {spanflow} ui --db {db}")
-    print("  then open http://127.0.0.1:8765/ (the failed run shows its failing step's inputs and error)")
-    print(f"\nOther views: `spanflow export {run_id[:12]} --format jaeger --db {db} -o trace.json` "
-          "(load it in Jaeger's UI), `spanflow runs --status failed --db " + db + "`")
+    print(
+        "  then open http://127.0.0.1:8765/ (the failed run shows its failing step's inputs and error)"
+    )
+    print(
+        f"\nOther views: `spanflow export {run_id[:12]} --format jaeger --db {db} -o trace.json` "
+        "(load it in Jaeger's UI), `spanflow runs --status failed --db " + db + "`"
+    )
 
 
 if __name__ == "__main__":

@@ -20,7 +20,10 @@ import time
 import spanflow
 
 KNOWLEDGE_BASE = {
-    "billing": ["Refunds are issued within 5 business days.", "Invoices live under Settings > Billing."],
+    "billing": [
+        "Refunds are issued within 5 business days.",
+        "Invoices live under Settings > Billing.",
+    ],
     "shipping": ["Orders ship within 24 hours.", "Tracking links arrive by email."],
     "account": ["Reset your password from the login page.", "Two-factor auth is under Security."],
 }
@@ -138,8 +141,12 @@ async def support(ticket: Ticket) -> dict[str, str]:
     ticket.category = classify(ticket.text)
     await retrieve(ticket)
     route = "escalate" if "lawyer" in ticket.text.lower() else "generate"
-    spanflow.route(route, {"generate": generate, "escalate": escalate}, ticket,
-                   reason={"category": ticket.category})
+    spanflow.route(
+        route,
+        {"generate": generate, "escalate": escalate},
+        ticket,
+        reason={"category": ticket.category},
+    )
     return log_reply(ticket)
 
 

@@ -50,7 +50,7 @@ class Binder:
         names = self._names
         if names is None or len(args) > self._positional:
             return None
-        bound = dict(zip(names, args))
+        bound = dict(zip(names, args, strict=False))
         for key, value in kwargs.items():
             if key in bound or key not in names:
                 return None

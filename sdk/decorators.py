@@ -6,6 +6,7 @@ async generator); it returns what the original returns and raises what it raises
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
 import inspect
@@ -28,7 +29,9 @@ logger = logging.getLogger("spanflow")
 
 P = ParamSpec("P")
 R = TypeVar("R")
-Kind = Literal["chain", "llm", "tool", "retriever", "embedding", "agent", "reranker", "guardrail", "evaluator"]
+Kind = Literal[
+    "chain", "llm", "tool", "retriever", "embedding", "agent", "reranker", "guardrail", "evaluator"
+]
 _MAX_GENERATOR_ITEMS = 200
 
 
@@ -80,8 +83,14 @@ def step(
         capture: ``"all"`` (default), ``"inputs"``, ``"outputs"`` or ``"none"``.
     """
     options = dict(
-        name=name, kind=kind, retries=retries, retry=retry, timeout=timeout,
-        fallback=fallback, default=default, capture=capture,
+        name=name,
+        kind=kind,
+        retries=retries,
+        retry=retry,
+        timeout=timeout,
+        fallback=fallback,
+        default=default,
+        capture=capture,
     )
     if fn is not None:
         return _decorate(fn, attr.STEP_TYPE_STEP, options)
@@ -124,8 +133,14 @@ def workflow(
     Takes the same options as :func:`step`.
     """
     options = dict(
-        name=name, kind=kind, retries=retries, retry=retry, timeout=timeout,
-        fallback=fallback, default=default, capture=capture,
+        name=name,
+        kind=kind,
+        retries=retries,
+        retry=retry,
+        timeout=timeout,
+        fallback=fallback,
+        default=default,
+        capture=capture,
     )
     if fn is not None:
         return _decorate(fn, attr.STEP_TYPE_WORKFLOW, options)
@@ -136,15 +151,23 @@ def _decorate(fn: Any, step_type: str, options: dict[str, Any]) -> Any:
     if isinstance(fn, (classmethod, staticmethod)):
         return type(fn)(_decorate(fn.__func__, step_type, options))
     if not callable(fn):
-        raise ConfigurationError(f"@spanflow.{step_type} decorates callables, not {type(fn).__name__}")
+        raise ConfigurationError(
+            f"@spanflow.{step_type} decorates callables, not {type(fn).__name__}"
+        )
     spec = _spec(fn, step_type, options)
     target = fn
     call_attr = getattr(fn, "__call__", None)  # noqa: B004 - we need the bound __call__ itself
-    if inspect.isasyncgenfunction(fn) or (not inspect.isfunction(fn) and inspect.isasyncgenfunction(call_attr)):
+    if inspect.isasyncgenfunction(fn) or (
+        not inspect.isfunction(fn) and inspect.isasyncgenfunction(call_attr)
+    ):
         wrapper: Any = _async_gen_wrapper(target, spec)
-    elif inspect.isgeneratorfunction(fn) or (not inspect.isfunction(fn) and inspect.isgeneratorfunction(call_attr)):
+    elif inspect.isgeneratorfunction(fn) or (
+        not inspect.isfunction(fn) and inspect.isgeneratorfunction(call_attr)
+    ):
         wrapper = _gen_wrapper(target, spec)
-    elif inspect.iscoroutinefunction(fn) or (not inspect.isfunction(fn) and inspect.iscoroutinefunction(call_attr)):
+    elif inspect.iscoroutinefunction(fn) or (
+        not inspect.isfunction(fn) and inspect.iscoroutinefunction(call_attr)
+    ):
         wrapper = _async_wrapper(target, spec)
     else:
         if spec.fallback is not None and inspect.iscoroutinefunction(spec.fallback):
@@ -184,11 +207,15 @@ def _spec(fn: Any, step_type: str, o: dict[str, Any]) -> StepSpec:
             + ", ".join(sorted(k.lower() for k in attr.SPAN_KINDS))
         )
     timeout = o["timeout"]
-    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0
+    ):
         raise ConfigurationError(f"{where}: timeout={timeout!r} must be a number of seconds > 0")
     fallback = o["fallback"]
     if fallback is not None and not callable(fallback):
-        raise ConfigurationError(f"{where}: fallback= must be callable (it gets the step's arguments)")
+        raise ConfigurationError(
+            f"{where}: fallback= must be callable (it gets the step's arguments)"
+        )
     policy = build_policy(o["retries"], o["retry"], where=where)
     is_gen = inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn)
     if is_gen and (policy or timeout or fallback is not None or o["default"] is not MISSING):
@@ -237,7 +264,9 @@ def _begin(spec: StepSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Ste
         return StepCall(spec, rt, args, kwargs)
     except Exception:
         count("span_start_errors")
-        logger.exception("spanflow: could not start the span of %s; calling it unrecorded", spec.name)
+        logger.exception(
+            "spanflow: could not start the span of %s; calling it unrecorded", spec.name
+        )
         return None
 
 
@@ -263,7 +292,9 @@ def _sync_wrapper(fn: Callable[..., Any], spec: StepSpec) -> Callable[..., Any]:
     return wrapper
 
 
-def _run_sync(call: StepCall, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def _run_sync(
+    call: StepCall, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
     spec = call.spec
 
     def once() -> Any:
@@ -291,7 +322,9 @@ def _run_sync(call: StepCall, fn: Callable[..., Any], args: tuple[Any, ...], kwa
         return spec.default
 
 
-def _call_in_thread(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], spec: StepSpec) -> Any:
+def _call_in_thread(
+    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], spec: StepSpec
+) -> Any:
     """Run a sync attempt in a worker thread and stop waiting for it at the timeout.
 
     Python cannot interrupt a running thread; on timeout the thread is abandoned (it runs to
@@ -386,10 +419,10 @@ class _AttemptTracker:
 
     def note(self, exc: BaseException) -> None:
         plural = "s" if self.number != 1 else ""
-        try:
-            exc.add_note(f"spanflow: step {self.call.spec.name!r} gave up after {self.number} attempt{plural}")
-        except (AttributeError, TypeError):
-            pass
+        with contextlib.suppress(AttributeError, TypeError):  # exceptions that refuse notes
+            exc.add_note(
+                f"spanflow: step {self.call.spec.name!r} gave up after {self.number} attempt{plural}"
+            )
 
     def close(self) -> None:
         span, self.pending = self.pending, None
@@ -402,7 +435,9 @@ class _AttemptTracker:
 # -- coroutine functions ---------------------------------------------------------------------
 
 
-def _async_wrapper(fn: Callable[..., Awaitable[Any]], spec: StepSpec) -> Callable[..., Awaitable[Any]]:
+def _async_wrapper(
+    fn: Callable[..., Awaitable[Any]], spec: StepSpec
+) -> Callable[..., Awaitable[Any]]:
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
         call = _begin(spec, args, kwargs)
         if call is None:
@@ -477,7 +512,9 @@ async def _attempts_async(call: StepCall, once: Callable[[], Awaitable[Any]]) ->
 # -- generators ------------------------------------------------------------------------------
 
 
-def _gen_wrapper(fn: Callable[..., Generator[Any, Any, Any]], spec: StepSpec) -> Callable[..., Generator[Any, Any, Any]]:
+def _gen_wrapper(
+    fn: Callable[..., Generator[Any, Any, Any]], spec: StepSpec
+) -> Callable[..., Generator[Any, Any, Any]]:
     def wrapper(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
         call = _begin(spec, args, kwargs)
         if call is None:
@@ -519,7 +556,9 @@ def _gen_wrapper(fn: Callable[..., Generator[Any, Any, Any]], spec: StepSpec) ->
     return wrapper
 
 
-def _async_gen_wrapper(fn: Callable[..., AsyncGenerator[Any, Any]], spec: StepSpec) -> Callable[..., AsyncGenerator[Any, Any]]:
+def _async_gen_wrapper(
+    fn: Callable[..., AsyncGenerator[Any, Any]], spec: StepSpec
+) -> Callable[..., AsyncGenerator[Any, Any]]:
     async def wrapper(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, Any]:
         call = _begin(spec, args, kwargs)
         agen = fn(*args, **kwargs)

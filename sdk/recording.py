@@ -27,7 +27,7 @@ from .retry import RetryPolicy
 from .runtime import Runtime, count
 from .serialize import Encoded, encode, to_jsonable
 from .state import State
-from .state_diff import make_patch
+from .state_diff import JsonValue, make_patch
 
 if TYPE_CHECKING:
     from .replay import ReplayPlan
@@ -87,7 +87,9 @@ def is_cancellation(exc: BaseException) -> bool:
 
 def type_name(exc: BaseException) -> str:
     cls = type(exc)
-    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    return (
+        cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    )
 
 
 class StepCall:
@@ -109,7 +111,9 @@ class StepCall:
         "token",
     )
 
-    def __init__(self, spec: StepSpec, rt: Runtime, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    def __init__(
+        self, spec: StepSpec, rt: Runtime, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
         self.spec = spec
         self.rt = rt
         self.cached = False
@@ -121,6 +125,7 @@ class StepCall:
         run = current_run(ctx)
         links: list[Link] | None = None
         attributes = dict(spec.static_attributes)
+        parent_frame = None
         if run is None:
             self.is_root = True
             outer = trace.get_current_span(ctx).get_span_context()
@@ -131,63 +136,74 @@ class StepCall:
             if plan is not None:
                 attributes[attr.REPLAY_OF] = plan.original_run_id
                 links = [*(links or []), *plan.links()]
+            recording = True
+            path = spec.name
         else:
             self.is_root = False
             parent_ctx = ctx
             attributes[attr.RUN_ID] = run.run_id
             plan = run.replay
-        span = rt.tracer.start_span(spec.name, context=parent_ctx, attributes=attributes, links=links)
+            # A sampled-out parent means a non-recording child: skip the capture work.
+            recording = trace.get_current_span(ctx).is_recording()
+            parent_frame = current_frame(ctx)
+            if parent_frame is None:
+                path = spec.name
+            else:
+                path, occurrence = parent_frame.next_child(spec.name)
+                if occurrence:
+                    attributes[attr.STEP_OCCURRENCE] = occurrence
+        if recording:
+            # Everything known before the span starts goes in at once: far cheaper than
+            # one set_attribute call per value.
+            self._capture_inputs(args, kwargs, attributes, replaying=plan is not None)
+        span = rt.tracer.start_span(
+            spec.name, context=parent_ctx, attributes=attributes, links=links
+        )
         self.span = span
+        self.frame = CallFrame(path=path, span=span)
         if run is None:
             run_id = format(span.get_span_context().trace_id, "032x")
             span.set_attribute(attr.RUN_ID, run_id)
             run = RunState(run_id=run_id, root_span=span, replay=plan)
             if plan is not None:
                 plan.new_run_id = run_id
-            self.frame = CallFrame(path=spec.name, span=span)
-            occurrence = 0
-        else:
-            parent_frame = current_frame(ctx)
-            if parent_frame is None:
-                self.frame = CallFrame(path=spec.name, span=span)
-                occurrence = 0
-            else:
-                path, occurrence = parent_frame.next_child(spec.name)
-                self.frame = CallFrame(path=path, span=span)
         self.run = run
-        if occurrence:
-            span.set_attribute(attr.STEP_OCCURRENCE, occurrence)
         self.ctx = with_run(trace.set_span_in_context(span, ctx), run, self.frame)
         self.token: object | None = otel_context.attach(self.ctx)
-        if span.is_recording():
-            self._capture_inputs(args, kwargs)
-            if run.replay is not None and not self.is_root and self._encoded_inputs is not None:
-                hit, value = run.replay.lookup(self.frame.path, self.spec.fn, self._encoded_inputs)
-                if hit and run.replay.apply_state(self.frame.path, self._states):
-                    self.cached = True
-                    self.cached_value = value
-                    span.set_attribute(attr.REPLAY_CACHED, True)
+        if (
+            plan is not None
+            and not self.is_root
+            and self._encoded_inputs is not None
+            and span.is_recording()
+        ):
+            hit, value = plan.lookup(path, spec.fn, self._encoded_inputs)
+            if hit and plan.apply_state(path, self._states):
+                self.cached = True
+                self.cached_value = value
+                span.set_attribute(attr.REPLAY_CACHED, True)
 
     # -- inputs -------------------------------------------------------------------------------
 
-    def _capture_inputs(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    def _capture_inputs(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], out: dict[str, Any], *, replaying: bool
+    ) -> None:
         spec = self.spec
         want_inputs = "inputs" in spec.capture and "inputs" in self.rt.settings.capture
         has_state = any(isinstance(a, State) for a in args) or any(
             isinstance(v, State) for v in kwargs.values()
         )
-        if not (want_inputs or has_state or self.run.replay is not None):
+        if not (want_inputs or has_state or replaying):
             return
         try:
             bound = spec.binder.bind(args, kwargs)
             if has_state:
-                self._snapshot_states(bound)
-            if want_inputs or self.run.replay is not None:
+                self._snapshot_states(bound, out)
+            if want_inputs or replaying:
                 enc = self._encode(attr.INPUT_VALUE, bound)
                 self._encoded_inputs = enc
                 if want_inputs:
-                    self.span.set_attribute(attr.INPUT_VALUE, enc.json)
-                    self.span.set_attribute(attr.INPUT_MIME_TYPE, attr.JSON_MIME)
+                    out[attr.INPUT_VALUE] = enc.json
+                    out[attr.INPUT_MIME_TYPE] = attr.JSON_MIME
         except Exception:
             count("capture_errors")
             logger.debug("spanflow: capturing inputs of %s failed", spec.name, exc_info=True)
@@ -201,22 +217,23 @@ class StepCall:
             count("values_truncated")
         return enc
 
-    def _snapshot_states(self, bound: dict[str, Any]) -> None:
+    def _snapshot_states(self, bound: dict[str, Any], out: dict[str, Any]) -> None:
         states = [(name, v) for name, v in bound.items() if isinstance(v, State)]
         redactor = self.rt.settings.redactor
         for name, state in states:
             prefix = f"/{name}" if len(states) > 1 else ""
             before, _ = to_jsonable(state, redactor=redactor)
             self._states.append((prefix, state, before))
-        if self.is_root and self.span.is_recording():
-            initial: Any = self._states[0][2] if len(states) == 1 else {
-                prefix[1:]: snap for prefix, _, snap in self._states
-            }
+        if self.is_root:
+            initial: Any = (
+                self._states[0][2]
+                if len(states) == 1
+                else {prefix[1:]: snap for prefix, _, snap in self._states}
+            )
             text = json.dumps(initial, ensure_ascii=False)
-            if len(text) <= self.rt.settings.max_state_bytes:
-                self.span.set_attribute(attr.STATE_INITIAL, text)
-            else:
-                self.span.set_attribute(attr.STATE_INITIAL, json.dumps({"__truncated__": True, "size": len(text)}))
+            if len(text) > self.rt.settings.max_state_bytes:
+                text = json.dumps({"__truncated__": True, "size": len(text)})
+            out[attr.STATE_INITIAL] = text
 
     def _record_state_diff(self, result: Any) -> None:
         if not self._states:
@@ -226,14 +243,28 @@ class StepCall:
             ops: list[dict[str, Any]] = []
             for prefix, state, before in self._states:
                 # A step may change the state in place, or return a new State of the same class.
-                target = result if (
-                    len(self._states) == 1 and type(result) is type(state) and result is not state
-                ) else state
+                target = (
+                    result
+                    if (
+                        len(self._states) == 1
+                        and type(result) is type(state)
+                        and result is not state
+                    )
+                    else state
+                )
                 after, _ = to_jsonable(target, redactor=redactor)
-                ops.extend(make_patch(before, after, prefix=prefix))
+                ops.extend(make_patch(before, cast("JsonValue", after), prefix=prefix))
             text = json.dumps(ops, ensure_ascii=False)
             if len(text) > self.rt.settings.max_state_bytes:
-                text = json.dumps([{"op": "test", "path": "", "value": {"__truncated__": True, "size": len(text)}}])
+                text = json.dumps(
+                    [
+                        {
+                            "op": "test",
+                            "path": "",
+                            "value": {"__truncated__": True, "size": len(text)},
+                        }
+                    ]
+                )
                 self._lossy.append(attr.STATE_DIFF)
             self.span.set_attribute(attr.STATE_DIFF, text)
         except Exception:
@@ -249,8 +280,9 @@ class StepCall:
             if span.is_recording():
                 if "outputs" in self.spec.capture and "outputs" in self.rt.settings.capture:
                     enc = self._encode(attr.OUTPUT_VALUE, result)
-                    span.set_attribute(attr.OUTPUT_VALUE, enc.json)
-                    span.set_attribute(attr.OUTPUT_MIME_TYPE, attr.JSON_MIME)
+                    span.set_attributes(
+                        {attr.OUTPUT_VALUE: enc.json, attr.OUTPUT_MIME_TYPE: attr.JSON_MIME}
+                    )
                 self._record_state_diff(result)
         except Exception:
             count("capture_errors")
@@ -274,15 +306,21 @@ class StepCall:
                     self.record_exception(exc, escaped=True)
                     span.set_attribute(attr.ERROR_TYPE, type_name(exc))
                     message = self.rt.settings.redactor.redact_text(str(exc))[0]
-                    span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {message}"[:1000]))
+                    span.set_status(
+                        Status(StatusCode.ERROR, f"{type(exc).__name__}: {message}"[:1000])
+                    )
             if self.is_root and self.spec.is_workflow and not is_cancellation(exc):
                 self._add_run_note(exc)
         except Exception:
             count("capture_errors")
-            logger.debug("spanflow: recording the failure of %s failed", self.spec.name, exc_info=True)
+            logger.debug(
+                "spanflow: recording the failure of %s failed", self.spec.name, exc_info=True
+            )
         self._end()
 
-    def record_exception(self, exc: BaseException, *, escaped: bool = False, span: Span | None = None) -> None:
+    def record_exception(
+        self, exc: BaseException, *, escaped: bool = False, span: Span | None = None
+    ) -> None:
         """Add an OTel ``exception`` event (redacted) to this call's span or to ``span``."""
         target = span or self.span
         if not target.is_recording():
@@ -324,7 +362,11 @@ class StepCall:
         try:
             if self._lossy and span.is_recording():
                 span.set_attribute(attr.LOSSY, ",".join(self._lossy))
-            if self.is_root and span.is_recording() and (self.run.input_tokens or self.run.output_tokens):
+            if (
+                self.is_root
+                and span.is_recording()
+                and (self.run.input_tokens or self.run.output_tokens)
+            ):
                 span.set_attribute(attr.GEN_AI_INPUT_TOKENS, self.run.input_tokens)
                 span.set_attribute(attr.GEN_AI_OUTPUT_TOKENS, self.run.output_tokens)
         except Exception:
@@ -350,7 +392,7 @@ class StepCall:
 
     def start_attempt(self, number: int) -> tuple[Span, object]:
         """Open the span of attempt ``number`` as the current span (steps inside nest under it)."""
-        attributes = {
+        attributes: dict[str, str | int] = {
             attr.RUN_ID: self.run.run_id,
             attr.STEP_NAME: self.spec.name,
             attr.STEP_TYPE: attr.STEP_TYPE_ATTEMPT,

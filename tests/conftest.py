@@ -9,11 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import spanflow
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
-import spanflow
 from spanflow import attributes as attr
 from spanflow import runtime
 
@@ -56,7 +55,11 @@ class Recorded:
 
     def children(self, parent: ReadableSpan) -> list[ReadableSpan]:
         assert parent.context is not None
-        return [s for s in self.spans if s.parent is not None and s.parent.span_id == parent.context.span_id]
+        return [
+            s
+            for s in self.spans
+            if s.parent is not None and s.parent.span_id == parent.context.span_id
+        ]
 
     def clear(self) -> None:
         self.exporter.clear()

@@ -13,18 +13,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 import spanflow
+
 from tests.conftest import Recorded
 
 
-def run_script(tmp_path: Path, body: str, env: dict[str, str] | None = None, name: str = "app.py") -> subprocess.CompletedProcess[str]:
+def run_script(
+    tmp_path: Path, body: str, env: dict[str, str] | None = None, name: str = "app.py"
+) -> subprocess.CompletedProcess[str]:
     script = tmp_path / name
     script.write_text(textwrap.dedent(body))
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("SPANFLOW_", "OTEL_"))}
     return subprocess.run(
-        [sys.executable, str(script)], cwd=tmp_path, env={**clean, **(env or {})},
-        capture_output=True, text=True, timeout=60,
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        env={**clean, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -37,7 +43,9 @@ def rows(db: Path, sql: str) -> list[Any]:
 
 
 def test_zero_config_stores_in_dot_spanflow(tmp_path: Path) -> None:
-    proc = run_script(tmp_path, """
+    proc = run_script(
+        tmp_path,
+        """
         import spanflow
 
         @spanflow.step
@@ -49,7 +57,8 @@ def test_zero_config_stores_in_dot_spanflow(tmp_path: Path) -> None:
             return double(x)
 
         print(pipeline(21))
-    """)
+    """,
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "42"
     db = tmp_path / ".spanflow" / "traces.db"
@@ -60,7 +69,9 @@ def test_zero_config_stores_in_dot_spanflow(tmp_path: Path) -> None:
 @pytest.mark.parametrize("flag", ["SPANFLOW_DISABLED=1", "OTEL_SDK_DISABLED=true"])
 def test_disabled_by_environment(tmp_path: Path, flag: str) -> None:
     key, value = flag.split("=")
-    proc = run_script(tmp_path, """
+    proc = run_script(
+        tmp_path,
+        """
         import spanflow
 
         @spanflow.workflow
@@ -68,13 +79,17 @@ def test_disabled_by_environment(tmp_path: Path, flag: str) -> None:
             return "ran"
 
         print(pipeline())
-    """, env={key: value})
+    """,
+        env={key: value},
+    )
     assert proc.returncode == 0 and proc.stdout.strip() == "ran"
     assert not (tmp_path / ".spanflow").exists()
 
 
 def test_existing_provider_is_kept_and_still_gets_spans(tmp_path: Path) -> None:
-    proc = run_script(tmp_path, """
+    proc = run_script(
+        tmp_path,
+        """
         from opentelemetry import trace
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
@@ -94,7 +109,9 @@ def test_existing_provider_is_kept_and_still_gets_spans(tmp_path: Path) -> None:
         pipeline()
         assert trace.get_tracer_provider() is provider
         print(len(exporter.get_finished_spans()))
-    """, env={"SPANFLOW_DB": str(tmp_path / "t.db")})
+    """,
+        env={"SPANFLOW_DB": str(tmp_path / "t.db")},
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "1"
     assert rows(tmp_path / "t.db", "select service from runs") == [("my-app",)]
@@ -112,11 +129,24 @@ def test_service_name_from_otel_environment(tmp_path: Path) -> None:
         one()
         print(trace.get_tracer_provider().resource.attributes["service.name"])
     """
-    proc = run_script(tmp_path, body, env={"OTEL_SERVICE_NAME": "support-bot", "SPANFLOW_DB": str(tmp_path / "a.db")})
+    proc = run_script(
+        tmp_path,
+        body,
+        env={"OTEL_SERVICE_NAME": "support-bot", "SPANFLOW_DB": str(tmp_path / "a.db")},
+    )
     assert proc.stdout.strip() == "support-bot", proc.stderr
-    proc = run_script(tmp_path, body, env={"OTEL_RESOURCE_ATTRIBUTES": "service.name=from-attrs,team=ml", "SPANFLOW_DB": str(tmp_path / "b.db")})
+    proc = run_script(
+        tmp_path,
+        body,
+        env={
+            "OTEL_RESOURCE_ATTRIBUTES": "service.name=from-attrs,team=ml",
+            "SPANFLOW_DB": str(tmp_path / "b.db"),
+        },
+    )
     assert proc.stdout.strip() == "from-attrs", proc.stderr
-    proc = run_script(tmp_path, body, env={"SPANFLOW_DB": str(tmp_path / "c.db")}, name="ticket_router.py")
+    proc = run_script(
+        tmp_path, body, env={"SPANFLOW_DB": str(tmp_path / "c.db")}, name="ticket_router.py"
+    )
     assert proc.stdout.strip() == "ticket_router", proc.stderr
 
 
@@ -141,7 +171,9 @@ def test_not_a_store_is_left_untouched_and_the_app_runs(tmp_path: Path) -> None:
     conn.commit()
     conn.close()
     before = hashlib.sha256(other.read_bytes()).hexdigest()
-    proc = run_script(tmp_path, """
+    proc = run_script(
+        tmp_path,
+        """
         import spanflow
 
         @spanflow.workflow
@@ -151,7 +183,9 @@ def test_not_a_store_is_left_untouched_and_the_app_runs(tmp_path: Path) -> None:
         print(pipeline())
         spanflow.flush()
         print(spanflow.stats().get("store.write_errors", 0) + spanflow.stats().get("store.spans_dropped", 0) >= 0)
-    """, env={"SPANFLOW_DB": str(other)})
+    """,
+        env={"SPANFLOW_DB": str(other)},
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[0] == "still works"
     assert "not a spanflow store" in proc.stderr

@@ -13,10 +13,10 @@ from typing import Any
 
 import anyio
 import pytest
-from opentelemetry.trace import StatusCode
-
 import spanflow
+from opentelemetry.trace import StatusCode
 from spanflow import attributes as attr
+
 from tests.conftest import Recorded
 
 pytestmark = pytest.mark.anyio
@@ -123,7 +123,9 @@ def test_workflow_is_root_and_steps_are_children(recorded: Recorded) -> None:
     assert root.attributes is not None
     assert root.attributes[attr.STEP_TYPE] == "workflow"
     assert root.attributes[attr.RUN_ID] == run_id
-    assert root.attributes[attr.WORKFLOW_ENTRYPOINT].endswith(":test_workflow_is_root_and_steps_are_children.<locals>.pipeline")
+    assert root.attributes[attr.WORKFLOW_ENTRYPOINT].endswith(
+        ":test_workflow_is_root_and_steps_are_children.<locals>.pipeline"
+    )
     steps = recorded.named("add")
     assert len(steps) == 2
     for s in steps:
@@ -261,7 +263,10 @@ def test_generator_step_records_items_and_keeps_send(recorded: Recorded) -> None
     with pytest.raises(StopIteration) as stop:
         gen.send("c")
     assert stop.value.value == ["a", "b", "c"]
-    assert recorded.json("counter", attr.OUTPUT_VALUE) == {"items": [0, 1, 2], "return": ["a", "b", "c"]}
+    assert recorded.json("counter", attr.OUTPUT_VALUE) == {
+        "items": [0, 1, 2],
+        "return": ["a", "b", "c"],
+    }
 
 
 def test_generator_closed_early_is_not_an_error(recorded: Recorded) -> None:
@@ -310,7 +315,9 @@ async def test_async_generator_step(recorded: Recorded) -> None:
     parent = recorded.one("stream")
     assert len(recorded.children(parent)) == 3
     assert recorded.json("stream", attr.OUTPUT_VALUE) == [
-        {"id": "0", "limit": 3}, {"id": "1", "limit": 3}, {"id": "2", "limit": 3}
+        {"id": "0", "limit": 3},
+        {"id": "1", "limit": 3},
+        {"id": "2", "limit": 3},
     ]
 
 
@@ -411,8 +418,14 @@ def test_secrets_never_reach_attributes(recorded: Recorded) -> None:
     with pytest.raises(RuntimeError):
         call_llm("hi", key, {"headers": {"Authorization": f"Bearer {key}"}, "password": "hunter2"})
     dump = json.dumps(
-        [{"attrs": dict(s.attributes or {}), "events": [dict(e.attributes or {}) for e in s.events],
-          "status": s.status.description} for s in recorded.spans]
+        [
+            {
+                "attrs": dict(s.attributes or {}),
+                "events": [dict(e.attributes or {}) for e in s.events],
+                "status": s.status.description,
+            }
+            for s in recorded.spans
+        ]
     )
     assert key not in dump
     assert "hunter2" not in dump

@@ -5,16 +5,15 @@ from __future__ import annotations
 import json
 import threading
 import time
-from typing import Any
 
 import anyio
 import jsonpatch
 import pytest
+import spanflow
 import tenacity
 from opentelemetry.trace import StatusCode
-
-import spanflow
 from spanflow import attributes as attr
+
 from tests.conftest import Recorded
 
 pytestmark = pytest.mark.anyio
@@ -54,7 +53,11 @@ def test_retries_create_one_span_per_attempt(recorded: Recorded) -> None:
     assert step.status.status_code is not StatusCode.ERROR
     attempts = sorted(recorded.children(step), key=lambda s: s.start_time or 0)
     assert [a.attributes[attr.ATTEMPT_NUMBER] for a in attempts if a.attributes] == [1, 2, 3]
-    assert [a.status.status_code for a in attempts] == [StatusCode.ERROR, StatusCode.ERROR, StatusCode.UNSET]
+    assert [a.status.status_code for a in attempts] == [
+        StatusCode.ERROR,
+        StatusCode.ERROR,
+        StatusCode.UNSET,
+    ]
     assert attempts[0].attributes is not None and attr.ATTEMPT_WAIT in attempts[0].attributes
     # the nested step of each attempt is a child of that attempt, not of the step
     for attempt in attempts:
@@ -82,8 +85,13 @@ def test_retries_exhausted_raise_the_original_with_a_note(recorded: Recorded) ->
 def test_retry_accepts_tenacity_building_blocks(recorded: Recorded) -> None:
     attempts = []
 
-    @spanflow.step(retry=(tenacity.stop_after_attempt(5) | tenacity.stop_after_delay(30), FAST,
-                          tenacity.retry_if_exception_type(Flaky)))
+    @spanflow.step(
+        retry=(
+            tenacity.stop_after_attempt(5) | tenacity.stop_after_delay(30),
+            FAST,
+            tenacity.retry_if_exception_type(Flaky),
+        )
+    )
     def picky(kind: str) -> None:
         attempts.append(kind)
         raise Flaky() if kind == "flaky" else TypeError("not retried")
@@ -366,7 +374,10 @@ def test_route_records_branch_and_reason(recorded: Recorded) -> None:
 def test_decision_is_one_line_in_plain_code(recorded: Recorded) -> None:
     @spanflow.step
     def triage(score: float) -> str:
-        if spanflow.decision("escalate" if score > 0.8 else "auto", reason={"score": score}) == "escalate":
+        if (
+            spanflow.decision("escalate" if score > 0.8 else "auto", reason={"score": score})
+            == "escalate"
+        ):
             return "human"
         return "bot"
 
@@ -435,9 +446,13 @@ def test_state_returned_as_new_instance_and_several_states(recorded: Recorded) -
 
     t = Ticket(text="x")
     relabel(t)
-    assert recorded.json("relabel", attr.STATE_DIFF) == [{"op": "replace", "path": "/label", "value": "spam"}]
+    assert recorded.json("relabel", attr.STATE_DIFF) == [
+        {"op": "replace", "path": "/label", "value": "spam"}
+    ]
     merge(Ticket(text="new"), t)
-    assert recorded.json("merge", attr.STATE_DIFF) == [{"op": "replace", "path": "/b/text", "value": "new"}]
+    assert recorded.json("merge", attr.STATE_DIFF) == [
+        {"op": "replace", "path": "/b/text", "value": "new"}
+    ]
 
 
 def test_state_change_is_recorded_even_when_the_step_fails(recorded: Recorded) -> None:
@@ -476,5 +491,3 @@ def test_llm_usage_totals_on_the_workflow(recorded: Recorded) -> None:
         assert s.attributes[attr.GEN_AI_OUTPUT_TOKENS] == 5
     assert recorded.attr("pipeline", attr.GEN_AI_INPUT_TOKENS) == 30
     assert recorded.attr("pipeline", attr.GEN_AI_OUTPUT_TOKENS) == 10
-
-

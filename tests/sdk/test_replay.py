@@ -10,12 +10,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 import spanflow
 from spanflow import attributes as attr
 from spanflow.replay import build_plan, check_entrypoint, load_workflow
 
-PIPELINE = '''
+PIPELINE = """
 from __future__ import annotations
 import os, pathlib
 import spanflow
@@ -62,7 +61,7 @@ def pipeline(doc: Doc, shout: bool = False) -> str:
 
 if __name__ == "__main__":
     pipeline(Doc(query="q"))
-'''
+"""
 
 
 @pytest.fixture
@@ -74,7 +73,9 @@ def failed_run(tmp_path: Path) -> tuple[Path, str, Path]:
     db = tmp_path / "traces.db"
     calls = tmp_path / "calls.txt"
     env = {"SPANFLOW_DB": str(db), "CALLS_FILE": str(calls), "PATH": "/usr/bin:/bin"}
-    proc = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, str(script)], env=env, capture_output=True, text=True, cwd=tmp_path
+    )
     assert proc.returncode == 1 and "answer model crashed" in proc.stderr, proc.stderr[-3000:]
     assert "spanflow replay" in proc.stderr  # the note names the command
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
@@ -86,7 +87,9 @@ def failed_run(tmp_path: Path) -> tuple[Path, str, Path]:
     return db, run_id, calls
 
 
-def test_replay_reuses_succeeded_steps(failed_run: tuple[Path, str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_replay_reuses_succeeded_steps(
+    failed_run: tuple[Path, str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     db, run_id, calls = failed_run
     monkeypatch.setenv("CALLS_FILE", str(calls))
     monkeypatch.setenv("FIXED", "1")
@@ -106,7 +109,9 @@ def test_replay_reuses_succeeded_steps(failed_run: tuple[Path, str, Path], monke
     assert rows[0][1] == "failed" and rows[1][1:] == ("ok", run_id)
 
 
-def test_replay_failing_again_raises_with_a_new_run(failed_run: tuple[Path, str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_replay_failing_again_raises_with_a_new_run(
+    failed_run: tuple[Path, str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     db, run_id, calls = failed_run
     monkeypatch.setenv("CALLS_FILE", str(calls))
     try:
@@ -115,7 +120,12 @@ def test_replay_failing_again_raises_with_a_new_run(failed_run: tuple[Path, str,
     finally:
         sys.modules.pop("mypipe", None)
         spanflow.runtime.reset_for_tests()
-    assert calls.read_text().split() == ["enrich", "search", "untyped", "answer"]  # --from: all live
+    assert calls.read_text().split() == [
+        "enrich",
+        "search",
+        "untyped",
+        "answer",
+    ]  # --from: all live
     assert any("spanflow show" in n for n in info.value.__notes__)
 
 
@@ -130,21 +140,25 @@ def test_entrypoints_are_checked_before_import() -> None:
         with pytest.raises(spanflow.ReplayError):
             check_entrypoint(bad)
             load_workflow(bad, None)
-    with pytest.raises(spanflow.ReplayError, match="not a @spanflow.workflow"):
+    with pytest.raises(spanflow.ReplayError, match=r"not a @spanflow\.workflow"):
         load_workflow("os:system", None)
-    with pytest.raises(spanflow.ReplayError, match="not a @spanflow.workflow"):
+    with pytest.raises(spanflow.ReplayError, match=r"not a @spanflow\.workflow"):
         load_workflow("json:dumps", None)
 
 
-def test_redacted_workflow_argument_stops_replay(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_redacted_workflow_argument_stops_replay(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     mod = tmp_path / "secretpipe.py"
-    mod.write_text(textwrap.dedent('''
+    mod.write_text(
+        textwrap.dedent("""
         import spanflow
 
         @spanflow.workflow
         def login(user: str, password: str) -> str:
             raise ValueError("denied")
-    '''))
+    """)
+    )
     db = tmp_path / "t.db"
     monkeypatch.syspath_prepend(str(tmp_path))
     spanflow.configure(db=db)
@@ -175,8 +189,15 @@ def test_plan_paths_skip_attempt_spans() -> None:
 
     def span(sid: str, parent: str | None, name: str, kind: str, **extra: object) -> SpanRecord:
         attrs = {attr.STEP_NAME: name, attr.STEP_TYPE: kind, **extra}
-        return SpanRecord(run_id=rid, span_id=sid * 16, parent_id=parent * 16 if parent else None,
-                          name=name, start_ns=int(sid, 16), end_ns=int(sid, 16) + 1, attributes=attrs)
+        return SpanRecord(
+            run_id=rid,
+            span_id=sid * 16,
+            parent_id=parent * 16 if parent else None,
+            name=name,
+            start_ns=int(sid, 16),
+            end_ns=int(sid, 16) + 1,
+            attributes=attrs,
+        )
 
     spans = [
         span("1", None, "wf", "workflow"),
