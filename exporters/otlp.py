@@ -14,7 +14,6 @@ from collections.abc import Mapping
 
 from opentelemetry.sdk.trace import SpanProcessor
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
-
 from spanflow.errors import ConfigurationError
 
 logger = logging.getLogger("spanflow")

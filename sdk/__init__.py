@@ -30,7 +30,7 @@ from .errors import (
     UnknownRunError,
 )
 from .genai import record_llm_usage
-from .parallel import map, parallel  # noqa: A004 - spanflow.map is part of the API
+from .parallel import map, parallel
 from .replay import replay
 from .routing import decision, route
 from .runtime import configure, flush, stats

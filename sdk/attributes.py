@@ -49,7 +49,17 @@ SPAN_KIND: Final = "openinference.span.kind"
 JSON_MIME: Final = "application/json"
 
 SPAN_KINDS: Final = frozenset(
-    {"CHAIN", "LLM", "TOOL", "RETRIEVER", "EMBEDDING", "AGENT", "RERANKER", "GUARDRAIL", "EVALUATOR"}
+    {
+        "CHAIN",
+        "LLM",
+        "TOOL",
+        "RETRIEVER",
+        "EMBEDDING",
+        "AGENT",
+        "RERANKER",
+        "GUARDRAIL",
+        "EVALUATOR",
+    }
 )
 
 # OpenTelemetry semantic conventions.

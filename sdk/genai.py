@@ -32,7 +32,10 @@ def record_llm_usage(
         values[attr.GEN_AI_SYSTEM] = system
     # Several LLM calls in one step add up.
     previous = getattr(span, "attributes", None) or {}
-    for key, count in ((attr.GEN_AI_INPUT_TOKENS, input_tokens), (attr.GEN_AI_OUTPUT_TOKENS, output_tokens)):
+    for key, count in (
+        (attr.GEN_AI_INPUT_TOKENS, input_tokens),
+        (attr.GEN_AI_OUTPUT_TOKENS, output_tokens),
+    ):
         if count is not None:
             values[key] = int(previous.get(key, 0) or 0) + int(count)
     span.set_attributes(values)

@@ -20,7 +20,9 @@ T = TypeVar("T")
 _UNSET: Any = object()
 
 
-async def parallel(*items: Awaitable[Any] | Callable[[], Any], limit: int | None = None) -> list[Any]:
+async def parallel(
+    *items: Awaitable[Any] | Callable[[], Any], limit: int | None = None
+) -> list[Any]:
     """Run ``items`` concurrently and return their results in argument order.
 
     Args:
@@ -70,9 +72,7 @@ async def parallel(*items: Awaitable[Any] | Callable[[], Any], limit: int | None
     return results
 
 
-async def map(  # noqa: A001 - spanflow.map mirrors the builtin on purpose
-    fn: Callable[[T], Any], items: Iterable[T], *, limit: int | None = None
-) -> list[Any]:
+async def map(fn: Callable[[T], Any], items: Iterable[T], *, limit: int | None = None) -> list[Any]:
     """``await spanflow.map(step, items, limit=10)``: call ``fn`` on each item concurrently."""
     return await parallel(*(functools.partial(fn, item) for item in items), limit=limit)
 

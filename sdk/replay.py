@@ -91,7 +91,9 @@ class ReplayPlan:
                 self.notes.append(f"{path}: {why}")
         return hit, value
 
-    def _match(self, recorded: RecordedCall | None, fn: Any, inputs: Encoded) -> tuple[bool, Any, str]:
+    def _match(
+        self, recorded: RecordedCall | None, fn: Any, inputs: Encoded
+    ) -> tuple[bool, Any, str]:
         if recorded is None:
             return False, None, ""
         if recorded.path in self.live or not recorded.ok:
@@ -108,7 +110,11 @@ class ReplayPlan:
         try:
             value = TypeAdapter(annotation).validate_python(json.loads(recorded.output_json))
         except (ValidationError, TypeError, ValueError) as exc:
-            return False, None, f"runs live: recorded output does not fit {annotation!r} ({exc.__class__.__name__})"
+            return (
+                False,
+                None,
+                f"runs live: recorded output does not fit {annotation!r} ({exc.__class__.__name__})",
+            )
         return True, value, ""
 
     def apply_state(self, path: str, states: Sequence[tuple[str, State, Any]]) -> bool:
@@ -120,7 +126,7 @@ class ReplayPlan:
         try:
             for prefix, state, before in states:
                 mine = [
-                    {**op, "path": op["path"][len(prefix):]}
+                    {**op, "path": op["path"][len(prefix) :]}
                     for op in ops
                     if not prefix or op["path"] == prefix or op["path"].startswith(prefix + "/")
                 ]
@@ -197,18 +203,23 @@ def build_plan(run_id: str, spans: Sequence[Any], from_step: str | None) -> tupl
         )
     live: set[str] = set()
     if from_step is not None:
-        starts = [c for c in calls.values() if c.name == from_step and c.path != paths.get(root.span_id)]
+        starts = [
+            c for c in calls.values() if c.name == from_step and c.path != paths.get(root.span_id)
+        ]
         if not starts:
             names = sorted({c.name for c in calls.values()})
-            raise ReplayError(f"--from {from_step!r}: no such step in run {run_id}; its steps are {', '.join(names)}")
+            raise ReplayError(
+                f"--from {from_step!r}: no such step in run {run_id}; its steps are {', '.join(names)}"
+            )
         first = min(c.start_ns for c in starts)
         for call in calls.values():
-            if call.start_ns >= first or any(
-                s.path.startswith(call.path + "/") for s in starts
-            ):
+            if call.start_ns >= first or any(s.path.startswith(call.path + "/") for s in starts):
                 live.add(call.path)
     plan = ReplayPlan(
-        original_run_id=run_id, original_root_span_id=root.span_id, calls=calls, live=frozenset(live)
+        original_run_id=run_id,
+        original_root_span_id=root.span_id,
+        calls=calls,
+        live=frozenset(live),
     )
     return plan, root
 
@@ -234,7 +245,9 @@ def check_entrypoint(entrypoint: str) -> tuple[str, str]:
             f"entrypoint {entrypoint!r} is not module:qualname of dotted identifiers; refusing to import it"
         )
     if "<locals>" in qualname:
-        raise ReplayError(f"entrypoint {entrypoint!r} is defined inside a function and cannot be imported")
+        raise ReplayError(
+            f"entrypoint {entrypoint!r} is defined inside a function and cannot be imported"
+        )
     return module, qualname
 
 
@@ -260,29 +273,42 @@ def load_workflow(entrypoint: str, workflow_file: str | None) -> Any:
         try:
             obj: Any = importlib.import_module(module_name)
         except Exception as exc:
-            raise ReplayError(f"cannot import {module_name!r} for {entrypoint}: {type(exc).__name__}: {exc}") from exc
+            raise ReplayError(
+                f"cannot import {module_name!r} for {entrypoint}: {type(exc).__name__}: {exc}"
+            ) from exc
     for part in qualname.split("."):
         try:
             obj = getattr(obj, part)
         except AttributeError:
-            raise ReplayError(f"{entrypoint}: {module_name} has no attribute path {qualname!r} today") from None
+            raise ReplayError(
+                f"{entrypoint}: {module_name} has no attribute path {qualname!r} today"
+            ) from None
     spec = getattr(obj, "__spanflow_spec__", None)
     if not isinstance(spec, StepSpec) or not spec.is_workflow:
         raise ReplayError(f"{entrypoint} is not a @spanflow.workflow; refusing to call it")
     return obj
 
 
-def rebuild_arguments(fn: Any, input_json: str | None, lossy: frozenset[str]) -> tuple[list[Any], dict[str, Any]]:
+def rebuild_arguments(
+    fn: Any, input_json: str | None, lossy: frozenset[str]
+) -> tuple[list[Any], dict[str, Any]]:
     """The workflow's arguments from its recorded ``input.value``, validated by its type hints."""
     if input_json is None:
-        raise ReplayError("the run's inputs were not captured (capture= excluded them); it cannot be replayed")
+        raise ReplayError(
+            "the run's inputs were not captured (capture= excluded them); it cannot be replayed"
+        )
     recorded = json.loads(input_json)
     if not isinstance(recorded, dict):
         raise ReplayError("the run's recorded inputs are not an object of parameters")
     if attr.INPUT_VALUE in lossy:
-        spoiled = [k for k, v in recorded.items() if any(m in json.dumps(v, ensure_ascii=False) for m in _LOSSY_MARKS)]
+        spoiled = [
+            k
+            for k, v in recorded.items()
+            if any(m in json.dumps(v, ensure_ascii=False) for m in _LOSSY_MARKS)
+        ]
         raise ReplayError(
-            "the run's argument(s) " + ", ".join(repr(k) for k in spoiled or recorded)
+            "the run's argument(s) "
+            + ", ".join(repr(k) for k in spoiled or recorded)
             + " were truncated or redacted when recorded; replay cannot rebuild them"
         )
     target = inspect.unwrap(fn)
@@ -307,7 +333,9 @@ def rebuild_arguments(fn: Any, input_json: str | None, lossy: frozenset[str]) ->
                 else:
                     value = TypeAdapter(hint).validate_python(value)
             except ValidationError as exc:
-                raise ReplayError(f"recorded argument {name!r} no longer fits {hint!r}: {exc.errors()[0]['msg']}") from None
+                raise ReplayError(
+                    f"recorded argument {name!r} no longer fits {hint!r}: {exc.errors()[0]['msg']}"
+                ) from None
         if param.kind is param.POSITIONAL_ONLY:
             args.append(value)
         elif param.kind is param.VAR_POSITIONAL:
@@ -334,7 +362,9 @@ class ReplayResult:
     error: BaseException | None = None
 
 
-def prepare(run_id: str, db: str | os.PathLike[str] | None, from_step: str | None) -> tuple[Any, list[Any], dict[str, Any], ReplayPlan, str, Path]:
+def prepare(
+    run_id: str, db: str | os.PathLike[str] | None, from_step: str | None
+) -> tuple[Any, list[Any], dict[str, Any], ReplayPlan, str, Path]:
     """Read the run from the store and get everything ready to call the workflow again."""
     from spanflow.exporters.store import Store
 
@@ -344,7 +374,9 @@ def prepare(run_id: str, db: str | os.PathLike[str] | None, from_step: str | Non
         spans = store.spans(run.id)
     plan, root = build_plan(run.id, spans, from_step)
     if root.attributes.get(attr.STEP_TYPE) != attr.STEP_TYPE_WORKFLOW:
-        raise ReplayError(f"run {run.id} is a lone step call, not a workflow run; only workflows can be replayed")
+        raise ReplayError(
+            f"run {run.id} is a lone step call, not a workflow run; only workflows can be replayed"
+        )
     entrypoint = root.attributes.get(attr.WORKFLOW_ENTRYPOINT)
     if not entrypoint:
         raise ReplayError(f"run {run.id} recorded no entrypoint")
@@ -362,7 +394,9 @@ def _default_db() -> Path:
     return Path(env) if env else runtime.DEFAULT_DB
 
 
-def execute(fn: Any, args: list[Any], kwargs: dict[str, Any], plan: ReplayPlan, db: Path) -> ReplayResult:
+def execute(
+    fn: Any, args: list[Any], kwargs: dict[str, Any], plan: ReplayPlan, db: Path
+) -> ReplayResult:
     """Call the workflow as a new run linked to the original; never raises the workflow's error."""
     runtime.use_store(db)
     result = ReplayResult(original_run_id=plan.original_run_id, entrypoint="", plan=plan)
@@ -388,7 +422,9 @@ async def _await(call: Any) -> Any:
     return await call()
 
 
-def replay(run_id: str, db: str | os.PathLike[str] | None = None, from_step: str | None = None) -> Any:
+def replay(
+    run_id: str, db: str | os.PathLike[str] | None = None, from_step: str | None = None
+) -> Any:
     """Re-run a recorded run with today's code, reusing the outputs of steps that succeeded.
 
     Args:

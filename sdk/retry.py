@@ -52,8 +52,12 @@ def build_policy(retries: int | None, retry: Any, *, where: str) -> RetryPolicy 
     """Combine ``retries=`` and ``retry=`` into a policy (None when neither asks for retries)."""
     if retries is None and retry is None:
         return None
-    if retries is not None and (not isinstance(retries, int) or isinstance(retries, bool) or retries < 0):
-        raise ConfigurationError(f"{where}: retries={retries!r} must be an int >= 0 (retries after the first attempt)")
+    if retries is not None and (
+        not isinstance(retries, int) or isinstance(retries, bool) or retries < 0
+    ):
+        raise ConfigurationError(
+            f"{where}: retries={retries!r} must be an int >= 0 (retries after the first attempt)"
+        )
     stop: Any = None
     wait: Any = None
     condition: Any = None

@@ -27,7 +27,10 @@ def decision(branch: str, *, reason: Any = None, name: str | None = None) -> str
         from .runtime import get_runtime
 
         encoded = encode(reason, max_bytes=_REASON_BYTES, redactor=get_runtime().settings.redactor)
-        attributes: dict[str, str] = {attr.ROUTE_BRANCH: str(branch), attr.ROUTE_REASON: encoded.json}
+        attributes: dict[str, str] = {
+            attr.ROUTE_BRANCH: str(branch),
+            attr.ROUTE_REASON: encoded.json,
+        }
         if name:
             attributes[attr.ROUTE_NAME] = name
         span.set_attributes(attributes)

@@ -201,9 +201,13 @@ def _resolve(kwargs: Mapping[str, Any]) -> Settings:
         raise ConfigurationError(
             f"configure(max_value_bytes={max_bytes!r}): pass an int of at least 64 (bytes per value)"
         )
-    protocol = kwargs.get("otlp_protocol") or os.environ.get(
-        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "")
-    ) or "http/protobuf"
+    protocol = (
+        kwargs.get("otlp_protocol")
+        or os.environ.get(
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "")
+        )
+        or "http/protobuf"
+    )
     if protocol not in {"http/protobuf", "grpc"}:
         raise ConfigurationError(
             f"otlp_protocol={protocol!r} is not supported: use 'http/protobuf' or 'grpc'"
@@ -303,7 +307,11 @@ def _build(settings: Settings, tracer_provider: trace.TracerProvider | None) -> 
 
     tracer = provider.get_tracer("spanflow", __version__)
     return Runtime(
-        settings=settings, tracer=tracer, provider=provider, processors=tuple(processors), store=store
+        settings=settings,
+        tracer=tracer,
+        provider=provider,
+        processors=tuple(processors),
+        store=store,
     )
 
 
@@ -396,7 +404,11 @@ def get_runtime() -> Runtime:
                 # Recording must not break the application: fall back to plain calls.
                 logger.exception("spanflow: could not start recording; running without it")
                 count("startup_errors")
-                _set(Runtime(settings=Settings(enabled=False), tracer=trace.NoOpTracer(), provider=None))
+                _set(
+                    Runtime(
+                        settings=Settings(enabled=False), tracer=trace.NoOpTracer(), provider=None
+                    )
+                )
         assert _runtime is not None
         return _runtime
 
@@ -501,5 +513,3 @@ def reset_for_tests() -> None:
             _counters.clear()
     if old is not None:
         old.shutdown()
-
-
