@@ -23,7 +23,12 @@ def banner(text: str) -> None:
 def run(
     cmd: list[str], *, env: dict[str, str] | None = None, check: bool = False
 ) -> subprocess.CompletedProcess[str]:
-    shown = " ".join(c if " " not in c else repr(c) for c in cmd)
+    # Show commands as a user types them (with .venv/bin on PATH), run them by full path.
+    words = [
+        "python" if c == sys.executable else ("spanflow" if c == str(BIN / "spanflow") else c)
+        for c in cmd
+    ]
+    shown = " ".join(c if " " not in c else repr(c) for c in words)
     prefix = " ".join(f"{k}={v}" for k, v in (env or {}).items() if k == "SUPPORT_FIXED")
     print(f"$ {prefix + ' ' if prefix else ''}{shown}", flush=True)
     result = subprocess.run(cmd, env={**os.environ, **(env or {})}, text=True, capture_output=True)
@@ -60,8 +65,10 @@ def main() -> None:
     if replayed.returncode != 0:
         raise SystemExit(f"demo: the replay was expected to succeed (exit {replayed.returncode})")
 
-    banner("5. Look at it in the browser")
-    print(f"$ {spanflow} ui --db {db}")
+    banner(
+        "5. Look at it in the browser (the commands above need .venv/bin on PATH: source .venv/bin/activate)"
+    )
+    print(f"$ spanflow ui --db {db}")
     print(
         "  then open http://127.0.0.1:8765/ (the failed run shows its failing step's inputs and error)"
     )
