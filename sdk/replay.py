@@ -350,40 +350,58 @@ def rebuild_arguments(
 # -- the public entry point ------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class ReplayJob:
+    """A recorded run, read from the store and ready to be replayed (nothing imported yet)."""
+
+    run_id: str
+    entrypoint: str
+    workflow_file: str | None
+    db: Path
+    plan: ReplayPlan
+    input_json: str | None
+    lossy: frozenset[str]
+
+
 @dataclass
 class ReplayResult:
     """What a replay did, for the CLI's summary."""
 
-    original_run_id: str
-    entrypoint: str
     plan: ReplayPlan
     run_id: str | None = None
     value: Any = None
     error: BaseException | None = None
 
 
-def prepare(
-    run_id: str, db: str | os.PathLike[str] | None, from_step: str | None
-) -> tuple[Any, list[Any], dict[str, Any], ReplayPlan, str, Path]:
-    """Read the run from the store and get everything ready to call the workflow again."""
+def load(
+    run_id: str, db: str | os.PathLike[str] | None = None, from_step: str | None = None
+) -> ReplayJob:
+    """Read the run and its recorded calls from the store; imports nothing."""
     from spanflow.exporters.store import Store
 
     path = Path(db) if db is not None else _default_db()
     with Store.open(path) as store:
-        run = store.get_run(run_id)
-        spans = store.spans(run.id)
-    plan, root = build_plan(run.id, spans, from_step)
+        run_record = store.get_run(run_id)
+        spans = store.spans(run_record.id)
+    plan, root = build_plan(run_record.id, spans, from_step)
     if root.attributes.get(attr.STEP_TYPE) != attr.STEP_TYPE_WORKFLOW:
         raise ReplayError(
-            f"run {run.id} is a lone step call, not a workflow run; only workflows can be replayed"
+            f"run {run_record.id} is a lone step call, not a workflow run; "
+            "only workflows can be replayed"
         )
     entrypoint = root.attributes.get(attr.WORKFLOW_ENTRYPOINT)
     if not entrypoint:
-        raise ReplayError(f"run {run.id} recorded no entrypoint")
-    fn = load_workflow(str(entrypoint), root.attributes.get(attr.WORKFLOW_FILE))
-    lossy = frozenset(x for x in str(root.attributes.get(attr.LOSSY, "")).split(",") if x)
-    args, kwargs = rebuild_arguments(fn, root.attributes.get(attr.INPUT_VALUE), lossy)
-    return fn, args, kwargs, plan, str(entrypoint), path
+        raise ReplayError(f"run {run_record.id} recorded no entrypoint")
+    check_entrypoint(str(entrypoint))
+    return ReplayJob(
+        run_id=run_record.id,
+        entrypoint=str(entrypoint),
+        workflow_file=root.attributes.get(attr.WORKFLOW_FILE),
+        db=path,
+        plan=plan,
+        input_json=root.attributes.get(attr.INPUT_VALUE),
+        lossy=frozenset(x for x in str(root.attributes.get(attr.LOSSY, "")).split(",") if x),
+    )
 
 
 def _default_db() -> Path:
@@ -394,12 +412,17 @@ def _default_db() -> Path:
     return Path(env) if env else runtime.DEFAULT_DB
 
 
-def execute(
-    fn: Any, args: list[Any], kwargs: dict[str, Any], plan: ReplayPlan, db: Path
-) -> ReplayResult:
-    """Call the workflow as a new run linked to the original; never raises the workflow's error."""
-    runtime.use_store(db)
-    result = ReplayResult(original_run_id=plan.original_run_id, entrypoint="", plan=plan)
+def run(job: ReplayJob) -> ReplayResult:
+    """Import the workflow, rebuild its arguments and call it as a new run linked to the original.
+
+    Raises ReplayError before anything is called when the entrypoint or the arguments cannot be
+    rebuilt; the workflow's own exception is returned in the result, not raised.
+    """
+    fn = load_workflow(job.entrypoint, job.workflow_file)
+    args, kwargs = rebuild_arguments(fn, job.input_json, job.lossy)
+    runtime.use_store(job.db)
+    plan = job.plan
+    result = ReplayResult(plan=plan)
     token = otel_context.attach(otel_context.set_value(_REPLAY_KEY, plan))
     try:
         call = functools.partial(fn, *args, **kwargs)
@@ -439,8 +462,7 @@ def replay(
         ReplayError: the run cannot be replayed (entrypoint, arguments); StoreError /
             UnknownRunError: the store or the run cannot be read.
     """
-    fn, args, kwargs, plan, _entry, path = prepare(run_id, db, from_step)
-    outcome = execute(fn, args, kwargs, plan, path)
+    outcome = run(load(run_id, db, from_step))
     if outcome.error is not None:
         raise outcome.error
     return outcome.value

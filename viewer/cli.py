@@ -1,0 +1,496 @@
+"""The ``spanflow`` command: list, show, replay, export, import and prune stored runs.
+
+It reads the store through ``spanflow.exporters.store`` and never loads the recording runtime,
+except ``spanflow replay``, which has to run the user's workflow again. Problems are reported as
+one line on stderr with exit status 2; a replay that fails again exits with 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import importlib
+import json
+import os
+import re
+import shlex
+import sys
+from collections.abc import Callable, Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Final, NoReturn
+
+import pydantic_core
+from rich.text import Text
+from spanflow.errors import SpanflowError, UnknownRunError
+from spanflow.exporters.file_formats import parse_otlp_json, to_jaeger, to_otlp_json
+from spanflow.exporters.store import Store
+
+from . import render
+
+PROG: Final = "spanflow"
+DEFAULT_DB: Final = Path(".spanflow") / "traces.db"
+DB_ENV: Final = "SPANFLOW_DB"
+EXIT_OK: Final = 0
+EXIT_REPLAY_FAILED: Final = 1
+EXIT_USAGE: Final = 2
+EXIT_INTERRUPTED: Final = 130
+#: The reader of stdout went away (`spanflow runs | head`): rich's console exits with 1 then.
+EXIT_BROKEN_PIPE: Final = 1
+RUN_STATUSES: Final = ("running", "ok", "failed", "crashed")
+FORMATS: Final = ("jaeger", "otlp-json")
+
+_SINCE: Final = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
+_SINCE_UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+_SIZE: Final = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?)(b?)\s*$", re.IGNORECASE)
+_SIZE_POWERS: Final = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4}
+
+
+class CliError(Exception):
+    """A problem reported as one line on stderr, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line (raised, so ``main`` returns 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise CliError(f"{message} (see `{self.prog} --help`)")
+
+
+# -- argument types -------------------------------------------------------------------------------
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def port_number(text: str) -> int:
+    """An argparse type: a TCP port, 0 to 65535 (0 lets the system choose)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number from 0 to 65535, got {text!r}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """An argparse type: a number of at least 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of 0 or more, got {text!r}")
+    return value
+
+
+def parse_size(text: str) -> int:
+    """Bytes from ``500MB``, ``1.5GiB``, ``200k``, ``4096`` (KB/MB/GB are powers of 1000).
+
+    Raises:
+        argparse.ArgumentTypeError: not a size.
+    """
+    m = _SIZE.match(text)
+    if not m or (m.group(3) and not m.group(2)):
+        raise argparse.ArgumentTypeError(
+            f"expected a size such as 500MB, 2GB, 800KiB or a number of bytes, got {text!r}"
+        )
+    base = 1024 if m.group(3) else 1000
+    return int(float(m.group(1)) * base ** _SIZE_POWERS[m.group(2).lower()])
+
+
+def parse_since(text: str, now: _dt.datetime | None = None) -> _dt.datetime:
+    """An aware datetime from ``30m``, ``2h``, ``1d``, ``1w`` (ago) or an ISO 8601 date/time.
+
+    An ISO value without a time zone is local time, like the times ``spanflow runs`` shows.
+
+    Raises:
+        CliError: neither form.
+    """
+    now = now or _dt.datetime.now(_dt.UTC)
+    m = _SINCE.match(text)
+    if m:
+        seconds = float(m.group(1)) * _SINCE_UNITS[m.group(2).lower()]
+        try:
+            return now - _dt.timedelta(seconds=seconds)
+        except OverflowError:
+            return _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)
+    try:
+        value = _dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise CliError(
+            f"--since {text!r}: expected a duration such as 30m, 2h, 1d or 1w, or an ISO date "
+            "such as 2024-05-01 or 2024-05-01T14:30"
+        ) from None
+    return value.astimezone() if value.tzinfo is None else value
+
+
+def _print_json(value: Any) -> None:
+    render.write(render.json_text(value) + "\n")
+
+
+def _one_line(message: str) -> str:
+    return render.clean(" ".join(message.split()))
+
+
+# -- the store ------------------------------------------------------------------------------------
+
+
+def db_path(args: argparse.Namespace) -> Path:
+    """``--db``, else ``$SPANFLOW_DB``, else ``./.spanflow/traces.db``."""
+    if args.db:
+        return Path(args.db)
+    env = os.environ.get(DB_ENV)
+    return Path(env) if env else DEFAULT_DB
+
+
+def _db_option(args: argparse.Namespace) -> str:
+    """`` --db PATH`` to repeat in a suggested command when the store was chosen by flag."""
+    return f" --db {shlex.quote(str(args.db))}" if args.db else ""
+
+
+# -- commands -------------------------------------------------------------------------------------
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    """``spanflow runs``: the newest runs, as a table or JSON."""
+    since = parse_since(args.since) if args.since else None
+    filters: dict[str, Any] = {"status": args.status, "workflow": args.workflow, "since": since}
+    with Store.open(db_path(args)) as store:
+        runs = store.list_runs(limit=args.limit, **filters)
+        total = store.count_runs(**filters) if len(runs) == args.limit else len(runs)
+    if args.json:
+        _print_json(
+            [
+                {
+                    "id": r.id,
+                    "workflow": r.workflow,
+                    "status": r.status,
+                    "started_at": render.iso_utc(r.started_at),
+                    "duration_ms": r.duration_ms,
+                    "error": r.error,
+                }
+                for r in runs
+            ]
+        )
+        return EXIT_OK
+    console = render.make_console()
+    if not runs:
+        if any(v is not None for v in filters.values()):
+            console.print(Text(f"no runs match those filters in {db_path(args)}"))
+        else:
+            console.print(
+                Text(f"no runs in {db_path(args)} yet: call a @spanflow.workflow to record one")
+            )
+        return EXIT_OK
+    console.print(render.runs_table(runs))
+    if total > len(runs):
+        console.print(
+            Text(f"{len(runs)} of {total} runs shown; --limit {total} lists all", style="dim")
+        )
+    return EXIT_OK
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    """``spanflow show RUN``: a run's header and span tree, or its records as JSON."""
+    with Store.open(db_path(args)) as store:
+        run = store.get_run(args.run)
+        spans = store.spans(run.id)
+        replays = store.replays_of(run.id)
+    if args.json:
+        _print_json(
+            {
+                "run": run.model_dump(mode="json"),
+                "spans": [span.model_dump(mode="json") for span in spans],
+            }
+        )
+        return EXIT_OK
+    console = render.make_console()
+    console.print(render.run_view(run, spans, replays))
+    if run.status in ("failed", "crashed") and run.entrypoint:
+        console.print()
+        hint = f"replay it after a fix: spanflow replay {run.id}{_db_option(args)}"
+        console.print(Text(hint, style="dim"), soft_wrap=True)  # a command to copy: no breaks
+    return EXIT_OK
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    """``spanflow replay RUN``: run the recorded workflow again with today's code."""
+    # The one place the viewer loads the runtime: replaying means running the user's code.
+    engine = importlib.import_module("spanflow.replay")
+    job = engine.load(args.run, db_path(args), args.from_step)
+    where = (
+        f"from {job.workflow_file}"
+        if job.workflow_file
+        else f"from the import path and {Path.cwd()}"
+    )
+    render.write(
+        render.clean(f"replaying run {job.run_id}: importing {job.entrypoint} {where}") + "\n"
+    )
+    sys.stdout.flush()
+    outcome = engine.run(job)
+    plan = outcome.plan
+    console = render.make_console()
+    summary = Text()
+    for title, steps in (
+        ("reused (recorded output, not executed)", plan.reused),
+        ("executed", plan.executed),
+    ):
+        summary.append(f"{title}: {len(steps)}\n", style="bold")
+        for step in steps:
+            summary.append(f"  {render.clean(step)}\n")
+    if plan.notes:
+        summary.append("notes:\n", style="bold")
+        for note in plan.notes:
+            summary.append(f"  {render.clean(note)}\n", style="yellow")
+    summary.append("new run: ", style="bold")
+    summary.append(f"{outcome.run_id or '(not recorded)'}\n")
+    if outcome.error is None:
+        result = pydantic_core.to_jsonable_python(outcome.value, fallback=repr)
+        summary.append("result: ", style="bold green")
+        summary.append(render.clean(render.shorten(json.dumps(result, ensure_ascii=False))))
+    else:
+        error = f"{type(outcome.error).__name__}: {outcome.error}"
+        summary.append("failed again: ", style="bold red")
+        summary.append(render.clean(render.shorten(error)), style="red")
+    if outcome.run_id:
+        summary.append(f"\nsee it: spanflow show {outcome.run_id}{_db_option(args)}", style="dim")
+    console.print(summary, soft_wrap=True)
+    return EXIT_OK if outcome.error is None else EXIT_REPLAY_FAILED
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """``spanflow export RUN``: a run as Jaeger JSON or OTLP/JSON, to stdout or a file."""
+    with Store.open(db_path(args)) as store:
+        run = store.get_run(args.run)
+        spans = store.spans(run.id)
+    convert = to_jaeger if args.format == "jaeger" else to_otlp_json
+    text = render.json_text(convert(run, spans)) + "\n"
+    if args.output is None or args.output == "-":
+        render.write(text)
+        return EXIT_OK
+    target = Path(args.output)
+    try:
+        target.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise CliError(f"cannot write {target}: {exc.strerror or exc}") from None
+    render.write(f"wrote run {run.id} ({len(spans)} spans) as {args.format} to {target}\n")
+    return EXIT_OK
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    """``spanflow import FILE``: load OTLP/JSON spans into the store (created if missing)."""
+    source = Path(args.file)
+    try:
+        data = source.read_bytes()
+    except OSError as exc:
+        raise CliError(f"cannot read {source}: {exc.strerror or exc}") from None
+    try:
+        spans = parse_otlp_json(data)
+    except ValueError as exc:
+        raise CliError(f"{source}: {exc}") from None
+    path = db_path(args)
+    run_ids = sorted({span.run_id for span in spans})
+    if not spans:
+        render.write(f"{source} holds no spans; nothing imported\n")
+        return EXIT_OK
+    with Store.open(path, readonly=False) as store:
+        new_runs = sum(1 for run_id in run_ids if not _has_run(store, run_id))
+        inserted = store.write_spans(spans)
+    skipped = len(spans) - inserted
+    line = (
+        f"imported {_count(inserted, 'span')} of {_count(len(run_ids), 'run')} "
+        f"({new_runs} new) from {source} into {path}"
+    )
+    if skipped:
+        line += f"; {_count(skipped, 'span')} already stored, skipped"
+    render.write(line + "\n")
+    return EXIT_OK
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _has_run(store: Store, run_id: str) -> bool:
+    try:
+        store.get_run(run_id)
+    except UnknownRunError:
+        return False
+    return True
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    """``spanflow gc``: delete old runs (by age and/or total size) and compact the file."""
+    if args.keep_days is None and args.max_size is None:
+        raise CliError("gc needs --keep-days N, --max-size SIZE, or both")
+    path = db_path(args)
+    # Refuse a missing or foreign file first: opening for writing would create a store there.
+    Store.open(path).close()
+    with Store.open(path, readonly=False) as store:
+        result = store.gc(keep_days=args.keep_days, max_bytes=args.max_size)
+    before, after = (
+        render.format_bytes(result.bytes_before),
+        render.format_bytes(result.bytes_after),
+    )
+    render.write(
+        f"deleted {_count(result.runs_deleted, 'run')} ({_count(result.spans_deleted, 'span')}); "
+        f"{_count(result.runs_kept, 'run')} kept in {path}\n"
+        f"size: {before} -> {after}\n"
+    )
+    return EXIT_OK
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    """``spanflow ui``: serve the web viewer on 127.0.0.1."""
+    path = db_path(args)
+    Store.open(path).close()  # a bad path is a one-line error, not a server that shows nothing
+    try:
+        web = importlib.import_module("spanflow.viewer.web")
+    except ImportError as exc:
+        raise CliError(f"the web viewer cannot be loaded: {exc}") from None
+    options: dict[str, Any] = {"open_browser": not args.no_open}
+    if args.port is not None:
+        options["port"] = args.port
+    web.serve(path, **options)
+    return EXIT_OK
+
+
+# -- the parser -----------------------------------------------------------------------------------
+
+
+def _version() -> str:
+    try:
+        return metadata.version("spanflow")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``spanflow`` argument parser with its subcommands."""
+    parser = _Parser(
+        prog=PROG,
+        description="Inspect, replay and export the runs spanflow recorded.",
+        epilog=f"The store is --db PATH, else ${DB_ENV}, else {DEFAULT_DB}.",
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {_version()}")
+    db = _Parser(add_help=False)
+    db.add_argument("--db", metavar="PATH", help=f"the store (default: ${DB_ENV} or {DEFAULT_DB})")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    def command(name: str, handler: Callable[[argparse.Namespace], int], text: str) -> Any:
+        p = sub.add_parser(name, parents=[db], help=text, description=text)
+        p.set_defaults(handler=handler)
+        return p
+
+    p = command("runs", cmd_runs, "List runs, newest first.")
+    p.add_argument("--status", choices=RUN_STATUSES, help="only runs with this status")
+    p.add_argument("--workflow", metavar="NAME", help="only runs of this workflow")
+    p.add_argument(
+        "--since", metavar="WHEN", help="only runs started since: 30m, 2h, 1d, 1w or an ISO date"
+    )
+    p.add_argument("--limit", type=positive_int, default=20, metavar="N", help="at most N (20)")
+    p.add_argument("--json", action="store_true", help="print a JSON array")
+
+    p = command("show", cmd_show, "Show one run: its span tree, errors, diffs and outputs.")
+    p.add_argument("run", metavar="RUN", help="run id, or a unique prefix of at least 4 chars")
+    p.add_argument("--json", action="store_true", help="print the run and span records as JSON")
+
+    p = command("replay", cmd_replay, "Re-run a recorded run with today's code.")
+    p.add_argument("run", metavar="RUN", help="run id, or a unique prefix of at least 4 chars")
+    p.add_argument(
+        "--from",
+        dest="from_step",
+        metavar="STEP",
+        help="execute this step and everything after it, even where it succeeded",
+    )
+
+    p = command("export", cmd_export, "Write a run as Jaeger JSON or OTLP/JSON.")
+    p.add_argument("run", metavar="RUN", help="run id, or a unique prefix of at least 4 chars")
+    p.add_argument("--format", choices=FORMATS, required=True, help="jaeger or otlp-json")
+    p.add_argument("-o", "--output", metavar="FILE", help="write to FILE (default: stdout)")
+
+    p = command("import", cmd_import, "Load OTLP/JSON spans into the store.")
+    p.add_argument("file", metavar="FILE", help="an OTLP/JSON file (one document or JSON lines)")
+
+    p = command("gc", cmd_gc, "Delete old runs and compact the store.")
+    p.add_argument(
+        "--keep-days", type=non_negative_float, metavar="N", help="delete runs older than N days"
+    )
+    p.add_argument(
+        "--max-size",
+        type=parse_size,
+        metavar="SIZE",
+        help="then delete the oldest runs until the store fits in SIZE (500MB, 2GB)",
+    )
+
+    p = command("ui", cmd_ui, "Serve the web viewer on 127.0.0.1.")
+    p.add_argument(
+        "--port", type=port_number, default=None, metavar="N", help="port (0: any free one)"
+    )
+    p.add_argument("--no-open", action="store_true", help="do not open a browser")
+    return parser
+
+
+# -- entry point ----------------------------------------------------------------------------------
+
+
+def _fail(message: str) -> int:
+    render.write(f"{PROG}: error: {_one_line(message)}\n", sys.stderr)
+    return EXIT_USAGE
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``spanflow`` command; returns the exit status."""
+    parser = build_parser()
+    try:
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as exc:  # --help and --version
+            return exc.code if isinstance(exc.code, int) else EXIT_OK
+        handler = getattr(args, "handler", None)
+        if handler is None:
+            raise CliError(
+                "choose a command: runs, show, replay, export, import, gc, ui "
+                f"(see `{PROG} --help`)"
+            )
+        return int(handler(args))
+    except (CliError, SpanflowError) as exc:
+        return _fail(str(exc))
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
+    except OSError as exc:
+        return _fail(str(exc))
+    except Exception as exc:
+        if os.environ.get("SPANFLOW_DEBUG"):
+            raise
+        return _fail(
+            f"unexpected {type(exc).__name__}: {exc} (set SPANFLOW_DEBUG=1 to see the traceback)"
+        )
+
+
+def _silence_stdout() -> None:
+    # The reader went away (`spanflow runs | head`): point stdout at /dev/null so the
+    # interpreter's final flush does not complain either.
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+if __name__ == "__main__":
+    sys.exit(main())
