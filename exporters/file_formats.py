@@ -1,0 +1,505 @@
+"""Stored runs as files other tools read: Jaeger's JSON and OTLP/JSON, and OTLP/JSON back.
+
+Pure functions, no I/O. ``to_jaeger`` writes what Jaeger's UI loads with "JSON file" upload;
+``to_otlp_json`` writes an ``ExportTraceServiceRequest`` in the OTLP/JSON encoding, which the
+Jaeger UI, the OpenTelemetry Collector and most backends read too. ``from_otlp_json`` reads that
+back, and also the files of the Collector's file exporter (see ``parse_otlp_json`` for JSON lines).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any, Final, cast
+
+from .records import EventRecord, LinkRecord, RunRecord, SpanRecord, SpanStatus
+
+SCOPE_NAME: Final = "spanflow"
+SERVICE_NAME: Final = "service.name"
+DEFAULT_SERVICE: Final = "spanflow"
+
+_INT64_MIN: Final = -(2**63)
+_INT64_MAX: Final = 2**63 - 1
+_HEX = re.compile(r"^[0-9a-fA-F]*$")
+
+# OTLP enum values (opentelemetry/proto/trace/v1/trace.proto: Span.SpanKind, Status.StatusCode).
+_KIND_NUMBERS: Final = {"INTERNAL": 1, "SERVER": 2, "CLIENT": 3, "PRODUCER": 4, "CONSUMER": 5}
+_KIND_NAMES: Final = {number: name for name, number in _KIND_NUMBERS.items()} | {0: "INTERNAL"}
+_STATUS_NUMBERS: Final = {"UNSET": 0, "OK": 1, "ERROR": 2}
+_STATUS_NAMES: Final = {number: name for name, number in _STATUS_NUMBERS.items()}
+# How the protobuf JSON mapping spells the doubles JSON has no number for.
+_NON_FINITE: Final = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+
+
+def _check_run(run: RunRecord, spans: Sequence[SpanRecord]) -> None:
+    for span in spans:
+        if span.run_id != run.id:
+            raise ValueError(f"span {span.span_id} belongs to run {span.run_id}, not to {run.id}")
+
+
+def _json_text(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+# --- Jaeger -------------------------------------------------------------------------------------
+#
+# The shape is jaeger-query's HTTP API answer, which is what the UI's "JSON file" upload accepts:
+# the `structuredResponse` envelope {data, total, limit, offset, errors} of
+# jaegertracing/jaeger cmd/query/app/http_handler.go around the `Trace`/`Span`/`Reference`/
+# `Process`/`Log`/`KeyValue` structs of jaegertracing/jaeger model/json/model.go (the UI's own
+# fixture packages/jaeger-ui/src/utils/fixtures/otlp2jaeger-out.json has the same layout). OTel
+# concepts map to tags as in the Collector's pkg/translator/jaeger README: `span.kind`,
+# `otel.status_code`, `otel.status_description`, `error=true`, events as logs with an `event`
+# field, links as FOLLOWS_FROM references after the CHILD_OF parent reference.
+
+
+def _jaeger_value(value: Any) -> tuple[str, Any]:
+    if isinstance(value, bool):
+        return "bool", value
+    if isinstance(value, int):
+        if _INT64_MIN <= value <= _INT64_MAX:
+            return "int64", value
+        return "string", str(value)
+    if isinstance(value, float):
+        # NaN and infinities are not JSON numbers.
+        return ("float64", value) if math.isfinite(value) else ("string", str(value))
+    if isinstance(value, str):
+        return "string", value
+    return "string", _json_text(value)
+
+
+def _jaeger_tag(key: str, value: Any) -> dict[str, Any]:
+    kind, converted = _jaeger_value(value)
+    return {"key": key, "type": kind, "value": converted}
+
+
+def _jaeger_tags(span: SpanRecord) -> list[dict[str, Any]]:
+    tags = {key: _jaeger_tag(key, value) for key, value in span.attributes.items()}
+    tags["otel.scope.name"] = _jaeger_tag("otel.scope.name", SCOPE_NAME)
+    tags["span.kind"] = _jaeger_tag("span.kind", span.kind.lower())
+    if span.status != "UNSET":
+        tags["otel.status_code"] = _jaeger_tag("otel.status_code", span.status)
+    if span.status_message:
+        tags["otel.status_description"] = _jaeger_tag(
+            "otel.status_description", span.status_message
+        )
+    if span.status == "ERROR":
+        # Jaeger marks failed spans by this tag alone; it overrides an attribute of that name.
+        tags["error"] = _jaeger_tag("error", True)
+    return list(tags.values())
+
+
+def _jaeger_log(event: EventRecord) -> dict[str, Any]:
+    fields = [_jaeger_tag(key, value) for key, value in event.attributes.items()]
+    if "event" not in event.attributes:  # an `event` attribute takes precedence over the name
+        fields.insert(0, _jaeger_tag("event", event.name))
+    return {"timestamp": event.time_ns // 1000, "fields": fields}
+
+
+def _jaeger_span(span: SpanRecord, process_id: str) -> dict[str, Any]:
+    references = []
+    if span.parent_id is not None:
+        references.append({"refType": "CHILD_OF", "traceID": span.run_id, "spanID": span.parent_id})
+    references.extend(
+        {"refType": "FOLLOWS_FROM", "traceID": link.trace_id, "spanID": link.span_id}
+        for link in span.links
+    )
+    return {
+        "traceID": span.run_id,
+        "spanID": span.span_id,
+        "operationName": span.name,
+        "references": references,
+        "startTime": span.start_ns // 1000,
+        "duration": max(0, span.end_ns - span.start_ns) // 1000,
+        "flags": 1,  # sampled: it was recorded
+        "tags": _jaeger_tags(span),
+        "logs": [_jaeger_log(event) for event in span.events],
+        "processID": process_id,
+        "warnings": None,
+    }
+
+
+def to_jaeger(run: RunRecord, spans: Sequence[SpanRecord]) -> dict[str, Any]:
+    """One run as the JSON Jaeger's UI loads with "JSON file" upload (jaeger-query's format).
+
+    Times are microseconds since the epoch; each distinct resource becomes a process whose service
+    is the resource's ``service.name`` (else the run's service). A run without spans gives an
+    empty ``data`` list.
+
+    Raises:
+        ValueError: a span belongs to another run.
+    """
+    _check_run(run, spans)
+    processes: dict[str, dict[str, Any]] = {}
+    process_ids: dict[str, str] = {}
+    out: list[dict[str, Any]] = []
+    for span in spans:
+        key = _json_text(sorted(span.resource.items()))
+        process_id = process_ids.get(key)
+        if process_id is None:
+            process_id = process_ids[key] = f"p{len(process_ids) + 1}"
+            service = span.resource.get(SERVICE_NAME) or run.service or DEFAULT_SERVICE
+            processes[process_id] = {
+                "serviceName": str(service),
+                "tags": [_jaeger_tag(k, v) for k, v in span.resource.items() if k != SERVICE_NAME],
+            }
+        out.append(_jaeger_span(span, process_id))
+    data = (
+        [{"traceID": run.id, "spans": out, "processes": processes, "warnings": None}] if out else []
+    )
+    return {"data": data, "total": 0, "limit": 0, "offset": 0, "errors": None}
+
+
+# --- OTLP/JSON: writing -------------------------------------------------------------------------
+#
+# The protobuf JSON mapping of opentelemetry/proto/collector/trace/v1 ExportTraceServiceRequest
+# with OTLP's own rules (opentelemetry-proto docs/specification.md, "JSON Protobuf Encoding"):
+# lowerCamelCase keys, trace and span ids as hex (not base64), enums as integers, 64-bit
+# integers as decimal strings.
+
+
+def _any_value(value: Any) -> dict[str, Any]:
+    if isinstance(value, bool):
+        return {"boolValue": value}
+    if isinstance(value, int):
+        if _INT64_MIN <= value <= _INT64_MAX:
+            return {"intValue": str(value)}
+        return {"stringValue": str(value)}
+    if isinstance(value, float):
+        return {"doubleValue": value if math.isfinite(value) else _NON_FINITE[str(value)]}
+    if isinstance(value, str):
+        return {"stringValue": value}
+    if isinstance(value, (bytes, bytearray)):
+        return {"bytesValue": base64.b64encode(bytes(value)).decode("ascii")}
+    if isinstance(value, Mapping):
+        return {"kvlistValue": {"values": _key_values(value)}}
+    if isinstance(value, (list, tuple)):
+        return {"arrayValue": {"values": [_any_value(item) for item in value]}}
+    if value is None:
+        return {}
+    return {"stringValue": str(value)}
+
+
+def _key_values(attributes: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return [{"key": str(key), "value": _any_value(value)} for key, value in attributes.items()]
+
+
+def _otlp_span(span: SpanRecord) -> dict[str, Any]:
+    out: dict[str, Any] = {"traceId": span.run_id, "spanId": span.span_id}
+    if span.parent_id is not None:
+        out["parentSpanId"] = span.parent_id
+    status: dict[str, Any] = {"code": _STATUS_NUMBERS[span.status]}
+    if span.status_message:
+        status["message"] = span.status_message
+    out.update(
+        name=span.name,
+        kind=_KIND_NUMBERS.get(span.kind.upper(), _KIND_NUMBERS["INTERNAL"]),
+        startTimeUnixNano=str(span.start_ns),
+        endTimeUnixNano=str(span.end_ns),
+        attributes=_key_values(span.attributes),
+        events=[
+            {
+                "timeUnixNano": str(e.time_ns),
+                "name": e.name,
+                "attributes": _key_values(e.attributes),
+            }
+            for e in span.events
+        ],
+        links=[
+            {"traceId": ln.trace_id, "spanId": ln.span_id, "attributes": _key_values(ln.attributes)}
+            for ln in span.links
+        ],
+        status=status,
+    )
+    return out
+
+
+def to_otlp_json(run: RunRecord, spans: Sequence[SpanRecord]) -> dict[str, Any]:
+    """One run as an OTLP/JSON ``ExportTraceServiceRequest`` (one ``resourceSpans`` per resource).
+
+    A span whose resource has no ``service.name`` is given the run's service, as OTLP receivers
+    file spans by service.
+
+    Raises:
+        ValueError: a span belongs to another run.
+    """
+    _check_run(run, spans)
+    groups: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
+    for span in spans:
+        resource = dict(span.resource)
+        if SERVICE_NAME not in resource and run.service:
+            resource[SERVICE_NAME] = run.service
+        key = _json_text(sorted(resource.items()))
+        if key not in groups:
+            groups[key] = (resource, [])
+        groups[key][1].append(_otlp_span(span))
+    return {
+        "resourceSpans": [
+            {
+                "resource": {"attributes": _key_values(resource)},
+                "scopeSpans": [{"scope": {"name": SCOPE_NAME}, "spans": otlp_spans}],
+            }
+            for resource, otlp_spans in groups.values()
+        ]
+    }
+
+
+# --- OTLP/JSON: reading -------------------------------------------------------------------------
+#
+# Lenient where producers differ in practice (the Collector's file exporter, protobuf's generic
+# JSON printer): int64 as string or number, enums as integers or names, base64 ids, fields with
+# default values left out, the pre-1.0 `instrumentationLibrarySpans` key. Strict about what
+# cannot be guessed: ids, times and value types, with the path of the offending field.
+
+
+def _fail(where: str, message: str) -> ValueError:
+    return ValueError(f"OTLP/JSON {where}: {message}")
+
+
+def _obj(value: Any, where: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise _fail(where, f"expected an object, got {_describe(value)}")
+    return value
+
+
+def _list(value: Any, where: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise _fail(where, f"expected a list, got {_describe(value)}")
+    return value
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text[:60]}{'...' if len(text) > 60 else ''}"
+
+
+def _id(value: Any, nbytes: int, where: str) -> str:
+    if isinstance(value, str) and len(value) == nbytes * 2 and _HEX.match(value):
+        hex_id = value.lower()
+    elif isinstance(value, str) and value and len(value) == 4 * math.ceil(nbytes / 3):
+        # protobuf's generic JSON mapping writes bytes fields as base64
+        try:
+            hex_id = base64.b64decode(value, validate=True).hex()
+        except (binascii.Error, ValueError):
+            hex_id = ""
+        if len(hex_id) != nbytes * 2:
+            raise _fail(where, f"expected {nbytes * 2} hex digits, got {_describe(value)}")
+    else:
+        raise _fail(where, f"expected {nbytes * 2} hex digits, got {_describe(value)}")
+    if hex_id == "0" * (nbytes * 2):
+        raise _fail(where, "an all-zero id is not a valid trace or span id")
+    return hex_id
+
+
+def _int(value: Any, where: str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            pass
+    raise _fail(
+        where, f"expected an integer (a number or a decimal string), got {_describe(value)}"
+    )
+
+
+def _time(container: Mapping[str, Any], key: str, where: str) -> int:
+    if key not in container:
+        raise _fail(f"{where}.{key}", "missing")
+    ns = _int(container[key], f"{where}.{key}")
+    if ns < 0:
+        raise _fail(f"{where}.{key}", f"a time cannot be negative, got {ns}")
+    return ns
+
+
+def _double(value: Any, where: str) -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)  # also "NaN", "Infinity", "-Infinity" of the protobuf mapping
+        except ValueError:
+            pass
+    raise _fail(where, f"expected a number, got {_describe(value)}")
+
+
+def _from_any(value: Any, where: str) -> Any:
+    value = _obj(value, where)
+    if "stringValue" in value:
+        text = value["stringValue"]
+        if not isinstance(text, str):
+            raise _fail(f"{where}.stringValue", f"expected a string, got {_describe(text)}")
+        return text
+    if "boolValue" in value:
+        flag = value["boolValue"]
+        if not isinstance(flag, bool):
+            raise _fail(f"{where}.boolValue", f"expected true or false, got {_describe(flag)}")
+        return flag
+    if "intValue" in value:
+        return _int(value["intValue"], f"{where}.intValue")
+    if "doubleValue" in value:
+        return _double(value["doubleValue"], f"{where}.doubleValue")
+    if "arrayValue" in value:
+        array = _obj(value["arrayValue"], f"{where}.arrayValue")
+        items = _list(array.get("values"), f"{where}.arrayValue.values")
+        return [_from_any(item, f"{where}.arrayValue.values[{i}]") for i, item in enumerate(items)]
+    if "kvlistValue" in value:
+        kvlist = _obj(value["kvlistValue"], f"{where}.kvlistValue")
+        return _from_key_values(kvlist.get("values"), f"{where}.kvlistValue.values")
+    if "bytesValue" in value:
+        raw = value["bytesValue"]
+        if not isinstance(raw, str):
+            raise _fail(f"{where}.bytesValue", f"expected base64 text, got {_describe(raw)}")
+        return raw  # kept as its base64 text: stored values are JSON
+    return None  # an empty AnyValue
+
+
+def _from_key_values(value: Any, where: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for i, item in enumerate(_list(value, where)):
+        kv = _obj(item, f"{where}[{i}]")
+        key = kv.get("key")
+        if not isinstance(key, str):
+            raise _fail(f"{where}[{i}].key", f"expected a string, got {_describe(key)}")
+        out[key] = _from_any(kv.get("value", {}), f"{where}[{i}].value")
+    return out
+
+
+def _enum(value: Any, names: Mapping[int, str], prefix: str, where: str) -> str:
+    if isinstance(value, str) and not value.strip().lstrip("-").isdigit():
+        name = value.removeprefix(prefix)
+        if name in names.values() or name == "UNSPECIFIED":
+            return names[0] if name == "UNSPECIFIED" else name
+        raise _fail(where, f"unknown value {value!r}")
+    number = _int(value, where)
+    if number not in names:
+        raise _fail(where, f"unknown value {number}")
+    return names[number]
+
+
+def _from_otlp_span(raw: Any, resource: dict[str, Any], where: str) -> SpanRecord:
+    span = _obj(raw, where)
+    trace_id = _id(span.get("traceId"), 16, f"{where}.traceId")
+    parent = span.get("parentSpanId")
+    status = _obj(span.get("status", {}), f"{where}.status")
+    message = status.get("message") or None
+    if message is not None and not isinstance(message, str):
+        raise _fail(f"{where}.status.message", f"expected a string, got {_describe(message)}")
+    name = span.get("name", "")
+    if not isinstance(name, str):
+        raise _fail(f"{where}.name", f"expected a string, got {_describe(name)}")
+    events = []
+    for i, item in enumerate(_list(span.get("events"), f"{where}.events")):
+        at = f"{where}.events[{i}]"
+        event = _obj(item, at)
+        events.append(
+            EventRecord(
+                name=str(event.get("name", "")),
+                time_ns=_time(event, "timeUnixNano", at),
+                attributes=_from_key_values(event.get("attributes"), f"{at}.attributes"),
+            )
+        )
+    links = []
+    for i, item in enumerate(_list(span.get("links"), f"{where}.links")):
+        at = f"{where}.links[{i}]"
+        link = _obj(item, at)
+        links.append(
+            LinkRecord(
+                trace_id=_id(link.get("traceId"), 16, f"{at}.traceId"),
+                span_id=_id(link.get("spanId"), 8, f"{at}.spanId"),
+                attributes=_from_key_values(link.get("attributes"), f"{at}.attributes"),
+            )
+        )
+    return SpanRecord(
+        run_id=trace_id,
+        span_id=_id(span.get("spanId"), 8, f"{where}.spanId"),
+        parent_id=_id(parent, 8, f"{where}.parentSpanId") if parent else None,
+        name=name,
+        kind=_enum(span.get("kind", 0), _KIND_NAMES, "SPAN_KIND_", f"{where}.kind"),
+        status=cast(
+            SpanStatus,
+            _enum(status.get("code", 0), _STATUS_NAMES, "STATUS_CODE_", f"{where}.status.code"),
+        ),
+        status_message=message,
+        start_ns=_time(span, "startTimeUnixNano", where),
+        end_ns=_time(span, "endTimeUnixNano", where),
+        attributes=_from_key_values(span.get("attributes"), f"{where}.attributes"),
+        events=events,
+        links=links,
+        resource=dict(resource),
+    )
+
+
+def from_otlp_json(data: Mapping[str, Any]) -> list[SpanRecord]:
+    """The spans of an OTLP/JSON ``ExportTraceServiceRequest`` (or ``TracesData``), in file order.
+
+    Reads what :func:`to_otlp_json` writes and what other producers write (the Collector's file
+    exporter: several resources and traces, int64 as strings or numbers, enums as numbers or
+    names, optional fields left out). Resource attributes go into ``SpanRecord.resource``;
+    scopes are not kept.
+
+    Raises:
+        ValueError: the data is not OTLP/JSON trace data; the message names the bad field.
+    """
+    root = _obj(data, "document")
+    if "resourceSpans" not in root:
+        keys = ", ".join(sorted(map(str, root))[:5]) or "none"
+        raise _fail("document", f"no 'resourceSpans' key (keys: {keys}): not OTLP trace data")
+    spans: list[SpanRecord] = []
+    for r, raw_rs in enumerate(_list(root["resourceSpans"], "resourceSpans")):
+        rs_at = f"resourceSpans[{r}]"
+        rs = _obj(raw_rs, rs_at)
+        resource_obj = _obj(rs.get("resource", {}), f"{rs_at}.resource")
+        resource = _from_key_values(resource_obj.get("attributes"), f"{rs_at}.resource.attributes")
+        scope_key = "scopeSpans" if "scopeSpans" in rs else "instrumentationLibrarySpans"
+        for s, raw_ss in enumerate(_list(rs.get(scope_key), f"{rs_at}.{scope_key}")):
+            ss_at = f"{rs_at}.{scope_key}[{s}]"
+            ss = _obj(raw_ss, ss_at)
+            for i, raw_span in enumerate(_list(ss.get("spans"), f"{ss_at}.spans")):
+                spans.append(_from_otlp_span(raw_span, resource, f"{ss_at}.spans[{i}]"))
+    return spans
+
+
+def parse_otlp_json(text: str | bytes) -> list[SpanRecord]:
+    """The spans of an OTLP/JSON file: one document, a JSON array of them, or JSON lines.
+
+    JSON lines (one ``ExportTraceServiceRequest`` per line) is what the Collector's file
+    exporter writes; Jaeger's UI accepts the same three layouts.
+
+    Raises:
+        ValueError: the text is not JSON, or not OTLP/JSON trace data.
+    """
+    if isinstance(text, bytes):
+        text = text.decode("utf-8")
+    try:
+        documents: list[Any] = [json.loads(text)]
+    except json.JSONDecodeError as whole_error:
+        documents = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                documents.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                error = whole_error if number == 1 else exc
+                raise ValueError(f"OTLP/JSON line {number}: not JSON ({error.msg})") from None
+    if len(documents) == 1 and isinstance(documents[0], list):
+        documents = documents[0]
+    spans: list[SpanRecord] = []
+    for number, document in enumerate(documents, start=1):
+        try:
+            spans.extend(from_otlp_json(document))
+        except ValueError as exc:
+            if len(documents) == 1:
+                raise
+            raise ValueError(f"document {number}: {exc}") from None
+    return spans
