@@ -12,6 +12,7 @@ import json
 import logging
 import sys
 import traceback
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -55,6 +56,15 @@ class StepSpec:
     default: Any
     binder: Binder
     static_attributes: dict[str, Any]
+    executor: Any = None
+    resources: Mapping[str, Any] | None = None
+    options: Mapping[str, Any] | None = None  # the decorator's own arguments, to rebuild it
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A step pickled by value (a script's function shipped to a worker) is rebuilt there from
+        # its function and options, without the executor: it runs where it lands.
+        options = {k: v for k, v in (self.options or {}).items() if k not in ("executor", "resources")}
+        return (_rebuild_spec, (self.fn, self.step_type, options))
 
     @property
     def is_workflow(self) -> bool:
@@ -63,6 +73,12 @@ class StepSpec:
     @property
     def handles_failure(self) -> bool:
         return self.fallback is not None or self.default is not MISSING
+
+
+def _rebuild_spec(fn: Any, step_type: str, options: Mapping[str, Any]) -> StepSpec:
+    from .decorators import build_spec
+
+    return build_spec(fn, step_type, options)
 
 
 def entrypoint_of(fn: Any) -> tuple[str, str | None]:
@@ -230,7 +246,7 @@ class StepCall:
                 if len(states) == 1
                 else {prefix[1:]: snap for prefix, _, snap in self._states}
             )
-            text = json.dumps(initial, ensure_ascii=False)
+            text = json.dumps(initial)
             if len(text) > self.rt.settings.max_state_bytes:
                 text = json.dumps({"__truncated__": True, "size": len(text)})
             out[attr.STATE_INITIAL] = text
@@ -254,7 +270,7 @@ class StepCall:
                 )
                 after, _ = to_jsonable(target, redactor=redactor)
                 ops.extend(make_patch(before, cast("JsonValue", after), prefix=prefix))
-            text = json.dumps(ops, ensure_ascii=False)
+            text = json.dumps(ops)  # ASCII escapes: lone surrogates stay valid UTF-8
             if len(text) > self.rt.settings.max_state_bytes:
                 text = json.dumps(
                     [

@@ -18,7 +18,10 @@ Two independent checks, both applied by :mod:`spanflow.serialize` before a value
 
 * **Values**: :data:`DEFAULT_SECRET_PATTERNS` (plus user patterns) are searched in text. When a
   pattern has capturing groups, only the groups are replaced, so context stays readable:
-  ``Bearer [REDACTED]``, ``https://user:[REDACTED]@host``, ``password=[REDACTED]``.
+  ``Bearer [REDACTED]``, ``https://user:[REDACTED]@host``, ``password=[REDACTED]``. Every
+  string of every recorded value goes through this, so it is built to be cheap: a built-in
+  pattern only runs on text containing one of its literal parts (one scan finds them all),
+  and verdicts on short strings are cached. User patterns run on every string.
 """
 
 from __future__ import annotations
@@ -76,6 +79,7 @@ _NOT_CREDENTIAL_TOKEN: Final = frozenset(
 _CHARS = r"[A-Za-z0-9._~+/-]"
 # Value groups never start at an earlier replacement, so redacting twice changes nothing.
 _FRESH = r"(?!\[REDACTED\])"
+_SCHEME = r"(?i:basic|bearer|digest|token|negotiate)"
 # (pattern, triggers): a pattern only runs on text whose lowercase form contains one of its
 # triggers, literal parts of the pattern itself. One scan for all triggers is much cheaper than
 # running every pattern over every string, and most strings contain none.
@@ -83,8 +87,14 @@ _DEFAULT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     # "Authorization: Basic dXNlcjpwYXNz" and the like in free text (headers logged as text).
     (
         r"\b(?i:(?:proxy-)?authorization)[\"']?\s*[:=]\s*[\"']?"
-        rf"(?:(?i:basic|bearer|digest|token|negotiate)\s+)?({_FRESH}[^\s\"',;]{{6,}})",
+        rf"(?:{_SCHEME}\s+)?(?!{_SCHEME}\s)({_FRESH}[^\s\"',;]{{6,}})",
         ("authorization",),
+    ),
+    # A header value on its own, as in [("Authorization", "Basic dXNlcjpwYXNz")]: the whole
+    # string is scheme + credential, with an uppercase letter, digit or symbol in it.
+    (
+        rf"^\s*{_SCHEME}\s+((?=\S*[A-Z0-9+/=])[A-Za-z0-9._~+/-]{{8,}}=*)\s*$",
+        ("basic", "bearer", "token", "digest", "negotiate"),
     ),
     # "Bearer <token>": the token must have a digit or punctuation, so prose stays untouched.
     (rf"\b(?i:bearer)\s+((?={_CHARS}*[0-9_~+/-]){_CHARS}{{8,}}=*)", ("bearer",)),
@@ -112,6 +122,11 @@ _DEFAULT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ),
     # Passwords in URLs: scheme://user:password@host.
     (rf"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s/?#@:\"']*:({_FRESH}[^\s/?#@\"']+)@", ("://",)),
+    # Query parameters that carry credentials: ?token=..., &sig=..., OAuth's ?code=...
+    (
+        rf"[?&](?i:token|key|sig|signature|code|auth)=({_FRESH}[^&#\s\"'<>]+)",
+        ("token", "key", "sig", "code", "auth"),
+    ),
     # key=value / key: value with a secret-named key (query strings, reprs, config text).
     (
         r"(?<![A-Za-z0-9])(?i:pass(?:word|wd|phrase)|pwd|secret(?:[_-]?(?:access[_-]?)?key)?"
@@ -123,7 +138,8 @@ _DEFAULT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ),
 )
 DEFAULT_SECRET_PATTERNS: tuple[str, ...] = tuple(pattern for pattern, _ in _DEFAULT_RULES)
-"""Regular expressions for secret-shaped text; capturing groups mark the part to replace."""
+"""Regular expressions for secret-shaped text (compiled with ``re.ASCII``); capturing groups
+mark the part to replace."""
 
 _CAMEL: Final = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _NON_ALNUM: Final = re.compile(r"[^a-z0-9]+")
@@ -136,9 +152,9 @@ def _words(key: str) -> list[str]:
     return [w for w in _NON_ALNUM.split(_CAMEL.sub("_", key).lower()) if w]
 
 
-def _compile(pattern: str | re.Pattern[str]) -> re.Pattern[str]:
+def _compile(pattern: str | re.Pattern[str], flags: int = 0) -> re.Pattern[str]:
     try:
-        compiled = pattern if isinstance(pattern, re.Pattern) else re.compile(pattern)
+        compiled = pattern if isinstance(pattern, re.Pattern) else re.compile(pattern, flags)
     except (re.error, TypeError) as exc:
         raise ConfigurationError(
             f"redaction pattern {pattern!r} is not a valid regular expression ({exc}); "
@@ -228,6 +244,11 @@ class Redactor:
         patterns: Iterable[str | re.Pattern[str]] = (),
         defaults: bool = True,
     ) -> None:
+        for name, given in (("keys", keys), ("patterns", patterns)):
+            if isinstance(given, (str, re.Pattern)):
+                raise ConfigurationError(
+                    f"Redactor({name}=...) takes a list, not a single {name[:-1]}"
+                )
         substrings: list[str] = []
         for key in keys:
             if not isinstance(key, str) or not "".join(_words(key)):
@@ -249,7 +270,10 @@ class Redactor:
         triggers: set[str] = set()
         if defaults:
             for text, rule_triggers in _DEFAULT_RULES:
-                self._triggered.append(_rule(_compile(text), frozenset(rule_triggers)))
+                # ASCII: case-insensitive parts must not match look-alikes such as "ſ" for "s",
+                # which the lowercase trigger check would not see.
+                compiled = _compile(text, re.ASCII)
+                self._triggered.append(_rule(compiled, frozenset(rule_triggers)))
                 triggers.update(rule_triggers)
         self._always = [_rule(_compile(pattern), frozenset()) for pattern in patterns]
         self._triggers = re.compile(_trie(triggers)) if triggers else None

@@ -1,15 +1,19 @@
 """Values to bounded, redacted JSON: what a span records as ``input.value`` / ``output.value``.
 
 :func:`encode` turns any Python value into JSON text of at most ``max_bytes`` UTF-8 bytes and never
-raises. It walks the value once, converting what JSON cannot hold (models, dataclasses, dates,
-bytes, sets, exceptions, arbitrary objects), replacing secrets (see :mod:`spanflow.redact`) and
-cutting long strings, lists and mappings while it walks, so a 10 MB value costs about as much as
-a ``max_bytes`` one. Cuts are marked in place:
+raises. It walks the value (again, smaller, only when a cut overshoots), converting what JSON
+cannot hold (models, dataclasses, dates, bytes, sets, exceptions, arbitrary objects), replacing
+secrets (see :mod:`spanflow.redact`) and cutting long strings, lists and mappings while it walks,
+so a 10 MB value costs about as much as a ``max_bytes`` one. What is cut or replaced is marked
+in place:
 
 * a string keeps its head: ``"abc…[+1234 chars]"``;
 * a list ends with ``"…[+N items]"``, a mapping with the key ``"…[+N items]"``;
 * a container nested deeper than :data:`MAX_DEPTH` becomes ``"…[depth limit]"``, a container
   that contains itself becomes ``"[cycle]"`` where it repeats;
+* values under a key that names a secret (see :mod:`spanflow.redact`) become ``"[REDACTED]"``
+  whatever their type, except ``None`` and booleans, which hold no secret and say whether one
+  was given;
 * if nothing structural fits, the whole value becomes
   ``{"__truncated__": true, "size": <estimated bytes of the full JSON>, "preview": "<head>"}``.
 
@@ -29,7 +33,6 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from enum import Enum
-from itertools import islice
 from pathlib import Path, PurePath
 from typing import Any, Final
 from uuid import UUID
@@ -67,12 +70,17 @@ _SCAN_SLACK: Final = 512
 # A cut string is only worth its marker when it drops more than this many characters.
 _MIN_CUT: Final = 24
 _ATTEMPTS: Final = 12
+_MARKER_ROOM: Final = 24
+_FLAT_ITEMS: Final = 16
+_FLAT_CHARS: Final = 256
 _UNBOUNDED: Final = sys.maxsize
 _SECRET_TYPES: tuple[type, ...] = tuple(
     t for t in (pydantic.SecretStr, pydantic.SecretBytes, getattr(pydantic, "Secret", None)) if t
 )
+_SCALARS: Final = frozenset({str, int, float, bool, type(None)})
 _CONTROL: Final = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _SURROGATE: Final = re.compile("[\ud800-\udfff]")
+_SURROGATE_PAIR: Final = re.compile("[\ud800-\udbff][\udc00-\udfff]")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -123,7 +131,7 @@ def _make_dumps() -> Callable[[object], str]:
         def dumps(o: object) -> str:
             return "".join(c_encoder(o, 0))
 
-        probe = {"a": [1, 2.5, "é\n\"", None, True, {"b": -(10**30)}], "": ""}
+        probe = {"a": [1, 2.5, 'é\n"', None, True, {"b": -(10**30)}], "": ""}
         if dumps(probe) == public.encode(probe) and dumps("x") == '"x"':
             return dumps
     except Exception:
@@ -138,17 +146,20 @@ def _escape_surrogate(m: re.Match[str]) -> str:
     return f"\\u{ord(m.group()):04x}"
 
 
-def _finish(text: str) -> tuple[str, int]:
-    """The JSON text made valid UTF-8, and its size in bytes."""
+def _finish(text: str) -> tuple[str, int, bool]:
+    """The JSON text made valid UTF-8, its size in bytes, and whether json.loads gives back
+    exactly the strings that went in."""
     if text.isascii():
-        return text, len(text)
+        return text, len(text), True
     try:
-        return text, len(text.encode("utf-8"))
+        return text, len(text.encode("utf-8")), True
     except UnicodeEncodeError:
-        # Lone surrogates can only sit inside string literals, where a \\uXXXX escape keeps
-        # the JSON valid and json.loads gives the same Python string back.
+        # Lone surrogates can only sit inside string literals, where a \uXXXX escape keeps
+        # the JSON valid and json.loads gives the same Python string back, except for a high
+        # surrogate followed by a low one, which json.loads joins into one character.
+        exact = _SURROGATE_PAIR.search(text) is None
         text = _SURROGATE.sub(_escape_surrogate, text)
-        return text, len(text.encode("utf-8"))
+        return text, len(text.encode("utf-8")), exact
 
 
 def _safe_repr(v: object) -> str:
@@ -211,12 +222,21 @@ def _dataclass_fields(t: type) -> tuple[str, ...]:
 class _Walker:
     """One conversion: builds the JSON-safe copy of a value within a byte budget."""
 
-    __slots__ = ("budget", "lossless", "path", "redacted", "redactor", "skipped", "str_cap", "truncated")
+    __slots__ = (
+        "budget",
+        "cap",
+        "lossless",
+        "path",
+        "redacted",
+        "redactor",
+        "skipped",
+        "truncated",
+    )
 
-    def __init__(self, redactor: Redactor, budget: int, str_cap: int) -> None:
+    def __init__(self, redactor: Redactor, budget: int, cap: int) -> None:
         self.redactor = redactor
         self.budget = budget  # estimated bytes left; containers stop adding items at 0
-        self.str_cap = str_cap  # longest string kept whole, in characters
+        self.cap = cap  # longest string kept whole, in characters
         self.truncated = False
         self.redacted = False
         self.lossless = True
@@ -251,8 +271,8 @@ class _Walker:
 
     def text(self, s: str) -> str:
         n = len(s)
-        if n <= self.str_cap and n < self.budget:
-            if s.isascii():
+        if n <= self.cap and n < self.budget:
+            if s.isascii() or self.cap == _UNBOUNDED:
                 self.budget -= n + 3
             else:
                 self.budget -= len(s.encode("utf-8", "surrogatepass")) + 3
@@ -264,7 +284,7 @@ class _Walker:
 
     def cut(self, s: str, *, redact: bool) -> str:
         n = len(s)
-        keep = max(0, min(self.str_cap, self.budget - _MIN_CUT))
+        keep = max(0, min(self.cap, self.budget - _MIN_CUT))
         if keep and not s.isascii():
             # Budgets are bytes: keep fewer characters when they encode wider.
             width = len(s[:keep].encode("utf-8", "surrogatepass"))
@@ -309,7 +329,7 @@ class _Walker:
     def fit(self, s: str) -> str:
         """Charge an already redacted string to the budget, cutting it if needed."""
         n = len(s)
-        if n <= self.str_cap and n < self.budget:
+        if n <= self.cap and n < self.budget:
             self.budget -= n + 3
             return s
         return self.cut(s, redact=False)
@@ -318,14 +338,17 @@ class _Walker:
 
     def mapping(self, obj: object, items: Iterable[tuple[Any, Any]], n: int, depth: int) -> Any:
         if depth >= MAX_DEPTH:
-            return self.too_deep()
+            return self.mark(DEPTH_MARKER)
         oid = id(obj)
         path = self.path
         if oid in path:
-            return self.cycle()
+            return self.mark(CYCLE)
         path.add(oid)
-        redact_key = self.redactor.redact_key
-        text, walk = self.text, self.walk
+        # The loop is the hot path of every call (bound arguments, model fields): strings,
+        # small ints, None and bools are handled inline instead of through walk().
+        redact_key, text, walk = self.redactor.redact_key, self.text, self.walk
+        cap = self.cap
+        child = depth + 1
         out: dict[str, Any] = {}
         start = self.budget = self.budget - 2
         i = 0
@@ -339,18 +362,28 @@ class _Walker:
                 key, secret, hit = redact_key(k) if type(k) is str else self.key(k)
                 if hit:
                     self.redacted = True
-                if len(key) > self.str_cap:
+                if len(key) > cap:
                     key = self.cut(key, redact=False)
+                    cost = 4
                 else:
-                    self.budget -= len(key) + 4
-                if secret and v is not None and type(v) is not bool:
+                    cost = len(key) + 4
+                t = type(v)
+                if secret and v is not None and t is not bool:
                     self.redacted = True
-                    self.budget -= 12
+                    self.budget -= cost + 12
                     out[key] = REDACTED
-                elif type(v) is str:
+                elif t is str:
+                    self.budget -= cost
                     out[key] = text(v)
+                elif v is None or t is bool:
+                    self.budget -= cost + 6
+                    out[key] = v
+                elif t is int and (bits := v.bit_length()) < 64:
+                    self.budget -= cost + (bits * 77 >> 8) + 2
+                    out[key] = v
                 else:
-                    out[key] = walk(v, depth + 1)
+                    self.budget -= cost
+                    out[key] = walk(v, child)
         finally:
             path.discard(oid)
         if len(out) < i:  # distinct keys that coerced to the same string
@@ -359,24 +392,34 @@ class _Walker:
 
     def sequence(self, obj: object, items: Iterable[Any], n: int, depth: int) -> Any:
         if depth >= MAX_DEPTH:
-            return self.too_deep()
+            return self.mark(DEPTH_MARKER)
         oid = id(obj)
         path = self.path
         if oid in path:
-            return self.cycle()
+            return self.mark(CYCLE)
         path.add(oid)
+        text, walk = self.text, self.walk
+        child = depth + 1
         out: list[Any] = []
+        append = out.append
         start = self.budget = self.budget - 2
-        walk = self.walk
         try:
             for v in items:
                 if self.budget <= 0:
                     i = len(out)
                     self.capped(start, i, n)
-                    out.append(f"…[+{n - i} items]")
+                    append(f"…[+{n - i} items]")
                     break
-                out.append(walk(v, depth + 1))
-                self.budget -= 1
+                t = type(v)
+                if t is str:
+                    self.budget -= 1
+                    append(text(v))
+                elif t is int and (bits := v.bit_length()) < 64:
+                    self.budget -= (bits * 77 >> 8) + 3
+                    append(v)
+                else:
+                    self.budget -= 1
+                    append(walk(v, child))
         finally:
             path.discard(oid)
         return out
@@ -387,38 +430,44 @@ class _Walker:
         self.budget -= 20
 
     def key(self, k: Any) -> tuple[str, bool, bool]:
-        if k is None or type(k) is bool:
-            return self.redactor.redact_key(json.dumps(k))
-        if isinstance(k, Enum):
-            k = k.value
-        if isinstance(k, (str, int, float)) and not isinstance(k, bool):
-            converted = self.walk(k, MAX_DEPTH)  # finite float / int / str, as JSON spells them
-            text = converted if isinstance(converted, str) else _dumps(converted)
-        else:
-            self.lossless = False
-            try:
+        """A non-str mapping key as text, spelled as JSON spells the scalar it is."""
+        try:
+            if isinstance(k, Enum):
+                k = k.value
+            if k is None or isinstance(k, bool):
+                text = "null" if k is None else ("true" if k else "false")
+            elif isinstance(k, str):
+                text = str.__str__(k)
+            elif isinstance(k, int):
+                number = self.integer(int.__int__(k))
+                text = number if isinstance(number, str) else str(number)
+            elif isinstance(k, float):
+                real = self.real(float.__float__(k))
+                text = real if isinstance(real, str) else repr(real)
+            else:
+                self.lossless = False
                 text = str(k)
-            except Exception:
-                text = _safe_repr(k)
+        except Exception:
+            self.lossless = False
+            text = _safe_repr(k)
         return self.redactor.redact_key(text)
 
-    def too_deep(self) -> str:
+    def mark(self, marker: str) -> str:
+        """A depth or cycle marker in place of a container."""
         self.lossless = False
-        self.budget -= len(DEPTH_MARKER) + 3
-        return DEPTH_MARKER
-
-    def cycle(self) -> str:
-        self.lossless = False
-        self.budget -= len(CYCLE) + 3
-        return CYCLE
+        self.budget -= len(marker) + 3
+        return marker
 
     # -- everything else ----------------------------------------------------------------------
 
     def other(self, v: Any, t: type, depth: int) -> Any:
         if depth >= MAX_DEPTH:  # also ends objects whose conversion yields another object
-            return self.too_deep()
+            return self.mark(DEPTH_MARKER)
         if isinstance(v, Enum):
-            return self.walk(v.value, depth + 1)
+            value = v.value
+            if type(value) not in _SCALARS:  # a tuple value comes back as a list: no match
+                self.lossless = False
+            return self.walk(value, depth + 1)
         if isinstance(v, str):
             return self.text(str.__str__(v))
         if isinstance(v, int):
@@ -439,8 +488,8 @@ class _Walker:
             return self.dataclass(v, t, depth)
         if isinstance(v, Mapping):
             return self.mapping(v, v.items(), len(v), depth)
-        for base, convert in _BY_BASE:
-            if isinstance(v, base):
+        for types, convert in _CONVERSIONS:
+            if isinstance(v, types):
                 return convert(self, v, depth)
         if isinstance(v, BaseException):
             return self.exception(v)
@@ -486,7 +535,7 @@ class _Walker:
 
     def collection(self, v: Any, depth: int) -> Any:
         if depth >= MAX_DEPTH:
-            return self.too_deep()
+            return self.mark(DEPTH_MARKER)
         n = len(v)
         start = self.budget = self.budget - 2
         items: list[Any] = []
@@ -531,9 +580,8 @@ class _Walker:
             message = str(e)
         except Exception:
             message = _safe_repr(e)
-        name = type(e).__qualname__
-        self.budget -= len(name) + 30
-        return {"__exception__": name, "message": self.text(message)}
+        self.budget -= 30
+        return {"__exception__": self.fit(type(e).__qualname__), "message": self.text(message)}
 
     def unknown(self, v: object) -> dict[str, Any]:
         self.lossless = False
@@ -562,28 +610,15 @@ def _as_str(w: _Walker, v: object, depth: int) -> str:
 
 
 _Convert = Callable[[_Walker, Any, int], Any]
-# Exact types first (one dict lookup), then the same conversions for subclasses.
-_BY_BASE: tuple[tuple[type | tuple[type, ...], _Convert], ...] = (
-    ((date, time), _isoformat),
-    (timedelta, _seconds),
-    ((UUID, Decimal, PurePath), _as_str),
+_CONVERSIONS: tuple[tuple[tuple[type, ...], _Convert], ...] = (
+    ((datetime, date, time), _isoformat),
+    ((timedelta,), _seconds),
+    ((UUID, Decimal, type(Path()), PurePath), _as_str),
     ((bytes, bytearray, memoryview), _Walker.binary),
-    ((Set, frozenset, set), _Walker.collection),
+    ((set, frozenset, Set), _Walker.collection),
 )
-_BY_TYPE: dict[type, _Convert] = {
-    datetime: _isoformat,
-    date: _isoformat,
-    time: _isoformat,
-    timedelta: _seconds,
-    UUID: _as_str,
-    Decimal: _as_str,
-    type(Path()): _as_str,
-    bytes: _Walker.binary,
-    bytearray: _Walker.binary,
-    memoryview: _Walker.binary,
-    set: _Walker.collection,
-    frozenset: _Walker.collection,
-}
+# Exact types take one dict lookup; subclasses are found by isinstance() in _Walker.other.
+_BY_TYPE: dict[type, _Convert] = {t: f for types, f in _CONVERSIONS for t in types}
 
 
 # -- public entry points ----------------------------------------------------------------------
@@ -627,27 +662,60 @@ def encode(value: object, *, max_bytes: int = 4096, redactor: Redactor | None = 
         return _encode(value, max(max_bytes, MIN_MAX_BYTES), redactor or _DEFAULT_REDACTOR)
     except Exception as exc:
         _report(value, exc)
-        text, _ = _finish(_dumps({"__unserializable__": type(exc).__name__[:36]}))
+        text, _, _ = _finish(_dumps({"__unserializable__": type(exc).__name__[:36]}))
         return Encoded(text, True, False, False)
 
 
+def _is_flat(value: dict[Any, Any], redactor: Redactor) -> bool:
+    """Whether a dict is a few str keys naming no secret over clean scalars, JSON as it is."""
+    redact_key, redact_text = redactor.redact_key, redactor.redact_text
+    for k, v in value.items():
+        if type(k) is not str:
+            return False
+        _, secret, hit = redact_key(k)
+        t = type(v)
+        if secret or hit:
+            return False
+        if t is str:
+            if len(v) > _FLAT_CHARS or redact_text(v)[1]:
+                return False
+        elif t is int:
+            if v.bit_length() > 64:
+                return False
+        elif not (v is None or t is bool or (t is float and math.isfinite(v))):
+            return False
+    return True
+
+
 def _encode(value: object, limit: int, redactor: Redactor) -> Encoded:
-    walker = _Walker(redactor, limit, limit)
-    text, size = _finish(_dumps(walker.walk(value, 0)))
+    # Fast paths for the commonest values, a short string and a small dict of bound arguments:
+    # checked and redacted as the walk would, then dumped as they are.
+    if type(value) is str and len(value) < limit // 2:
+        redacted_text, hit = redactor.redact_text(value)
+        text, size, exact = _finish(_dumps(redacted_text))
+        if size <= limit:
+            return Encoded(text, False, hit, exact and not hit)
+    elif type(value) is dict and len(value) <= _FLAT_ITEMS and _is_flat(value, redactor):
+        text, size, exact = _finish(_dumps(value))
+        if size <= limit:
+            return Encoded(text, False, False, exact)
+    # Room for the markers a cut adds, so that a cut rarely needs a second walk.
+    w = _Walker(redactor, limit - _MARKER_ROOM, limit)
+    text, size, exact = _finish(_dumps(w.walk(value, 0)))
     if size <= limit:
-        w = walker
-        return Encoded(text, w.truncated, w.redacted, w.lossless and not (w.truncated or w.redacted))
-    full_size = min(size + walker.skipped, sys.maxsize)  # at most 19 digits: the envelope fits 64
-    redacted = walker.redacted
-    budget = str_cap = limit
+        lossless = exact and w.lossless and not (w.truncated or w.redacted)
+        return Encoded(text, w.truncated, w.redacted, lossless)
+    full_size = min(size + w.skipped, sys.maxsize)  # at most 19 digits: the envelope fits 64
+    redacted = w.redacted
+    budget = cap = limit
     for _ in range(_ATTEMPTS):
         # Too big after a walk with this budget: walk again with less. Each walk is bounded by
         # the budget, not by the value, so the retries stay cheap even for huge values.
         budget = int(budget * min(0.9, limit / size)) - 8
-        str_cap = max(0, min(str_cap * 3 // 4, budget))
-        walker = _Walker(redactor, budget, str_cap)
-        text, size = _finish(_dumps(walker.walk(value, 0)))
-        redacted = redacted or walker.redacted
+        cap = max(0, min(cap * 3 // 4, budget))
+        w = _Walker(redactor, budget, cap)
+        text, size, _ = _finish(_dumps(w.walk(value, 0)))
+        redacted = redacted or w.redacted
         if size <= limit:
             return Encoded(text, True, redacted, False)
     return Encoded(_envelope(full_size, text, limit), True, redacted, False)
@@ -657,7 +725,7 @@ def _envelope(full_size: int, preview: str, limit: int) -> str:
     head = f'{{"__truncated__":true,"size":{full_size},"preview":'
     preview = preview[: max(limit - len(head) - 3, 0)]
     while True:
-        text, size = _finish(f"{head}{_dumps(preview)}}}")
+        text, size, _ = _finish(f"{head}{_dumps(preview)}}}")
         if size <= limit or not preview:
             return text
         preview = preview[: len(preview) * limit // size - 1]
@@ -669,13 +737,15 @@ _reported: set[tuple[type, type]] = set()
 def _report(value: object, exc: Exception) -> None:
     # Values of one type tend to fail on every call: warn once per kind, then only count.
     kind = (type(value), type(exc))
-    if kind not in _reported and len(_reported) < _TYPE_CACHE_SIZE:
+    first = kind not in _reported and len(_reported) < _TYPE_CACHE_SIZE
+    if first:
         _reported.add(kind)
-        logger.warning(
-            "spanflow: could not encode a %s value; recorded a placeholder",
-            _type_name(type(value)),
-            exc_info=exc,
-        )
+    logger.log(
+        logging.WARNING if first else logging.DEBUG,
+        "spanflow: could not encode a %s value; recorded a placeholder",
+        _type_name(type(value)),
+        exc_info=exc,
+    )
     try:
         from .runtime import count  # late import: runtime imports this module's neighbours
 
