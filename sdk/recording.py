@@ -24,6 +24,7 @@ from opentelemetry.trace import INVALID_SPAN, Link, Span, Status, StatusCode
 from . import attributes as attr
 from .binding import Binder
 from .context import CallFrame, RunState, current_frame, current_run, with_run
+from .redact import REDACTED
 from .retry import RetryPolicy
 from .runtime import Runtime, count
 from .serialize import Encoded, encode, to_jsonable
@@ -63,7 +64,9 @@ class StepSpec:
     def __reduce__(self) -> tuple[Any, ...]:
         # A step pickled by value (a script's function shipped to a worker) is rebuilt there from
         # its function and options, without the executor: it runs where it lands.
-        options = {k: v for k, v in (self.options or {}).items() if k not in ("executor", "resources")}
+        options = {
+            k: v for k, v in (self.options or {}).items() if k not in ("executor", "resources")
+        }
         return (_rebuild_spec, (self.fn, self.step_type, options))
 
     @property
@@ -91,6 +94,15 @@ def entrypoint_of(fn: Any) -> tuple[str, str | None]:
             path = Path(main_file).resolve()
             return f"{path.stem}:{qualname}", str(path)
     return f"{module}:{qualname}", None
+
+
+def _state_json(state: State, rt: Runtime) -> JsonValue:
+    """A State as plain JSON: pydantic's own (fast) dump, or the never-failing walk."""
+    try:
+        return cast("JsonValue", state.model_dump(mode="json"))
+    except Exception:  # a field pydantic cannot serialise
+        value, _ = to_jsonable(state, redactor=rt.settings.redactor)
+        return cast("JsonValue", value)
 
 
 def is_cancellation(exc: BaseException) -> bool:
@@ -235,18 +247,17 @@ class StepCall:
 
     def _snapshot_states(self, bound: dict[str, Any], out: dict[str, Any]) -> None:
         states = [(name, v) for name, v in bound.items() if isinstance(v, State)]
-        redactor = self.rt.settings.redactor
         for name, state in states:
             prefix = f"/{name}" if len(states) > 1 else ""
-            before, _ = to_jsonable(state, redactor=redactor)
-            self._states.append((prefix, state, before))
+            self._states.append((prefix, state, _state_json(state, self.rt)))
         if self.is_root:
             initial: Any = (
                 self._states[0][2]
                 if len(states) == 1
                 else {prefix[1:]: snap for prefix, _, snap in self._states}
             )
-            text = json.dumps(initial)
+            redacted, _ = to_jsonable(initial, redactor=self.rt.settings.redactor)
+            text = json.dumps(redacted)
             if len(text) > self.rt.settings.max_state_bytes:
                 text = json.dumps({"__truncated__": True, "size": len(text)})
             out[attr.STATE_INITIAL] = text
@@ -255,21 +266,17 @@ class StepCall:
         if not self._states:
             return
         try:
-            redactor = self.rt.settings.redactor
             ops: list[dict[str, Any]] = []
             for prefix, state, before in self._states:
                 # A step may change the state in place, or return a new State of the same class.
-                target = (
-                    result
-                    if (
-                        len(self._states) == 1
-                        and type(result) is type(state)
-                        and result is not state
-                    )
-                    else state
+                returned_new = (
+                    len(self._states) == 1 and type(result) is type(state) and result is not state
                 )
-                after, _ = to_jsonable(target, redactor=redactor)
-                ops.extend(make_patch(before, cast("JsonValue", after), prefix=prefix))
+                after = _state_json(result if returned_new else state, self.rt)
+                ops.extend(make_patch(before, after, prefix=prefix))
+            # Snapshots are raw (cheap, exact for replay); only what is recorded is redacted.
+            if self._redact_ops(ops):
+                self._lossy.append(attr.STATE_DIFF)
             text = json.dumps(ops)  # ASCII escapes: lone surrogates stay valid UTF-8
             if len(text) > self.rt.settings.max_state_bytes:
                 text = json.dumps(
@@ -286,6 +293,23 @@ class StepCall:
         except Exception:
             count("capture_errors")
             logger.debug("spanflow: state diff of %s failed", self.spec.name, exc_info=True)
+
+    def _redact_ops(self, ops: list[dict[str, Any]]) -> bool:
+        """Redact the values of patch operations in place; True when anything was replaced."""
+        redactor = self.rt.settings.redactor
+        changed = False
+        for op in ops:
+            if "value" not in op:
+                continue
+            tokens = op["path"].split("/")[1:]
+            if any(redactor.is_secret_key(t.replace("~1", "/").replace("~0", "~")) for t in tokens):
+                op["value"] = REDACTED
+                changed = True
+                continue
+            value, flags = to_jsonable(op["value"], redactor=redactor)
+            op["value"] = value
+            changed = changed or flags.redacted
+        return changed
 
     # -- outcome ------------------------------------------------------------------------------
 

@@ -52,9 +52,6 @@ _KIND_NAMES = (
 )
 # A pair that may differ (before, after, path), or an operation ready to emit.
 _Work: TypeAlias = "tuple[object, object, str] | dict[str, object]"
-# What a cheap look at a pair of values tells: certainly the same, certainly not, or `==` but
-# with types below the top level still to confirm.
-_SAME, _DIFFERENT, _UNVERIFIED = range(3)
 _ARRAY_INDEX = re.compile(r"0|[1-9][0-9]*")
 _BAD_ESCAPE = re.compile(r"~(?![01])")
 
@@ -74,10 +71,12 @@ def escape_pointer_token(token: str) -> str:
 def make_patch(before: JsonValue, after: JsonValue, *, prefix: str = "") -> list[dict[str, object]]:
     """Return the RFC 6902 operations that turn ``before`` into ``after``.
 
-    Unchanged subtrees cost one C-level comparison each; only the path down to a change is
-    walked in Python. Lists are matched by common prefix and suffix, then compared index by index
-    in the middle, so edits stay local without an LCS. The ``value`` of an operation is the object
-    inside ``after`` itself, not a copy: serialise the patch before mutating ``after``.
+    Objects are compared key by key, arrays by their common prefix and suffix and then index by
+    index in between (no LCS), so each operation sits at the value that changed. Unchanged runs of
+    values are recognised in C, by ``==`` over slices and then one type-exact comparison of their
+    pickled bytes, which tells ``1``, ``1.0`` and ``True`` apart; Python walks only down to the
+    changes. The ``value`` of an operation is the object inside ``after`` itself, not a copy:
+    serialise the patch before mutating ``after``.
 
     Args:
         before: the document before the change.
@@ -203,23 +202,6 @@ def _scalar_same(a: object, b: object, kind: int) -> bool:
     return a == b
 
 
-def _quick(a: object, b: object) -> int:
-    """What one C-level comparison tells about a pair: _SAME, _DIFFERENT or _UNVERIFIED."""
-    if a is b:
-        return _SAME
-    exact_type = type(a)
-    if exact_type is not type(b):
-        return _DIFFERENT
-    if exact_type is float:
-        return _SAME if _float_same(cast(float, a), cast(float, b)) else _DIFFERENT
-    if a != b:
-        return _DIFFERENT
-    if exact_type is str or exact_type is int or exact_type is bool:
-        return _SAME
-    # `==` holds, but it takes 1, 1.0 and True for one another anywhere inside.
-    return _UNVERIFIED
-
-
 def _typed_bytes(value: object) -> bytes:
     """Bytes that two values share only if they are equal with the same type at every level."""
     buffer = io.BytesIO()
@@ -243,93 +225,124 @@ def _verified(a: object, b: object) -> bool:
         return False
 
 
-def _settle(todo: list[_Work], unverified: list[tuple[int, object, object, str]]) -> None:
-    """Insert into ``todo`` the ``(position, before, after, path)`` pairs that do not verify."""
-    if not unverified:
-        return
-    # One check for all of them first: equal pairs are by far the common case.
-    if _verified([pair[1] for pair in unverified], [pair[2] for pair in unverified]):
-        return
-    differing = [pair for pair in unverified if not _verified(pair[1], pair[2])]
-    # Highest position first, so that each insertion leaves the lower positions valid.
-    for position, old, new, path in reversed(differing):
-        todo.insert(position, (old, new, path))
-
-
 def _member_path(path: str, key: object) -> str:
     return f"{path}/{escape_pointer_token(key if isinstance(key, str) else str(key))}"
 
 
-def _diff_object(a: Mapping[object, object], b: Mapping[object, object], path: str) -> list[_Work]:
-    todo: list[_Work] = []
-    unverified: list[tuple[int, object, object, str]] = []
-    for key, old in a.items():
-        if key not in b:
-            todo.append({"op": "remove", "path": _member_path(path, key)})
-            continue
-        new = b[key]
-        verdict = _quick(old, new)
-        if verdict == _DIFFERENT:
-            todo.append((old, new, _member_path(path, key)))
-        elif verdict == _UNVERIFIED:
-            unverified.append((len(todo), old, new, _member_path(path, key)))
-    _settle(todo, unverified)
-    for key, new in b.items():
-        if key not in a:
-            todo.append({"op": "add", "path": _member_path(path, key), "value": new})
-    return todo
-
-
-def _same_run(a: Sequence[object], b: Sequence[object], count: int, *, from_end: bool) -> int:
-    """How many of the first (or last) ``count`` pairs, all ``==``, are verified the same."""
-
-    def segment(items: Sequence[object], low: int, high: int) -> Sequence[object]:
-        # Elements low..high counted from the chosen end.
-        return items[len(items) - high : len(items) - low] if from_end else items[low:high]
-
-    if _verified(segment(a, 0, count), segment(b, 0, count)):
-        return count
-    # Bisect on segments beyond the verified run, so the whole search reads each element about
-    # twice: a[:good] is the same, and a[good:bad] holds the first pair that is not.
-    good, bad = 0, count
+def _equal_run(xs: Sequence[object], ys: Sequence[object], low: int, high: int) -> int:
+    """Index of the first pair in ``low..high`` that is not ``==``, or ``high``."""
+    # Comparing slices keeps the element loop in C: gallop to a segment holding a mismatch,
+    # then bisect it, reading each element a small constant number of times.
+    good, step = low, 1
+    while good < high:
+        top = min(good + step, high)
+        if xs[good:top] != ys[good:top]:
+            break
+        good, step = top, step * 2
+    else:
+        return high
+    bad = top
     while bad - good > 1:
         middle = (good + bad) // 2
-        if _verified(segment(a, good, middle), segment(b, good, middle)):
+        if xs[good:middle] == ys[good:middle]:
             good = middle
         else:
             bad = middle
     return good
 
 
+def _hidden(
+    xs: Sequence[object], ys: Sequence[object], low: int, high: int, *, known_bad: bool = False
+) -> list[int]:
+    """Indices in ``low..high``, where every pair is ``==``, whose pair does not verify."""
+    if low >= high or (not known_bad and _verified(xs[low:high], ys[low:high])):
+        return []
+    if high - low == 1:
+        return [low]
+    middle = (low + high) // 2
+    left = _hidden(xs, ys, low, middle)
+    # A segment that does not verify has a pair that does not: if the left half verified, the
+    # right half need not be checked as a whole again.
+    return left + _hidden(xs, ys, middle, high, known_bad=not left)
+
+
+def _first_hidden(xs: Sequence[object], ys: Sequence[object], high: int) -> int:
+    """Index of the first pair before ``high`` (all ``==``) that does not verify, or ``high``."""
+    if high == 0 or _verified(xs[:high], ys[:high]):
+        return high
+    # Bisect on the segment beyond the verified run, so the search reads each element about
+    # twice: xs[:good] verifies and xs[good:bad] holds the first pair that does not.
+    good, bad = 0, high
+    while bad - good > 1:
+        middle = (good + bad) // 2
+        if _verified(xs[good:middle], ys[good:middle]):
+            good = middle
+        else:
+            bad = middle
+    return good
+
+
+def _changed(xs: Sequence[object], ys: Sequence[object], low: int, high: int) -> list[int]:
+    """Ascending indices in ``low..high`` where ``xs`` and ``ys`` may differ; the rest do not."""
+    changed: list[int] = []
+    runs: list[tuple[int, int]] = []
+    while low < high:
+        end = _equal_run(xs, ys, low, high)
+        if end > low:
+            runs.append((low, end))
+        if end < high:
+            changed.append(end)
+        low = end + 1
+    if not runs:
+        return changed
+    # One type check for all the `==` runs together: they are nearly always the same.
+    joined_x: list[object] = []
+    joined_y: list[object] = []
+    for start, end in runs:
+        joined_x += xs[start:end]
+        joined_y += ys[start:end]
+    if _verified(joined_x, joined_y):
+        return changed
+    for start, end in runs:
+        changed += _hidden(xs, ys, start, end, known_bad=len(runs) == 1)
+    return sorted(changed)
+
+
+def _diff_object(a: Mapping[object, object], b: Mapping[object, object], path: str) -> list[_Work]:
+    keys = list(a)
+    if keys == list(b):  # the usual case: same keys in the same order
+        common, removed, added = keys, [], []
+        old_values, new_values = list(a.values()), list(b.values())
+    else:
+        common = [key for key in keys if key in b]
+        removed = [key for key in keys if key not in b]
+        added = [key for key in b if key not in a]
+        old_values, new_values = [a[key] for key in common], [b[key] for key in common]
+    todo: list[_Work] = [{"op": "remove", "path": _member_path(path, key)} for key in removed]
+    for index in _changed(old_values, new_values, 0, len(common)):
+        todo.append((old_values[index], new_values[index], _member_path(path, common[index])))
+    for key in added:
+        todo.append({"op": "add", "path": _member_path(path, key), "value": b[key]})
+    return todo
+
+
 def _diff_array(a: Sequence[object], b: Sequence[object], path: str) -> list[_Work]:
     len_a, len_b = len(a), len(b)
     shorter = min(len_a, len_b)
 
-    start = 0
-    while start < shorter and a[start] == b[start]:
-        start += 1
-    if start:
-        start = _same_run(a, b, start, from_end=False)
-    # The suffix stops where the prefix ends, so no element is matched twice and the middle's
-    # bounds below are never negative.
+    prefix = _equal_run(a, b, 0, shorter)
+    start = _first_hidden(a, b, prefix)
+    # The suffix, matched on reversed tails, stops where the prefix ends, so no element is
+    # matched twice and the middle's bounds below are never negative.
     room = shorter - start
-    end = 0
-    while end < room and a[len_a - 1 - end] == b[len_b - 1 - end]:
-        end += 1
-    if end:
-        end = _same_run(a, b, end, from_end=True)
+    tail_a, tail_b = a[len_a - room :][::-1], b[len_b - room :][::-1]
+    suffix = _equal_run(tail_a, tail_b, 0, room)
+    end = _first_hidden(tail_a, tail_b, suffix)
 
     todo: list[_Work] = []
-    unverified: list[tuple[int, object, object, str]] = []
     middle_a, middle_b = len_a - end - start, len_b - end - start
-    for index in range(start, start + min(middle_a, middle_b)):
-        old, new = a[index], b[index]
-        verdict = _quick(old, new)
-        if verdict == _DIFFERENT:
-            todo.append((old, new, f"{path}/{index}"))
-        elif verdict == _UNVERIFIED:
-            unverified.append((len(todo), old, new, f"{path}/{index}"))
-    _settle(todo, unverified)
+    for index in _changed(a, b, start, start + min(middle_a, middle_b)):
+        todo.append((a[index], b[index], f"{path}/{index}"))
     # Inserting in ascending order and removing in descending order keeps every index valid at
     # the moment its operation is applied.
     for index in range(start + middle_a, start + middle_b):
@@ -380,7 +393,7 @@ def _parse_pointer(pointer: object) -> list[str]:
     for token in tokens:
         if _BAD_ESCAPE.search(token):
             raise ValueError(
-                f"JSON Pointer {pointer!r} has a '~' not followed by '0' or '1' (write '~0' for '~')"
+                f"JSON Pointer {pointer!r} has a '~' not followed by '0' or '1' (a '~' is '~0')"
             )
     # RFC 6901 order: '~1' first, so that '~01' decodes to '~1' and not to '/'.
     return [token.replace("~1", "/").replace("~0", "~") for token in tokens]
@@ -392,29 +405,25 @@ def _pointer(tokens: Sequence[str]) -> str:
 
 def _index(container: list[object], token: str, tokens: Sequence[str], *, to_insert: bool) -> int:
     """Array index named by ``token``; ``to_insert`` allows the one-past-the-end position."""
-    where = _pointer(tokens)
     if token == "-":
         if to_insert:
             return len(container)
-        raise ValueError(f"{where}: '-' names the position after the last element, which is empty")
-    if not _ARRAY_INDEX.fullmatch(token):
-        raise ValueError(f"{where}: {token!r} is not an array index (digits, no leading zeros)")
-    index = int(token)
-    limit = len(container) if to_insert else len(container) - 1
-    if index > limit:
-        raise ValueError(
-            f"{where}: index {index} is out of range for an array of {len(container)} elements"
-        )
-    return index
+        problem = "'-' names the position after the last element, which is empty"
+    elif not _ARRAY_INDEX.fullmatch(token):
+        problem = f"{token!r} is not an array index (digits, no leading zeros)"
+    elif int(token) > (len(container) if to_insert else len(container) - 1):
+        problem = f"index {token} is out of range for an array of {len(container)} elements"
+    else:
+        return int(token)
+    raise ValueError(f"{_pointer(tokens)}: {problem}")
 
 
 def _child(node: object, depth: int, tokens: Sequence[str]) -> object:
     """The value at ``tokens[depth]`` under ``node``, made mutable so later steps can edit it."""
     token = tokens[depth]
-    where = _pointer(tokens[: depth + 1])
     if isinstance(node, dict):
         if token not in node:
-            raise ValueError(f"{where} does not exist")
+            raise ValueError(f"{_pointer(tokens[: depth + 1])} does not exist")
         child = node[token]
         if isinstance(child, tuple):
             child = node[token] = list(child)
@@ -425,10 +434,7 @@ def _child(node: object, depth: int, tokens: Sequence[str]) -> object:
         if isinstance(child, tuple):
             child = node[index] = list(child)
         return child
-    raise ValueError(
-        f"{where} does not exist: {_pointer(tokens[:depth]) or 'the document'} is "
-        f"{_KIND_NAMES[_kind(node)]}, not an object or array"
-    )
+    raise _not_a_container(node, tokens[: depth + 1])
 
 
 def _parent(doc: object, tokens: Sequence[str]) -> object:
@@ -520,6 +526,11 @@ def _json_equal(a: object, b: object) -> bool:
     return True
 
 
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 200 else f"{text[:200]}..."
+
+
 def _required(operation: Mapping[str, object], member: str) -> object:
     if member not in operation:
         raise ValueError(f"the operation has no {member!r} member")
@@ -541,7 +552,8 @@ def _apply_operation(doc: object, operation: Mapping[str, object]) -> object:
         actual = _get(doc, tokens)
         if not _json_equal(actual, expected):
             raise ValueError(
-                f"the value at {_pointer(tokens) or 'the root'} is {actual!r}, not {expected!r}"
+                f"the value at {_pointer(tokens) or 'the root'} is {_short(actual)}, "
+                f"not {_short(expected)}"
             )
         return doc
     if op in ("move", "copy"):

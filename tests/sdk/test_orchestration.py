@@ -491,3 +491,28 @@ def test_llm_usage_totals_on_the_workflow(recorded: Recorded) -> None:
         assert s.attributes[attr.GEN_AI_OUTPUT_TOKENS] == 5
     assert recorded.attr("pipeline", attr.GEN_AI_INPUT_TOKENS) == 30
     assert recorded.attr("pipeline", attr.GEN_AI_OUTPUT_TOKENS) == 10
+
+
+class Session(spanflow.State):
+    user: str
+    api_token: str | None = None
+    note: str = ""
+
+
+def test_state_diffs_and_initial_state_are_redacted(recorded: Recorded) -> None:
+    secret = "sk-proj-ZYXWVUTSRQPONMLKJIHGFEDCBA987654"
+
+    @spanflow.step
+    def login(state: Session) -> None:
+        state.api_token = secret
+        state.note = f"got key {secret}"
+
+    @spanflow.workflow
+    def pipeline(state: Session) -> None:
+        login(state)
+
+    pipeline(Session(user="ada", note=f"old key {secret}"))
+    diff = recorded.json("login", attr.STATE_DIFF)
+    assert [op["path"] for op in diff] == ["/api_token", "/note"]
+    assert secret not in json.dumps(diff) and secret not in recorded.attr("pipeline", attr.STATE_INITIAL)
+    assert attr.STATE_DIFF in recorded.attr("login", attr.LOSSY)  # replay will not reuse it

@@ -1,0 +1,286 @@
+"""Per-step cost of spanflow against a bare OpenTelemetry span, in one process.
+
+    python bench/bench_core.py [--quick]
+
+Prints a markdown table. Every comparison runs its cases interleaved (round after round) and
+reports the median of the rounds, so noise from the machine lands on all cases alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sqlite3
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+import tenacity
+from common import Discard, batch_provider, interleaved, per_call_us
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+import spanflow
+from spanflow import runtime
+
+Row = tuple[str, str, str]
+
+
+def answer(query: str, k: int = 3) -> dict[str, Any]:
+    return {"answer": query.upper(), "k": k}
+
+
+class NaiveSQLite(SpanExporter):
+    """What one writes by hand: a batch exporter inserting each span's JSON into SQLite."""
+
+    def __init__(self, path: Path) -> None:
+        self.conn = sqlite3.connect(path, check_same_thread=False)
+        self.conn.execute("pragma journal_mode=wal")
+        self.conn.execute("create table if not exists spans(trace text, span text, name text, attrs text)")
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        rows = [
+            (format(s.context.trace_id, "032x"), format(s.context.span_id, "016x"), s.name,
+             json.dumps(dict(s.attributes or {})))
+            for s in spans if s.context is not None
+        ]
+        self.conn.executemany("insert into spans values (?,?,?,?)", rows)
+        self.conn.commit()
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        self.conn.close()
+
+
+def step_overhead(tmp: Path, n: int, repeats: int) -> list[Row]:
+    bare_tracer = batch_provider().get_tracer("bench")
+    naive_provider = TracerProvider()
+    naive_provider.add_span_processor(BatchSpanProcessor(NaiveSQLite(tmp / "naive.db")))
+    naive_tracer = naive_provider.get_tracer("bench")
+    sf_provider = batch_provider()
+    spanflow.configure(tracer_provider=sf_provider, db=tmp / "bench.db")
+    step = spanflow.step(answer)
+
+    def bare() -> None:
+        with bare_tracer.start_as_current_span("answer"):
+            answer("refund please", k=3)
+
+    def naive() -> None:
+        with naive_tracer.start_as_current_span("answer") as span:
+            span.set_attribute("input.value", json.dumps({"query": "refund please", "k": 3}))
+            out = answer("refund please", k=3)
+            span.set_attribute("output.value", json.dumps(out))
+
+    def in_run(fn: Any) -> Any:
+        @spanflow.workflow(name="bench")
+        def loop() -> float:
+            return per_call_us(fn, n)()
+
+        return loop
+
+    def outside(tracer: Any, fn: Any) -> Any:
+        def loop() -> float:
+            with tracer.start_as_current_span("bench"):
+                return per_call_us(fn, n)()
+
+        return loop
+
+    med = interleaved(
+        {
+            "plain call": per_call_us(lambda: answer("refund please", k=3), n),
+            "bare OTel span": outside(bare_tracer, bare),
+            "naive span + json + SQLite": outside(naive_tracer, naive),
+            "@spanflow.step (store on)": in_run(lambda: step("refund please", k=3)),
+        },
+        repeats,
+    )
+    spanflow.flush()
+    stats = spanflow.stats()
+    base = med["bare OTel span"]
+    rows = [(name, f"{us:.1f} µs", f"{us / base:.2f}x") for name, us in med.items()]
+    dropped = stats.get("store.spans_dropped", 0)
+    rows.append(("spans dropped by the store during the run", str(dropped), ""))
+    return rows
+
+
+def disabled_overhead(n: int, repeats: int) -> list[Row]:
+    spanflow.configure(enabled=False, db=False)
+    step = spanflow.step(answer)
+    med = interleaved(
+        {
+            "plain": per_call_us(lambda: answer("refund please", k=3), n),
+            "disabled step": per_call_us(lambda: step("refund please", k=3), n),
+        },
+        repeats,
+    )
+    added = med["disabled step"] - med["plain"]
+    return [("recording disabled: added per call", f"{added:.2f} µs", f"target < 1 µs")]
+
+
+def fan_out(tmp: Path, items: int, repeats: int) -> list[Row]:
+    tracer = batch_provider().get_tracer("bench")
+    spanflow.configure(tracer_provider=batch_provider(), db=tmp / "fan.db")
+
+    @spanflow.step
+    async def work(i: int) -> int:
+        await anyio.sleep(0)
+        return i
+
+    @spanflow.workflow
+    async def pipeline() -> list[int]:
+        return await spanflow.parallel(*(work(i) for i in range(items)), limit=100)
+
+    async def bare_pipeline() -> None:
+        limiter = anyio.CapacityLimiter(100)
+
+        async def one(i: int) -> int:
+            async with limiter:
+                with tracer.start_as_current_span("work"):
+                    await anyio.sleep(0)
+                    return i
+
+        with tracer.start_as_current_span("pipeline"):
+            async with anyio.create_task_group() as tg:
+                for i in range(items):
+                    tg.start_soon(one, i)
+
+    def timed(fn: Any) -> Any:
+        def case() -> float:
+            start = time.perf_counter()
+            anyio.run(fn)
+            return (time.perf_counter() - start) / items * 1e6
+
+        return case
+
+    med = interleaved({"bare": timed(bare_pipeline), "spanflow": timed(pipeline)}, repeats)
+    return [(f"parallel fan-out, {items} async steps, limit=100", f"{med['spanflow']:.1f} µs/step",
+             f"{med['spanflow'] / med['bare']:.2f}x bare anyio + OTel")]
+
+
+def retry_path(tmp: Path, n: int, repeats: int) -> list[Row]:
+    spanflow.configure(tracer_provider=batch_provider(), db=tmp / "retry.db")
+    state = {"i": 0}
+
+    @spanflow.step(retries=2, retry=tenacity.wait_none())
+    def flaky() -> int:
+        state["i"] += 1
+        if state["i"] % 3:
+            raise ConnectionError("overloaded")
+        return 1
+
+    @spanflow.step
+    def ok() -> int:
+        return 1
+
+    med = interleaved({"ok": per_call_us(ok, n), "fails twice": per_call_us(flaky, n)}, repeats)
+    return [("retry path (fails twice, no wait)", f"{med['fails twice']:.0f} µs per call",
+             f"{med['fails twice'] - med['ok']:.0f} µs beyond a first-time success")]
+
+
+class Payload(spanflow.State):
+    label: str = "new"
+    blob: dict[str, str] = {}
+
+
+def state_diffs(tmp: Path, repeats: int) -> list[Row]:
+    spanflow.configure(tracer_provider=batch_provider(), db=tmp / "state.db", max_value_bytes=4096)
+    rows: list[Row] = []
+
+    @spanflow.step(capture="none")
+    def relabel(state: Payload) -> None:
+        state.label = "done" if state.label != "done" else "new"
+
+    def plain(state: Payload) -> None:
+        state.label = "done" if state.label != "done" else "new"
+
+    @spanflow.workflow(capture="none")
+    def pipeline(state: Payload, calls: int) -> float:
+        return per_call_us(lambda: relabel(state), calls)()
+
+    for size in (1_000, 100_000, 1_000_000):
+        state = Payload(blob={f"k{i}": "x" * 90 for i in range(size // 100)})
+        med = interleaved(
+            {"plain": per_call_us(lambda s=state: plain(s), 20), "step": lambda s=state: pipeline(s, 20)},
+            repeats,
+        )
+        rows.append((f"state diff, {size // 1000} KB state, one field changed",
+                     f"{med['step'] / 1000:.2f} ms per step", "snapshot + JSON Patch of the whole state"))
+    return rows
+
+
+def replay_speed(tmp: Path) -> list[Row]:
+    mod = tmp / "hundred.py"
+    mod.write_text(
+        "import os, time, spanflow\n"
+        "@spanflow.step\n"
+        "def work(i: int) -> int:\n"
+        "    time.sleep(0.002)\n"
+        "    return i * 2\n"
+        "@spanflow.step\n"
+        "def last(total: int) -> int:\n"
+        "    if os.environ.get('BENCH_FIXED') != '1':\n"
+        "        raise RuntimeError('boom')\n"
+        "    return total\n"
+        "@spanflow.workflow\n"
+        "def hundred(n: int) -> int:\n"
+        "    return last(sum(work(i) for i in range(n)))\n"
+    )
+    sys.path.insert(0, str(tmp))
+    db = tmp / "replay.db"
+    spanflow.configure(tracer_provider=batch_provider(), db=db)
+    import hundred  # type: ignore[import-not-found]
+
+    start = time.perf_counter()
+    try:
+        hundred.hundred(99)
+    except RuntimeError:
+        pass
+    original = time.perf_counter() - start
+    spanflow.flush()
+    from spanflow.exporters.store import Store
+
+    with Store.open(db) as store:
+        run_id = store.list_runs(limit=1)[0].id
+    import os
+
+    os.environ["BENCH_FIXED"] = "1"
+    start = time.perf_counter()
+    from spanflow.replay import load, run
+
+    outcome = run(load(run_id, db))
+    replayed = time.perf_counter() - start
+    assert outcome.error is None and len(outcome.plan.reused) == 99, outcome
+    return [("replay of a 100-step run (99 reused)", f"{replayed * 1000:.0f} ms",
+             f"{original / replayed:.1f}x faster than the original {original * 1000:.0f} ms")]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="fewer calls, for a smoke run")
+    args = parser.parse_args()
+    n, repeats = (2_000, 3) if args.quick else (20_000, 7)
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        rows: list[Row] = []
+        rows += step_overhead(tmp, n, repeats)
+        rows += disabled_overhead(n * 5, repeats)
+        rows += fan_out(tmp, 2_000 if args.quick else 10_000, max(3, repeats // 2))
+        rows += retry_path(tmp, n // 10, repeats)
+        rows += state_diffs(tmp, max(3, repeats // 2))
+        rows += replay_speed(tmp)
+        runtime.reset_for_tests()
+    print(f"machine: {platform.machine()}, {platform.python_implementation()} {platform.python_version()}, "
+          f"{__import__('os').cpu_count()} cores; median of {repeats} interleaved rounds")
+    print("| benchmark | figure | ratio |")
+    print("| --- | --- | --- |")
+    for name, figure, ratio in rows:
+        print(f"| {name} | {figure} | {ratio} |")
+
+
+if __name__ == "__main__":
+    main()
