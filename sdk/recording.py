@@ -8,6 +8,7 @@ recording must never change what the user's function does.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import logging
 import sys
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+import tenacity
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import INVALID_SPAN, Link, Span, Status, StatusCode
@@ -103,6 +105,48 @@ def _state_json(state: State, rt: Runtime) -> JsonValue:
     except Exception:  # a field pydantic cannot serialise
         value, _ = to_jsonable(state, redactor=rt.settings.redactor)
         return cast("JsonValue", value)
+
+
+# Frames of spanflow's wrappers and of tenacity's retry loop (plus the Future it re-raises from)
+# explain nothing about the user's failure. Editable installs may reach spanflow through a link.
+_HIDDEN_DIRS = tuple(
+    {
+        str(Path(__file__).parent),
+        str(Path(__file__).resolve().parent),
+        str(Path(tenacity.__file__).parent),
+    }
+)
+_FUTURES_FILE = str(Path(concurrent.futures.__file__).parent / "_base.py")
+
+
+def _hidden(frames: traceback.StackSummary) -> list[traceback.FrameSummary]:
+    kept: list[traceback.FrameSummary] = []
+    previous_hidden = False
+    for frame in frames:
+        name = frame.filename or ""
+        hidden = name.startswith(_HIDDEN_DIRS) or (previous_hidden and name == _FUTURES_FILE)
+        if not hidden:
+            kept.append(frame)
+        previous_hidden = hidden
+    return kept
+
+
+def format_user_traceback(exc: BaseException) -> str:
+    """The exception's traceback without spanflow's own wrapper frames (they explain nothing)."""
+    te = traceback.TracebackException.from_exception(exc)
+    seen: set[int] = set()
+    pending = [te]
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        kept = _hidden(current.stack)
+        if kept:  # keep everything if the failure is inside spanflow itself
+            current.stack = traceback.StackSummary.from_list(kept)
+        pending.extend(e for e in (current.__cause__, current.__context__) if e is not None)
+        pending.extend(current.exceptions or ())
+    return "".join(te.format())
 
 
 def is_cancellation(exc: BaseException) -> bool:
@@ -367,7 +411,7 @@ class StepCall:
             return
         redact = self.rt.settings.redactor.redact_text
         try:
-            stack = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+            stack = format_user_traceback(exc)
         except Exception:
             stack = f"{type(exc).__name__}: <traceback unavailable>"
         target.add_event(

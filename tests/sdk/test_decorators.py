@@ -436,3 +436,21 @@ def test_disabled_records_nothing(recorded: Recorded) -> None:
     spanflow.configure(enabled=False, tracer_provider=recorded.provider, db=False)
     assert add(1) == 3
     assert recorded.spans == []
+
+
+def test_recorded_traceback_shows_user_frames_only(recorded: Recorded) -> None:
+    @spanflow.step(retries=1, retry=__import__("tenacity").wait_none())
+    def inner() -> None:
+        raise ValueError("bad")
+
+    @spanflow.workflow
+    def outer() -> None:
+        inner()
+
+    with pytest.raises(ValueError):
+        outer()
+    (event,) = [e for e in recorded.one("outer").events if e.name == "exception"]
+    assert event.attributes is not None
+    stack = str(event.attributes[attr.EXCEPTION_STACKTRACE])
+    assert "in outer" in stack and "in inner" in stack and 'raise ValueError("bad")' in stack
+    assert "decorators.py" not in stack and "tenacity" not in stack and "_base.py" not in stack
