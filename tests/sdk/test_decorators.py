@@ -453,4 +453,5 @@ def test_recorded_traceback_shows_user_frames_only(recorded: Recorded) -> None:
     assert event.attributes is not None
     stack = str(event.attributes[attr.EXCEPTION_STACKTRACE])
     assert "in outer" in stack and "in inner" in stack and 'raise ValueError("bad")' in stack
-    assert "decorators.py" not in stack and "tenacity" not in stack and "_base.py" not in stack
+    assert "spanflow/decorators.py" not in stack and "sdk/decorators.py" not in stack
+    assert "tenacity" not in stack and "_base.py" not in stack

@@ -1,0 +1,24 @@
+// spanflow viewer: the entry point. The server sends this same page for "/" and "/runs/<id>";
+// the path picks the view.
+// Every element is built with createElement/textContent: captured data is never parsed as HTML.
+// Nothing is loaded from outside this server (see the Content-Security-Policy).
+
+import { RunPage } from "./run.js";
+import { ListPage } from "./runs.js";
+
+let page = null; // the view on screen; stop() ends its polling
+
+function route() {
+  if (page) page.stop();
+  const m = location.pathname.match(/^\/runs\/([^/]+)\/?$/);
+  page = m ? new RunPage(decodeURIComponent(m[1])) : new ListPage(go);
+}
+
+function go(href) {
+  history.pushState(null, "", href);
+  route();
+}
+
+window.addEventListener("popstate", route);
+
+route();
