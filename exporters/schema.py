@@ -1,0 +1,619 @@
+"""The on-disk format of a spanflow store: tables, columns, versions and migrations.
+
+A store is one SQLite file in WAL mode. It is recognised by a ``meta`` row
+(``format = spanflow``) and a ``schema_version`` table; anything else at the path is someone
+else's file and is never written to. ``MIGRATIONS[i]`` upgrades a store from version ``i`` to
+``i + 1``; a fresh store is bootstrapped at version 0 and migrated forward like any other.
+
+Tables (version 1)::
+
+    runs       one row per run (trace); its own table so listing runs never scans spans
+    spans      one row per finished span, attributes as one JSON text column
+    events     span events (exceptions, logs), keyed by (run_pk, span_id)
+    links      span links, keyed by (run_pk, span_id)
+    resources  distinct resource attribute sets, referenced by spans.resource_pk
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime as _dt
+import itertools
+import json
+import json.encoder
+import os
+import pathlib
+import sqlite3
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Final
+
+import sqlite_utils
+from spanflow.errors import StoreError
+
+SCHEMA_VERSION: Final = 1
+FORMAT_NAME: Final = "spanflow"
+BUSY_TIMEOUT_S: Final = 5.0
+
+# Table names.
+META: Final = "meta"
+VERSION_TABLE: Final = "schema_version"
+RUNS: Final = "runs"
+SPANS: Final = "spans"
+EVENTS: Final = "events"
+LINKS: Final = "links"
+RESOURCES: Final = "resources"
+
+# meta keys.
+META_FORMAT: Final = "format"
+META_CREATED_AT: Final = "created_at"
+
+# runs columns.
+RUN_PK: Final = "pk"
+RUN_ID: Final = "id"
+RUN_WORKFLOW: Final = "workflow"
+RUN_ENTRYPOINT: Final = "entrypoint"
+RUN_WORKFLOW_FILE: Final = "workflow_file"
+RUN_STATUS: Final = "status"
+RUN_ERROR: Final = "error"
+RUN_STARTED_NS: Final = "started_ns"
+RUN_ENDED_NS: Final = "ended_ns"
+RUN_DURATION_MS: Final = "duration_ms"
+RUN_REPLAY_OF: Final = "replay_of"
+RUN_SERVICE: Final = "service"
+RUN_HOST: Final = "host"
+RUN_PID: Final = "pid"
+RUN_PROCESS_START: Final = "process_start"
+RUN_SPAN_COUNT: Final = "span_count"
+RUN_ERROR_COUNT: Final = "error_count"
+RUN_ATTRS_VERSION: Final = "attrs_version"
+
+# spans columns (run_pk refers to runs.pk: a small integer keeps the span index compact and
+# append-mostly, which is what makes 100k inserts/s possible with random trace ids).
+SPAN_RUN_PK: Final = "run_pk"
+SPAN_ID: Final = "span_id"
+SPAN_PARENT_ID: Final = "parent_id"
+SPAN_NAME: Final = "name"
+SPAN_KIND: Final = "kind"
+SPAN_STATUS: Final = "status"
+SPAN_STATUS_MESSAGE: Final = "status_message"
+SPAN_START_NS: Final = "start_ns"
+SPAN_END_NS: Final = "end_ns"
+SPAN_ATTRIBUTES: Final = "attributes"
+SPAN_RESOURCE_PK: Final = "resource_pk"
+
+# events / links columns (besides run_pk, span_id and attributes).
+EVENT_SEQ: Final = "seq"
+EVENT_NAME: Final = "name"
+EVENT_TIME_NS: Final = "time_ns"
+LINK_SEQ: Final = "seq"
+LINK_TRACE_ID: Final = "trace_id"
+LINK_SPAN_ID: Final = "linked_span_id"
+
+# Run statuses; "crashed" is never stored, the reader derives it from a dead writer process.
+STATUS_RUNNING: Final = "running"
+STATUS_OK: Final = "ok"
+STATUS_FAILED: Final = "failed"
+STATUS_CRASHED: Final = "crashed"
+RUN_STATUSES: Final = (STATUS_RUNNING, STATUS_OK, STATUS_FAILED, STATUS_CRASHED)
+
+SPAN_COLUMNS: Final = (
+    SPAN_RUN_PK,
+    SPAN_ID,
+    SPAN_PARENT_ID,
+    SPAN_NAME,
+    SPAN_KIND,
+    SPAN_STATUS,
+    SPAN_STATUS_MESSAGE,
+    SPAN_START_NS,
+    SPAN_END_NS,
+    SPAN_ATTRIBUTES,
+    SPAN_RESOURCE_PK,
+)
+EVENT_COLUMNS: Final = (SPAN_RUN_PK, SPAN_ID, EVENT_SEQ, EVENT_NAME, EVENT_TIME_NS, SPAN_ATTRIBUTES)
+LINK_COLUMNS: Final = (
+    SPAN_RUN_PK,
+    SPAN_ID,
+    LINK_SEQ,
+    LINK_TRACE_ID,
+    LINK_SPAN_ID,
+    SPAN_ATTRIBUTES,
+)
+
+Migration = Callable[[sqlite_utils.Database], None]
+
+
+def _create_v1(db: sqlite_utils.Database) -> None:
+    db.table(RUNS).create(
+        {
+            RUN_PK: int,
+            RUN_ID: str,
+            RUN_WORKFLOW: str,
+            RUN_ENTRYPOINT: str,
+            RUN_WORKFLOW_FILE: str,
+            RUN_STATUS: str,
+            RUN_ERROR: str,
+            RUN_STARTED_NS: int,
+            RUN_ENDED_NS: int,
+            RUN_DURATION_MS: float,
+            RUN_REPLAY_OF: str,
+            RUN_SERVICE: str,
+            RUN_HOST: str,
+            RUN_PID: int,
+            RUN_PROCESS_START: int,
+            RUN_SPAN_COUNT: int,
+            RUN_ERROR_COUNT: int,
+            RUN_ATTRS_VERSION: int,
+        },
+        pk=RUN_PK,
+        not_null=[RUN_ID, RUN_STATUS, RUN_STARTED_NS, RUN_SPAN_COUNT, RUN_ERROR_COUNT],
+        defaults={RUN_STATUS: STATUS_RUNNING, RUN_SPAN_COUNT: 0, RUN_ERROR_COUNT: 0},
+    )
+    runs = db.table(RUNS)
+    runs.create_index([RUN_ID], index_name="runs_id", unique=True)
+    runs.create_index([RUN_STARTED_NS], index_name="runs_started")
+    runs.create_index([RUN_STATUS, RUN_STARTED_NS], index_name="runs_status_started")
+    runs.create_index([RUN_WORKFLOW, RUN_STARTED_NS], index_name="runs_workflow_started")
+    # Partial: most runs are not replays, and their inserts should not pay for this index.
+    db.execute(
+        f"CREATE INDEX runs_replay_of ON {RUNS} ({RUN_REPLAY_OF}) WHERE {RUN_REPLAY_OF} IS NOT NULL"
+    )
+    db.table(RESOURCES).create(
+        {"pk": int, SPAN_ATTRIBUTES: str}, pk="pk", not_null=[SPAN_ATTRIBUTES]
+    )
+    db.table(RESOURCES).create_index([SPAN_ATTRIBUTES], index_name="resources_attrs", unique=True)
+    text_cols = {SPAN_ID, SPAN_PARENT_ID, SPAN_NAME, SPAN_KIND, SPAN_STATUS, SPAN_STATUS_MESSAGE}
+    db.table(SPANS).create(
+        {c: (str if c in text_cols or c == SPAN_ATTRIBUTES else int) for c in SPAN_COLUMNS},
+        not_null=[
+            c
+            for c in SPAN_COLUMNS
+            if c not in (SPAN_PARENT_ID, SPAN_STATUS_MESSAGE, SPAN_RESOURCE_PK)
+        ],
+        foreign_keys=[(SPAN_RUN_PK, RUNS, RUN_PK), (SPAN_RESOURCE_PK, RESOURCES, "pk")],
+    )
+    db.table(SPANS).create_index([SPAN_RUN_PK, SPAN_START_NS], index_name="spans_run_start")
+    for table, columns in ((EVENTS, EVENT_COLUMNS), (LINKS, LINK_COLUMNS)):
+        ints = {SPAN_RUN_PK, EVENT_SEQ, EVENT_TIME_NS}
+        db.table(table).create(
+            {c: (int if c in ints else str) for c in columns},
+            not_null=[SPAN_RUN_PK, SPAN_ID],
+            foreign_keys=[(SPAN_RUN_PK, RUNS, RUN_PK)],
+        )
+        db.table(table).create_index([SPAN_RUN_PK], index_name=f"{table}_run")
+
+
+#: ``MIGRATIONS[i]`` turns a version-``i`` store into a version-``i + 1`` store.
+MIGRATIONS: Final[tuple[Migration, ...]] = (_create_v1,)
+assert len(MIGRATIONS) == SCHEMA_VERSION
+
+
+def bootstrap(db: sqlite_utils.Database) -> None:
+    """Mark an empty database as a spanflow store at version 0 (inside the caller's transaction)."""
+    db.table(META).create({"key": str, "value": str}, pk="key")
+    db.table(VERSION_TABLE).create({"version": int, "applied_at": str}, pk="version")
+    now = _dt.datetime.now(_dt.UTC).isoformat()
+    db.execute(
+        f"INSERT INTO {META} (key, value) VALUES (?, ?), (?, ?)",
+        [META_FORMAT, FORMAT_NAME, META_CREATED_AT, now],
+    )
+    db.execute(f"INSERT INTO {VERSION_TABLE} (version, applied_at) VALUES (0, ?)", [now])
+
+
+def migrate(db: sqlite_utils.Database, migrations: Sequence[Migration] = MIGRATIONS) -> int:
+    """Apply the pending migrations to a spanflow store, inside the caller's transaction.
+
+    Returns:
+        The version the store is at afterwards (``len(migrations)``).
+    """
+    current = version_of(db.conn)
+    if current is None:
+        raise StoreError("cannot migrate: the database is not a spanflow store")
+    for version in range(current, len(migrations)):
+        migrations[version](db)
+        db.execute(
+            f"INSERT INTO {VERSION_TABLE} (version, applied_at) VALUES (?, ?)",
+            [version + 1, _dt.datetime.now(_dt.UTC).isoformat()],
+        )
+    return max(current, len(migrations))
+
+
+def version_of(conn: sqlite3.Connection) -> int | None:
+    """The schema version of a spanflow store; -1 for an empty database; None if not ours.
+
+    Raises:
+        sqlite3.DatabaseError: the file is not an SQLite database or is damaged.
+    """
+    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if not tables:
+        return -1
+    if VERSION_TABLE not in tables or META not in tables:
+        return None
+    marker = conn.execute(f"SELECT value FROM {META} WHERE key = ?", (META_FORMAT,)).fetchone()
+    if marker is None or marker[0] != FORMAT_NAME:
+        return None
+    row = conn.execute(f"SELECT max(version) FROM {VERSION_TABLE}").fetchone()
+    return int(row[0]) if row and row[0] is not None else None
+
+
+def describe_problem(
+    path: pathlib.Path, version: int | None, *, empty_ok: bool, known: int = SCHEMA_VERSION
+) -> str | None:
+    """One readable sentence saying why ``path`` cannot be used, or None if it can."""
+    if version is None:
+        return f"{path} is not a spanflow store (no schema_version table); refusing to touch it"
+    if version == -1 and not empty_ok:
+        return f"{path} is an empty database, not a spanflow store"
+    if version > known:
+        return (
+            f"{path} was written by a newer spanflow (schema version {version}, this one "
+            f"knows {known}); upgrade spanflow to use it"
+        )
+    return None
+
+
+def ro_uri(path: pathlib.Path, *, immutable: bool = False) -> str:
+    """A ``file:`` URI opening ``path`` read-only; ``immutable`` also takes no locks and creates
+    no -wal/-shm files (right only while nobody writes)."""
+    return path.absolute().as_uri() + ("?mode=ro&immutable=1" if immutable else "?mode=ro")
+
+
+def wal_path(path: pathlib.Path) -> pathlib.Path:
+    """The write-ahead log next to a database file."""
+    return path.with_name(path.name + "-wal")
+
+
+def _peek_version(path: pathlib.Path) -> int | None:
+    """Read the version without locking or creating anything (retries a half-written file)."""
+    for attempt in range(4):
+        conn = sqlite3.connect(ro_uri(path, immutable=True), uri=True)
+        try:
+            return version_of(conn)
+        except sqlite3.DatabaseError:
+            # Another process may be writing the first pages right now; only a file that stays
+            # unreadable is foreign.
+            if attempt == 3:
+                raise
+            time.sleep(0.1)
+        finally:
+            conn.close()
+    raise AssertionError("unreachable")
+
+
+def check_path(path: pathlib.Path, *, known: int = SCHEMA_VERSION) -> None:
+    """Refuse a path that is a directory or holds a file that is not a spanflow store.
+
+    Raises:
+        StoreError: with one sentence naming the problem.
+    """
+    if path.is_dir():
+        raise StoreError(f"{path} is a directory, not a spanflow store")
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    # With a -wal present a writer is (or was) active; the locked check in open_for_writing is
+    # the authoritative one, and a hot rollback journal cannot coexist with WAL.
+    if wal_path(path).exists():
+        return
+    try:
+        version = _peek_version(path)
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"{path} is not a spanflow store ({exc}); refusing to touch it") from exc
+    problem = describe_problem(path, version, empty_ok=True, known=known)
+    if problem:
+        raise StoreError(problem)
+
+
+def open_for_writing(
+    path: str | os.PathLike[str],
+    *,
+    busy_timeout: float = BUSY_TIMEOUT_S,
+    migrations: Sequence[Migration] = MIGRATIONS,
+) -> sqlite3.Connection:
+    """Open (creating if needed) a spanflow store for writing and bring its schema up to date.
+
+    The file is inspected before anything is written; creation and migration run under
+    ``BEGIN IMMEDIATE`` so several processes may race to create the same store. The returned
+    connection is in autocommit mode (``isolation_level=None``), WAL, ``synchronous=NORMAL``.
+
+    Raises:
+        StoreError: the path is a directory, a foreign or newer file, or cannot be opened.
+        sqlite3.Error / OSError: environmental problems (locked, read-only, disk full).
+    """
+    p = pathlib.Path(path)
+    target = len(migrations)
+    check_path(p, known=target)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(p, isolation_level=None, timeout=busy_timeout)
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            version = version_of(conn)
+        except sqlite3.DatabaseError as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            if _is_foreign_error(exc):
+                raise StoreError(
+                    f"{p} is not a spanflow store ({exc}); refusing to touch it"
+                ) from exc
+            raise
+        problem = describe_problem(p, version, empty_ok=True, known=target)
+        if problem:
+            conn.execute("ROLLBACK")
+            raise StoreError(problem)
+        try:
+            db = sqlite_utils.Database(conn, execute_plugins=False)
+            if version == -1:
+                bootstrap(db)
+            if version != target:
+                migrate(db, migrations)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        _use_wal(conn, busy_timeout)
+        conn.execute("PRAGMA synchronous = NORMAL")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _use_wal(conn: sqlite3.Connection, timeout: float) -> None:
+    """Switch the file to WAL once; other processes doing the same may hold it meanwhile."""
+    deadline = time.monotonic() + timeout
+    while conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+        except sqlite3.OperationalError as exc:
+            # The switch needs the file to itself and SQLite does not wait for that (it would
+            # risk a deadlock), so wait here.
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
+def _is_foreign_error(exc: sqlite3.DatabaseError) -> bool:
+    name = getattr(exc, "sqlite_errorname", "")
+    return name in ("SQLITE_NOTADB", "SQLITE_CORRUPT") or "not a database" in str(exc)
+
+
+# -- writing -------------------------------------------------------------------------------------
+
+UPSERT_RUN: Final = f"""
+INSERT INTO {RUNS} ({RUN_ID}, {RUN_WORKFLOW}, {RUN_ENTRYPOINT}, {RUN_WORKFLOW_FILE},
+    {RUN_STATUS}, {RUN_ERROR}, {RUN_STARTED_NS}, {RUN_ENDED_NS}, {RUN_DURATION_MS},
+    {RUN_REPLAY_OF}, {RUN_SERVICE}, {RUN_HOST}, {RUN_PID}, {RUN_PROCESS_START},
+    {RUN_ATTRS_VERSION}, {RUN_SPAN_COUNT}, {RUN_ERROR_COUNT})
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT({RUN_ID}) DO UPDATE SET
+    {RUN_SPAN_COUNT} = {RUN_SPAN_COUNT} + excluded.{RUN_SPAN_COUNT},
+    {RUN_ERROR_COUNT} = {RUN_ERROR_COUNT} + excluded.{RUN_ERROR_COUNT},
+    {RUN_WORKFLOW} = coalesce(excluded.{RUN_WORKFLOW}, {RUN_WORKFLOW}),
+    {RUN_ENTRYPOINT} = coalesce(excluded.{RUN_ENTRYPOINT}, {RUN_ENTRYPOINT}),
+    {RUN_WORKFLOW_FILE} = coalesce(excluded.{RUN_WORKFLOW_FILE}, {RUN_WORKFLOW_FILE}),
+    {RUN_STATUS} = CASE WHEN excluded.{RUN_STATUS} = '{STATUS_RUNNING}'
+        THEN {RUN_STATUS} ELSE excluded.{RUN_STATUS} END,
+    {RUN_ERROR} = CASE WHEN excluded.{RUN_STATUS} = '{STATUS_RUNNING}'
+        THEN {RUN_ERROR} ELSE excluded.{RUN_ERROR} END,
+    {RUN_STARTED_NS} = excluded.{RUN_STARTED_NS},
+    {RUN_ENDED_NS} = coalesce(excluded.{RUN_ENDED_NS}, {RUN_ENDED_NS}),
+    {RUN_DURATION_MS} = coalesce(excluded.{RUN_DURATION_MS}, {RUN_DURATION_MS}),
+    {RUN_REPLAY_OF} = coalesce(excluded.{RUN_REPLAY_OF}, {RUN_REPLAY_OF}),
+    {RUN_SERVICE} = coalesce(excluded.{RUN_SERVICE}, {RUN_SERVICE}),
+    {RUN_HOST} = coalesce({RUN_HOST}, excluded.{RUN_HOST}),
+    {RUN_PID} = coalesce({RUN_PID}, excluded.{RUN_PID}),
+    {RUN_PROCESS_START} = coalesce({RUN_PROCESS_START}, excluded.{RUN_PROCESS_START}),
+    {RUN_ATTRS_VERSION} = coalesce(excluded.{RUN_ATTRS_VERSION}, {RUN_ATTRS_VERSION})
+"""
+"""Insert or complete a run from its root span, adding to its span counts; a finished status
+is never turned back. Parameters: a run row (15 values) then the span and error counts."""
+
+#: Positions in a run row: the first 15 parameters of ``UPSERT_RUN``.
+RUN_ROW_STATUS: Final = 4
+RUN_ROW_SERVICE: Final = 10
+_RUN_ROW_NAMING: Final = (1, 2, 3, 9)  # workflow, entrypoint, file, replay_of
+
+_FINISH_RUN: Final = (
+    f"UPDATE {RUNS} SET {RUN_STATUS} = ?, {RUN_ERROR} = ?, {RUN_ENDED_NS} = ?, "
+    f"{RUN_DURATION_MS} = ?, {RUN_SPAN_COUNT} = {RUN_SPAN_COUNT} + ?, "
+    f"{RUN_ERROR_COUNT} = {RUN_ERROR_COUNT} + ? WHERE {RUN_PK} = ? AND {RUN_ID} = ?"
+)
+_ADD_COUNTS: Final = (
+    f"UPDATE {RUNS} SET {RUN_SPAN_COUNT} = {RUN_SPAN_COUNT} + ?, "
+    f"{RUN_ERROR_COUNT} = {RUN_ERROR_COUNT} + ? WHERE {RUN_PK} = ? AND {RUN_ID} = ?"
+)
+_ENSURE_RUN: Final = (
+    f"INSERT INTO {RUNS} ({RUN_ID}, {RUN_STATUS}, {RUN_STARTED_NS}, {RUN_SPAN_COUNT}, "
+    f"{RUN_ERROR_COUNT}) VALUES (?, '{STATUS_RUNNING}', ?, ?, ?) ON CONFLICT({RUN_ID}) DO UPDATE "
+    f"SET {RUN_SPAN_COUNT} = {RUN_SPAN_COUNT} + excluded.{RUN_SPAN_COUNT}, "
+    f"{RUN_ERROR_COUNT} = {RUN_ERROR_COUNT} + excluded.{RUN_ERROR_COUNT}"
+)
+# RETURNING (SQLite 3.35+) saves a SELECT per new run; older libraries do the SELECT.
+_RETURNING: Final = sqlite3.sqlite_version_info >= (3, 35, 0)
+_SELECT_RUN_PK: Final = f"SELECT {RUN_PK} FROM {RUNS} WHERE {RUN_ID} = ?"
+_INSERT_SPAN: Final = f"INSERT INTO {SPANS} VALUES ({', '.join('?' * len(SPAN_COLUMNS))})"
+_INSERT_EVENT: Final = f"INSERT INTO {EVENTS} VALUES ({', '.join('?' * len(EVENT_COLUMNS))})"
+_INSERT_LINK: Final = f"INSERT INTO {LINKS} VALUES ({', '.join('?' * len(LINK_COLUMNS))})"
+_MULTI_ROWS: Final = 32
+_INSERT_SPANS_MULTI: Final = f"INSERT INTO {SPANS} VALUES " + ", ".join(
+    [f"({', '.join('?' * len(SPAN_COLUMNS))})"] * _MULTI_ROWS
+)
+
+_C_MAKE_ENCODER: Any = getattr(json.encoder, "c_make_encoder", None)
+# Built once: json.dumps builds a new C encoder on every call, which is half its cost. ASCII
+# output, so a lone surrogate in a value cannot make the row unbindable.
+_ENCODE: Any = (
+    _C_MAKE_ENCODER(
+        None, None, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, True
+    )
+    if _C_MAKE_ENCODER is not None
+    else None
+)
+
+
+def dumps(value: Mapping[str, Any]) -> str:
+    """Attributes as the compact JSON text stored in ``attributes`` columns (never raises)."""
+    try:
+        if _ENCODE is not None:
+            return "".join(_ENCODE(value, 0))
+        return json.dumps(value, separators=(",", ":"))
+    except (TypeError, ValueError):
+        return json.dumps({str(k): v for k, v in value.items()}, default=repr)
+
+
+# "%x" formatting is about twice as fast as format() or an f-string, and it runs for every span.
+hex_trace_id: Final[Callable[[int], str]] = "%032x".__mod__
+hex_span_id: Final[Callable[[int], str]] = "%016x".__mod__
+
+SpanRow = list[Any]
+"""A span to insert: the ``SPAN_COLUMNS`` values, except that ``run_pk`` holds the trace id
+(int) and ``resource_pk`` the resource (anything with ``.attributes``, a mapping, or None); the
+writer swaps in the keys in place."""
+
+SpanExtra = tuple[int, str, Any, Any, Any]
+"""What a span has besides its row, when it has any: (trace id, span id, events as
+``(name, time_ns, attributes_json)`` tuples or None, links as ``(trace_id_hex, span_id_hex,
+attributes_json)`` tuples or None, the ``UPSERT_RUN`` parameters if it ends its run or None)."""
+
+
+class _RunState:
+    __slots__ = ("named", "pk")
+
+    def __init__(self, pk: int, named: tuple[Any, ...] | None) -> None:
+        self.pk = pk
+        self.named = named  # the naming fields this writer stored with the run, if any
+
+
+class BatchWriter:
+    """Writes batches of spans into an open store, caching run and resource keys.
+
+    The caller owns the transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``) and must call
+    :meth:`forget` after a rollback.
+    """
+
+    def __init__(self) -> None:
+        self._runs: dict[int, _RunState] = {}
+        self._resource_pks: dict[int, tuple[object, int]] = {}
+
+    def forget(self) -> None:
+        """Drop cached keys (they may name rows a rolled-back transaction created)."""
+        self._runs.clear()
+        self._resource_pks.clear()
+
+    def write(
+        self,
+        conn: sqlite3.Connection,
+        rows: list[SpanRow],
+        extras: Sequence[SpanExtra] = (),
+        runs: Sequence[tuple[Any, ...]] = (),
+    ) -> int:
+        """Insert ``rows`` (modified in place) and ``extras``; upsert ``runs`` (run rows of
+        roots that started) and the runs the spans belong to, with their span counts.
+
+        Returns:
+            The number of run rows inserted or updated from a root span.
+        """
+        states = self._runs
+        latest: dict[str, tuple[Any, ...]] = {r[0]: r for r in runs}
+        latest.update((ex[4][0], ex[4]) for ex in extras if ex[4] is not None)
+        spans = collections.Counter(r[0] for r in rows)
+        errors = collections.Counter(r[0] for r in rows if r[5] == "ERROR")
+        for hex_id, run in latest.items():
+            tid = int(hex_id, 16)
+            self._write_run(conn, tid, hex_id, run, spans.pop(tid, 0), errors.get(tid, 0))
+        first: dict[int, int] | None = None
+        for tid, n in spans.items():
+            hex_id = hex_trace_id(tid)
+            state = states.get(tid)
+            # The cached key is checked against the id: a gc may have deleted the run since.
+            counts = (n, errors.get(tid, 0))
+            if state is None or not conn.execute(_ADD_COUNTS, (*counts, state.pk, hex_id)).rowcount:
+                if first is None:
+                    first = {r[0]: r[7] for r in reversed(rows)}
+                pk = _upsert(conn, _ENSURE_RUN, (hex_id, first[tid], *counts), hex_id)
+                states[tid] = _RunState(pk, None)
+        for ex in extras:
+            if ex[0] not in states:
+                hex_id = hex_trace_id(ex[0])
+                pk = _upsert(conn, _ENSURE_RUN, (hex_id, time.time_ns(), 0, 0), hex_id)
+                states[ex[0]] = _RunState(pk, None)
+        last: object = None
+        res_pk = None
+        for r in rows:
+            r[0] = states[r[0]].pk
+            if r[10] is not last:
+                last, res_pk = r[10], self._resource_pk(conn, r[10])
+            r[10] = res_pk
+        _insert_spans(conn, rows)
+        events = [
+            (states[ex[0]].pk, ex[1], i, *e) for ex in extras if ex[2] for i, e in enumerate(ex[2])
+        ]
+        links = [
+            (states[ex[0]].pk, ex[1], i, *k) for ex in extras if ex[3] for i, k in enumerate(ex[3])
+        ]
+        if events:
+            conn.executemany(_INSERT_EVENT, events)
+        if links:
+            conn.executemany(_INSERT_LINK, links)
+        if len(states) > 50_000:
+            states.clear()
+        return len(latest)
+
+    def _write_run(
+        self,
+        conn: sqlite3.Connection,
+        tid: int,
+        hex_id: str,
+        run: tuple[Any, ...],
+        spans: int,
+        errors: int,
+    ) -> None:
+        state = self._runs.get(tid)
+        named = tuple(run[i] for i in _RUN_ROW_NAMING)
+        if state is not None and state.named == named and run[RUN_ROW_STATUS] != STATUS_RUNNING:
+            # This writer stored the run when it started: only the outcome changes, which
+            # touches one index instead of all of them.
+            finish = (*run[4:6], *run[7:9], spans, errors, state.pk, hex_id)
+            if conn.execute(_FINISH_RUN, finish).rowcount:
+                return
+        pk = _upsert(conn, UPSERT_RUN, (*run, spans, errors), hex_id)
+        self._runs[tid] = _RunState(pk, named)
+
+    def _resource_pk(self, conn: sqlite3.Connection, resource: object) -> int | None:
+        if resource is None:
+            return None
+        cached = self._resource_pks.get(id(resource))
+        if cached is not None and cached[0] is resource:
+            return cached[1]
+        attrs: Any = getattr(resource, "attributes", resource)
+        text = json.dumps(dict(attrs), sort_keys=True, default=repr)
+        conn.execute(f"INSERT OR IGNORE INTO {RESOURCES} ({SPAN_ATTRIBUTES}) VALUES (?)", (text,))
+        row = conn.execute(f"SELECT pk FROM {RESOURCES} WHERE {SPAN_ATTRIBUTES} = ?", (text,))
+        pk = int(row.fetchone()[0])
+        if len(self._resource_pks) > 1000:
+            self._resource_pks.clear()
+        self._resource_pks[id(resource)] = (resource, pk)
+        return pk
+
+
+def _upsert(conn: sqlite3.Connection, sql: str, params: Sequence[Any], hex_id: str) -> int:
+    """Run an insert-or-update of a run and return the run's key."""
+    if _RETURNING:
+        return int(conn.execute(sql + f" RETURNING {RUN_PK}", params).fetchone()[0])
+    conn.execute(sql, params)
+    return int(conn.execute(_SELECT_RUN_PK, (hex_id,)).fetchone()[0])
+
+
+def _insert_spans(conn: sqlite3.Connection, rows: list[SpanRow]) -> None:
+    # Several rows per statement: per-statement overhead is a third of an insert.
+    whole = len(rows) - len(rows) % _MULTI_ROWS
+    if whole:
+        flat = list(itertools.chain.from_iterable(rows[:whole]))
+        width = _MULTI_ROWS * len(SPAN_COLUMNS)
+        conn.executemany(
+            _INSERT_SPANS_MULTI, [flat[i : i + width] for i in range(0, len(flat), width)]
+        )
+    if whole < len(rows):
+        conn.executemany(_INSERT_SPAN, rows[whole:])

@@ -1,0 +1,589 @@
+"""SQLiteSpanProcessor: records every span of every spanflow run into the local store.
+
+``on_start``/``on_end`` only turn spans into tuples and append them to a bounded queue; one
+daemon thread per process owns the SQLite connection and commits a batch at least every
+``flush_interval`` seconds, so a finished span is on disk within half a second and a SIGKILL loses
+only spans that had not ended. Nothing here raises into the application: problems are logged once
+per kind on the ``spanflow`` logger and counted in :meth:`SQLiteSpanProcessor.stats`.
+
+Which spans are stored: every span of a trace that is a run. A trace becomes a run when a span
+carrying ``spanflow.run.id`` starts or ends in it; spans of other instrumentation in that trace
+are kept, spans of traces that never become runs are ignored.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import pathlib
+import sqlite3
+import threading
+import time
+import weakref
+from collections.abc import Callable, Mapping
+from typing import Any, Final
+
+from opentelemetry.context import Context
+from opentelemetry.sdk.resources import SERVICE_NAME
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from opentelemetry.trace import SpanContext, SpanKind, StatusCode
+from spanflow.attributes import (
+    ATTRIBUTES_VERSION,
+    REPLAY_OF,
+    RUN_ID,
+    STEP_NAME,
+    WORKFLOW_ENTRYPOINT,
+    WORKFLOW_FILE,
+)
+from spanflow.errors import ConfigurationError, StoreError
+
+from . import schema as s
+from .records import error_text, host_name, process_start
+
+logger = logging.getLogger("spanflow")
+
+_BATCH: Final = 4096
+_WAKE_AT: Final = 8192  # queue length at which the writer starts before its interval is up
+_RECENT_RUNS: Final = 10_000  # ended runs remembered so their late child spans are still kept
+_MAX_PENDING: Final = 10_000
+_WRITE_ATTEMPTS: Final = 3
+_REOPEN_DELAY_S: Final = 1.0
+_SHUTDOWN_JOIN_S: Final = 10.0
+_INTERNAL: Final = SpanKind.INTERNAL
+_UNSET: Final = StatusCode.UNSET
+_ERROR: Final = StatusCode.ERROR
+_ABANDONED: list[sqlite3.Connection] = []  # inherited over fork: closing them would hurt the parent
+_PROCESS_START: dict[int, int | None] = {}
+
+
+def _attributes(obj: Any) -> Mapping[str, Any]:
+    """The attribute dict of a span, event or link, without a copy when the SDK allows it."""
+    raw = getattr(obj, "_attributes", None)
+    inner = getattr(raw, "_dict", raw)
+    if type(inner) is dict:
+        return inner
+    return dict(obj.attributes or {})
+
+
+def _events(span: ReadableSpan) -> Any:
+    # ReadableSpan.events copies the list on each access, and the SDK's BoundedList answers
+    # len() in Python: use the deque inside when there is one.
+    raw = getattr(span, "_events", None)
+    return span.events if raw is None else getattr(raw, "_dq", raw)
+
+
+def _links(span: ReadableSpan) -> Any:
+    raw = getattr(span, "_links", None)
+    return span.links if raw is None else getattr(raw, "_dq", raw)
+
+
+def _own_process_start(pid: int) -> int | None:
+    if pid not in _PROCESS_START:
+        _PROCESS_START[pid] = process_start(pid)
+    return _PROCESS_START[pid]
+
+
+def run_row(span: ReadableSpan, attrs: Mapping[str, Any], *, ended: bool) -> tuple[Any, ...]:
+    """The run row (``schema.UPSERT_RUN`` parameters) of a run's root span, running or ended."""
+    start = span.start_time or time.time_ns()
+    end = span.end_time if ended else None
+    status, error = s.STATUS_RUNNING, None
+    if ended:
+        status = s.STATUS_OK
+        if span.status.status_code is StatusCode.ERROR:
+            status = s.STATUS_FAILED
+            events = ((e.name, _attributes(e)) for e in _events(span))
+            error = error_text(span.status.description, attrs, events)
+    pid = os.getpid()
+    return (
+        s.hex_trace_id(span.context.trace_id),
+        attrs.get(STEP_NAME) or span.name,
+        attrs.get(WORKFLOW_ENTRYPOINT),
+        attrs.get(WORKFLOW_FILE),
+        status,
+        error,
+        start,
+        end,
+        (end - start) / 1e6 if end is not None else None,
+        attrs.get(REPLAY_OF),
+        span.resource.attributes.get(SERVICE_NAME) if span.resource else None,
+        host_name(),
+        pid,
+        _own_process_start(pid),
+        ATTRIBUTES_VERSION,
+    )
+
+
+def span_row(span: ReadableSpan, ctx: SpanContext, attrs: Mapping[str, Any]) -> s.SpanRow:
+    """A finished span as the ``schema.SpanRow`` the writer thread inserts."""
+    parent = span.parent
+    status = span.status
+    kind = span.kind
+    code = status.status_code
+    start = span.start_time or 0
+    # Identity tests, not enum lookups: hashing an Enum member runs Python code.
+    return [
+        ctx.trace_id,
+        s.hex_span_id(ctx.span_id),
+        None if parent is None else s.hex_span_id(parent.span_id),
+        span.name,
+        "INTERNAL" if kind is _INTERNAL else kind.name,
+        "UNSET" if code is _UNSET else ("ERROR" if code is _ERROR else "OK"),
+        status.description,
+        start,
+        span.end_time or start,
+        s.dumps(attrs),
+        span.resource,
+    ]
+
+
+def span_extra(
+    span: ReadableSpan, attrs: Mapping[str, Any], row: s.SpanRow, events: Any, links: Any
+) -> s.SpanExtra:
+    """The events, links and, for a run's root, the run row of a span."""
+    return (
+        row[0],
+        row[1],
+        tuple((e.name, e.timestamp, s.dumps(_attributes(e))) for e in events) or None,
+        tuple(
+            (
+                s.hex_trace_id(ln.context.trace_id),
+                s.hex_span_id(ln.context.span_id),
+                s.dumps(_attributes(ln)),
+            )
+            for ln in links
+        )
+        or None,
+        run_row(span, attrs, ended=True) if span.parent is None and RUN_ID in attrs else None,
+    )
+
+
+class _RunStart:
+    __slots__ = ("span",)
+
+    def __init__(self, span: Span) -> None:
+        self.span = span
+
+
+class _Flush:
+    __slots__ = ("done",)
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+
+
+def _call_if_alive(ref: weakref.WeakMethod[Callable[[], None]]) -> Callable[[], None]:
+    def call() -> None:
+        method = ref()
+        if method is not None:
+            method()
+
+    return call
+
+
+class SQLiteSpanProcessor(SpanProcessor):
+    """Writes the spans of spanflow runs into a SQLite store from a background thread.
+
+    Args:
+        path: the store file; created with its parent directories when the first run starts.
+        flush_interval: longest wait, in seconds, before queued spans are committed (<= 0.5).
+        max_queue: spans held in memory at most; beyond it new spans are dropped and counted.
+        service_name: recorded on runs whose resource has no ``service.name``.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        flush_interval: float = 0.2,
+        max_queue: int = 100_000,
+        service_name: str | None = None,
+    ) -> None:
+        if not 0 < flush_interval <= 0.5:
+            raise ConfigurationError(
+                "flush_interval must be in (0, 0.5] seconds so every finished span reaches "
+                f"the store within half a second; got {flush_interval!r}"
+            )
+        if max_queue < 1:
+            raise ConfigurationError(f"max_queue must be at least 1; got {max_queue!r}")
+        self._path = pathlib.Path(path)
+        self._interval = flush_interval
+        self._max_queue = max_queue
+        self._service = service_name
+        self._closed = False
+        self._disabled = False
+        self._reset_process_state()
+        if hasattr(os, "register_at_fork"):
+            ref = weakref.WeakMethod(self._after_fork)
+            os.register_at_fork(after_in_child=_call_if_alive(ref))
+
+    def _reset_process_state(self) -> None:
+        self._stats = dict.fromkeys(
+            ("spans_written", "spans_dropped", "spans_failed", "write_errors", "runs_written"), 0
+        )
+        self._queue: collections.deque[Any] = collections.deque()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._writer = s.BatchWriter()
+        self._active: dict[int, None] = {}  # runs whose root started here and has not ended
+        self._recent: dict[int, None] = {}  # other known runs, oldest first, capped
+        self._pending: dict[int, Span] = {}  # parentless spans that may yet become run roots
+        self._dropping = False
+        self._stopping = self._closed
+        self._logged: set[str] = set()
+        self._next_open = 0.0
+
+    def _after_fork(self) -> None:
+        # The child has no writer thread and must not use the parent's connection; the spans
+        # still queued are the parent's to write.
+        if self._conn is not None:
+            _ABANDONED.append(self._conn)
+        self._reset_process_state()
+
+    @property
+    def path(self) -> pathlib.Path:
+        """The store file this processor writes to."""
+        return self._path
+
+    def stats(self) -> dict[str, int]:
+        """Counters of this process.
+
+        ``spans_written``, ``runs_written``; ``spans_dropped`` (queue full); ``spans_failed``
+        and ``write_errors`` (spans lost to and attempts failed by database errors);
+        ``queue_size``; ``disabled`` (1 when the file at ``path`` was refused).
+        """
+        with self._lock:
+            counters = dict(self._stats)
+        return {**counters, "queue_size": len(self._queue), "disabled": int(self._disabled)}
+
+    # -- application threads -------------------------------------------------------------------
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        """Queue the run row of a run's root span so the run is listed while it runs."""
+        if self._closed or self._disabled:
+            return
+        try:
+            tid = span.get_span_context().trace_id
+            parent = span.parent
+            if RUN_ID in _attributes(span):
+                if parent is None:
+                    self._active[tid] = None
+                    self._enqueue_start(span)
+                else:
+                    self._remember(tid)
+            elif (
+                (parent is None or parent.is_remote)
+                and tid not in self._pending
+                and len(self._pending) < _MAX_PENDING
+            ):
+                # The run id is often set just after start: the writer looks again shortly.
+                self._pending[tid] = span
+        except Exception:
+            self._log_once("on_start", "spanflow store: cannot register a span", exc_info=True)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        """Queue a finished span of a run; spans of traces that are not runs are ignored."""
+        if self._closed:
+            return
+        try:
+            ctx = span.context
+            if ctx is None:
+                return
+            tid = ctx.trace_id
+            attrs = _attributes(span)
+            parent = span.parent
+            root = False
+            if RUN_ID in attrs:
+                root = parent is None
+                if root:
+                    self._active.pop(tid, None)
+                if tid not in self._active:
+                    self._remember(tid)
+            elif tid not in self._active and tid not in self._recent and not self._adopt(tid):
+                if parent is None or parent.is_remote:
+                    self._forget_pending(tid, ctx.span_id)
+                return
+            if parent is None:
+                self._forget_pending(tid, ctx.span_id)
+            if self._disabled:
+                self._count("spans_failed")
+            elif len(self._queue) >= self._max_queue:
+                self._drop()
+            else:
+                row = span_row(span, ctx, attrs)
+                self._enqueue(row)
+                events = _events(span)
+                links = _links(span)
+                if events or links or root:
+                    self._queue.append(span_extra(span, attrs, row, events, links))
+        except Exception:
+            self._log_once("on_end", "spanflow store: cannot queue a span", exc_info=True)
+
+    def _enqueue(self, item: object) -> None:
+        q = self._queue
+        q.append(item)
+        if self._thread is None:
+            self._start_thread()
+        elif len(q) >= _WAKE_AT and not self._wake.is_set():
+            self._wake.set()
+
+    def _enqueue_start(self, span: Span) -> None:
+        if len(self._queue) < self._max_queue:  # else the root's end still writes the run
+            self._enqueue(_RunStart(span))
+
+    def _remember(self, tid: int) -> None:
+        recent = self._recent
+        if tid in recent:
+            return
+        with self._lock:
+            recent[tid] = None
+            while len(recent) > _RECENT_RUNS:
+                del recent[next(iter(recent))]
+
+    def _adopt(self, tid: int) -> bool:
+        """Whether the trace's pending parentless span has meanwhile become part of a run."""
+        cand = self._pending.get(tid)
+        if cand is None or RUN_ID not in _attributes(cand):
+            return False
+        self._promote(tid, cand)
+        return True
+
+    def _promote(self, tid: int, span: Span) -> None:
+        # Known first, popped second: a concurrent on_end never finds the run in neither place.
+        if span.parent is None:
+            self._active[tid] = None
+        else:
+            self._remember(tid)
+        if self._pending.pop(tid, None) is not None and span.parent is None:
+            self._enqueue_start(span)
+
+    def _promote_pending(self) -> None:
+        for tid, span in list(self._pending.items()):
+            if span.end_time is None and RUN_ID in _attributes(span):
+                self._promote(tid, span)
+
+    def _forget_pending(self, tid: int, span_id: int) -> None:
+        cand = self._pending.get(tid)
+        if cand is not None and cand.get_span_context().span_id == span_id:
+            self._pending.pop(tid, None)
+
+    def _count(self, key: str, n: int = 1) -> None:
+        with self._lock:
+            self._stats[key] += n
+
+    def _drop(self) -> None:
+        with self._lock:
+            self._stats["spans_dropped"] += 1
+            first, self._dropping = not self._dropping, True
+        if first:
+            logger.warning(
+                "spanflow store: queue full (%d spans); dropping spans until %s catches up",
+                self._max_queue,
+                self._path,
+            )
+
+    def _log_once(self, kind: str, message: str, *args: object, exc_info: bool = False) -> None:
+        if kind not in self._logged:
+            self._logged.add(kind)
+            logger.error(message, *args, exc_info=exc_info)
+
+    # -- control -------------------------------------------------------------------------------
+
+    def _start_thread(self) -> None:
+        with self._lock:
+            if self._thread is not None or self._stopping:
+                return
+            self._thread = threading.Thread(
+                target=self._run, name="spanflow-sqlite-writer", daemon=True
+            )
+            self._thread.start()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        """Block until every span that ended before the call is committed or counted as lost.
+
+        Returns:
+            False if that did not happen within ``timeout_millis``.
+        """
+        if self._closed:
+            return True
+        self._promote_pending()
+        if self._thread is None:
+            return True
+        marker = _Flush()
+        self._queue.append(marker)
+        self._wake.set()
+        return marker.done.wait(timeout_millis / 1000)
+
+    def shutdown(self) -> None:
+        """Write everything queued, stop the writer thread and close the connection."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = self._stopping = True
+            thread = self._thread
+        if thread is not None:
+            self._wake.set()
+            thread.join(_SHUTDOWN_JOIN_S)
+            if thread.is_alive():
+                logger.warning("spanflow store: %s still busy at shutdown", self._path)
+
+    # -- writer thread -------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            while True:
+                self._wake.wait(self._interval)
+                self._wake.clear()
+                stopping = self._stopping
+                try:
+                    if self._conn is None and not self._disabled:
+                        self._open(final=stopping)
+                    self._promote_pending()
+                    if self._conn is not None or self._disabled or stopping:
+                        self._drain()
+                except Exception:
+                    # A bug must not stop the thread: later spans would pile up unwritten.
+                    self._log_once("writer", "spanflow store: writer failed", exc_info=True)
+                if stopping:
+                    return
+        finally:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def _open(self, *, final: bool) -> None:
+        if time.monotonic() < self._next_open and not final:
+            return
+        try:
+            self._conn = s.open_for_writing(self._path)
+        except (sqlite3.Error, OSError) as exc:
+            # Possibly passing (locked, no space yet, directory not mounted): try again later.
+            self._next_open = time.monotonic() + _REOPEN_DELAY_S
+            self._log_once(
+                f"open {getattr(exc, 'sqlite_errorname', '') or type(exc).__name__}",
+                "spanflow store: cannot open %s (%s); retrying",
+                self._path,
+                exc,
+            )
+        except Exception as exc:
+            self._disabled = True
+            logger.error(
+                "spanflow store disabled: %s", exc, exc_info=not isinstance(exc, StoreError)
+            )
+
+    def _drain(self) -> None:
+        # Only what is queued now: spans arriving meanwhile wait for the next round (woken
+        # early once _WAKE_AT are queued), so batches stay large under load and commits few.
+        q = self._queue
+        left = len(q) if not self._stopping else -1
+        while q and left != 0:
+            batch = []
+            try:
+                for _ in range(_BATCH if left < 0 else min(left, _BATCH)):
+                    batch.append(q.popleft())
+            except IndexError:
+                pass
+            left = max(left - len(batch), 0) if left > 0 else left
+            self._process(batch)
+        if self._dropping and not q:
+            self._dropping = False
+            logger.warning(
+                "spanflow store: caught up; %d spans dropped so far", self._stats["spans_dropped"]
+            )
+
+    def _process(self, batch: list[Any]) -> None:
+        rows: list[s.SpanRow] = []
+        extras: list[s.SpanExtra] = []
+        runs: list[tuple[Any, ...]] = []
+        flushes: list[_Flush] = []
+        try:
+            for item in batch:
+                kind = type(item)
+                if kind is list:
+                    rows.append(item)
+                elif kind is tuple:
+                    extras.append(item)
+                elif kind is _RunStart:
+                    # Read now, not at start: names are often set just after a span starts.
+                    runs.append(run_row(item.span, _attributes(item.span), ended=False))
+                else:
+                    flushes.append(item)
+            if not (rows or extras or runs):
+                return
+            if self._conn is None:
+                self._count("spans_failed", len(rows))
+                return
+            try:
+                self._write(rows, extras, runs)
+            except Exception:
+                self._count("spans_failed", len(rows))
+                raise
+        finally:
+            for marker in flushes:
+                marker.done.set()
+
+    def _write(
+        self, rows: list[s.SpanRow], extras: list[s.SpanExtra], runs: list[tuple[Any, ...]]
+    ) -> None:
+        conn = self._conn
+        assert conn is not None
+        if self._service is not None:
+            runs = [self._with_service(r) for r in runs]
+            extras = [e if e[4] is None else (*e[:4], self._with_service(e[4])) for e in extras]
+        # The writer swaps keys into the rows in place: keep the originals for a retry.
+        originals = [(r[0], r[10]) for r in rows]
+        # At shutdown a locked store gets one busy_timeout per batch, so exit is not held up.
+        attempts = 1 if self._stopping else _WRITE_ATTEMPTS
+        for attempt in range(attempts):
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    written = self._writer.write(conn, rows, extras, runs)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    self._writer.forget()
+                    for row, (tid, resource) in zip(rows, originals, strict=True):
+                        row[0], row[10] = tid, resource
+                    raise
+                self._count("spans_written", len(rows))
+                self._count("runs_written", written)
+                return
+            except (UnicodeError, sqlite3.InterfaceError, OverflowError) as exc:
+                # A value SQLite cannot bind (a lone surrogate, say): repair the batch once.
+                rows = [[row[0], *(_clean(v) for v in row[1:10]), row[10]] for row in rows]
+                extras = [(e[0], *(_clean(v) for v in e[1:])) for e in extras]
+                runs = [tuple(_clean(v) for v in run) for run in runs]
+                originals = [(r[0], r[10]) for r in rows]
+                kind, detail, retry = "unbindable value", repr(exc), attempt == 0
+            except sqlite3.Error as exc:
+                # Locked or busy is worth another busy_timeout; full, read-only, corrupt are not.
+                kind = getattr(exc, "sqlite_errorname", "") or type(exc).__name__
+                detail = str(exc)
+                retry = kind in ("SQLITE_BUSY", "SQLITE_LOCKED") or "locked" in detail
+            self._count("write_errors")
+            self._log_once(
+                kind, "spanflow store: writing to %s failed (%s: %s)", self._path, kind, detail
+            )
+            if not retry:
+                break
+        self._count("spans_failed", len(rows))
+
+    def _with_service(self, run: tuple[Any, ...]) -> tuple[Any, ...]:
+        i = s.RUN_ROW_SERVICE
+        return run if run[i] is not None else (*run[:i], self._service, *run[i + 1 :])
+
+
+def _clean(value: Any) -> Any:
+    """``value`` made bindable: lone surrogates replaced, huge ints as text, tuples recursed."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, int) and not -(2**63) <= value < 2**63:
+        return str(value)
+    if isinstance(value, tuple):
+        return tuple(_clean(v) for v in value)
+    return value

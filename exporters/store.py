@@ -1,0 +1,633 @@
+"""Store: reads runs and spans out of a spanflow SQLite store (and imports or prunes them).
+
+Opened read-only (the default) a store is never created or modified: the file is opened through
+a ``mode=ro`` URI, and while no writer has a write-ahead log next to it the connection is also
+``immutable`` so SQLite creates no ``-wal``/``-shm`` files of its own. A run whose writer process
+died before the run ended reads ``crashed``; that is computed here, nothing is written back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import json
+import math
+import os
+import pathlib
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from types import TracebackType
+from typing import Any, Final
+
+import pydantic
+from opentelemetry.sdk.resources import SERVICE_NAME
+from spanflow.attributes import REPLAY_OF, RUN_ID, STEP_NAME, WORKFLOW_ENTRYPOINT, WORKFLOW_FILE
+from spanflow.errors import StoreError, UnknownRunError
+
+from . import schema as s
+from .records import (
+    EventRecord,
+    GcResult,
+    LinkRecord,
+    RunRecord,
+    SpanRecord,
+    datetime_to_ns,
+    error_text,
+    host_name,
+    ns_to_datetime,
+    process_is_alive,
+)
+
+_RUN_COLUMNS: Final = (
+    s.RUN_ID,
+    s.RUN_WORKFLOW,
+    s.RUN_ENTRYPOINT,
+    s.RUN_WORKFLOW_FILE,
+    s.RUN_STATUS,
+    s.RUN_ERROR,
+    s.RUN_STARTED_NS,
+    s.RUN_ENDED_NS,
+    s.RUN_DURATION_MS,
+    s.RUN_REPLAY_OF,
+    s.RUN_SERVICE,
+    s.RUN_HOST,
+    s.RUN_PID,
+    s.RUN_PROCESS_START,
+    s.RUN_SPAN_COUNT,
+    s.RUN_ERROR_COUNT,
+    s.RUN_ATTRS_VERSION,
+    s.RUN_PK,
+)
+_SELECT_RUNS: Final = f"SELECT {', '.join(_RUN_COLUMNS)} FROM {s.RUNS}"
+_SELECT_SPANS: Final = (
+    f"SELECT {s.SPAN_ID}, {s.SPAN_PARENT_ID}, {s.SPAN_NAME}, {s.SPAN_KIND}, {s.SPAN_STATUS}, "
+    f"{s.SPAN_STATUS_MESSAGE}, {s.SPAN_START_NS}, {s.SPAN_END_NS}, {s.SPAN_ATTRIBUTES}, "
+    f"{s.SPAN_RESOURCE_PK} FROM {s.SPANS} WHERE {s.SPAN_RUN_PK} = ? ORDER BY {s.SPAN_START_NS}"
+)
+_HEX_PREFIX: Final = re.compile(r"[0-9a-f]{4,32}")
+_DELETE_CHUNK: Final = 500
+
+
+class Store:
+    """A spanflow store file; open it with :meth:`Store.open`."""
+
+    def __init__(self, path: pathlib.Path, conn: sqlite3.Connection | None = None) -> None:
+        """Wrap a connection from ``schema.open_for_writing``, or connect read-only if None."""
+        self._path = path
+        self._readonly = conn is None
+        self._lock = threading.RLock()
+        self._immutable = False
+        self._stamp: tuple[int, int] | None = None
+        self._resources: dict[int, dict[str, Any]] = {}
+        self._conn = conn if conn is not None else self._connect_readonly()
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], *, readonly: bool = True) -> Store:
+        """Open the store at ``path``.
+
+        Read-only (the default) the file must exist and is never modified. With
+        ``readonly=False`` a missing store is created and an older schema is upgraded.
+
+        Raises:
+            StoreError: missing file, a directory, not a spanflow store, a newer schema, or an
+                unreadable file; the message is one sentence naming the path and the problem.
+        """
+        p = pathlib.Path(path)
+        if not readonly:
+            try:
+                return cls(p, s.open_for_writing(p))
+            except (sqlite3.Error, OSError) as exc:
+                raise StoreError(f"cannot open {p} for writing: {exc}") from exc
+        if p.is_dir():
+            raise StoreError(f"{p} is a directory, not a spanflow store")
+        if not p.exists():
+            raise StoreError(f"{p} does not exist; no spanflow store there yet")
+        try:
+            store = cls(p)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open {p}: {exc}") from exc
+        try:
+            with store._lock:
+                version = s.version_of(store._db())
+        except sqlite3.Error as exc:
+            store.close()
+            raise StoreError(f"{p} is not a spanflow store ({exc}); refusing to touch it") from exc
+        problem = s.describe_problem(p, version, empty_ok=False)
+        if problem is None and version is not None and version < s.SCHEMA_VERSION:
+            problem = (
+                f"{p} has schema version {version}; record a run into it (or open it with "
+                f"readonly=False) once to upgrade it to version {s.SCHEMA_VERSION}"
+            )
+        if problem:
+            store.close()
+            raise StoreError(problem)
+        return store
+
+    def _connect_readonly(self) -> sqlite3.Connection:
+        self._immutable = not s.wal_path(self._path).exists()
+        self._stamp = self._file_stamp() if self._immutable else None
+        self._resources.clear()
+        return sqlite3.connect(
+            s.ro_uri(self._path, immutable=self._immutable), uri=True, check_same_thread=False
+        )
+
+    def _file_stamp(self) -> tuple[int, int]:
+        st = self._path.stat()
+        return st.st_mtime_ns, st.st_size
+
+    def _db(self) -> sqlite3.Connection:
+        # An immutable connection is only right while nobody writes: once a writer shows up
+        # (a -wal appears, or the file changes) switch to a normal read-only connection.
+        if (
+            self._immutable
+            and not self._conn.in_transaction
+            and (s.wal_path(self._path).exists() or self._file_stamp() != self._stamp)
+        ):
+            self._conn.close()
+            self._conn = self._connect_readonly()
+        return self._conn
+
+    @property
+    def path(self) -> pathlib.Path:
+        """The store file."""
+        return self._path
+
+    @property
+    def readonly(self) -> bool:
+        """Whether this store was opened read-only."""
+        return self._readonly
+
+    def close(self) -> None:
+        """Close the connection (idempotent)."""
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        with self._lock:
+            try:
+                return self._db().execute(sql, params).fetchall()
+            except (sqlite3.Error, OSError) as exc:
+                raise StoreError(f"cannot read {self._path}: {exc}") from exc
+
+    @contextlib.contextmanager
+    def _snapshot(self) -> Iterator[None]:
+        """Several reads that see one state of the file, whatever writers commit meanwhile."""
+        with self._lock:
+            conn = self._db()
+            began = not conn.in_transaction
+            if began:
+                conn.execute("BEGIN")
+            try:
+                yield
+            finally:
+                if began and conn.in_transaction:
+                    conn.execute("COMMIT")
+
+    # -- runs ----------------------------------------------------------------------------------
+
+    def list_runs(
+        self,
+        *,
+        status: str | None = None,
+        workflow: str | None = None,
+        since: _dt.datetime | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[RunRecord]:
+        """Runs newest first, optionally only those with ``status``, of ``workflow``, or
+        started at or after ``since`` (a naive datetime is taken as UTC)."""
+        where, params = self._filters(status, workflow, since)
+        order = f" ORDER BY {s.RUN_STARTED_NS} DESC"
+        if status in (s.STATUS_RUNNING, s.STATUS_CRASHED):
+            # "crashed" is stored as running: filter after computing it.
+            runs = [r for r in self._runs(where + order, params) if r.status == status]
+            return runs[offset : offset + limit]
+        return self._runs(where + order + " LIMIT ? OFFSET ?", [*params, limit, offset])
+
+    def count_runs(
+        self,
+        *,
+        status: str | None = None,
+        workflow: str | None = None,
+        since: _dt.datetime | None = None,
+    ) -> int:
+        """How many runs :meth:`list_runs` would list without a limit."""
+        where, params = self._filters(status, workflow, since)
+        if status in (s.STATUS_RUNNING, s.STATUS_CRASHED):
+            return sum(1 for r in self._runs(where, params) if r.status == status)
+        return int(self._query(f"SELECT count(*) FROM {s.RUNS}{where}", params)[0][0])
+
+    def get_run(self, run_id_or_prefix: str) -> RunRecord:
+        """The run with this id, or the only run whose id starts with this (>= 4 hex chars).
+
+        Raises:
+            UnknownRunError: no such run, or the prefix matches several runs.
+        """
+        return self._run_rows(run_id_or_prefix)[0]
+
+    def replays_of(self, run_id: str) -> list[RunRecord]:
+        """Runs that replayed ``run_id`` (id or unique prefix), newest first."""
+        original = self.get_run(run_id)
+        return self._runs(
+            f" WHERE {s.RUN_REPLAY_OF} = ? ORDER BY {s.RUN_STARTED_NS} DESC", [original.id]
+        )
+
+    def _filters(
+        self, status: str | None, workflow: str | None, since: _dt.datetime | None
+    ) -> tuple[str, list[Any]]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        if status is not None:
+            if status not in s.RUN_STATUSES:
+                raise ValueError(
+                    f"status must be one of {', '.join(s.RUN_STATUSES)}; got {status!r}"
+                )
+            clauses.append(f"{s.RUN_STATUS} = ?")
+            params.append(s.STATUS_RUNNING if status == s.STATUS_CRASHED else status)
+        if workflow is not None:
+            clauses.append(f"{s.RUN_WORKFLOW} = ?")
+            params.append(workflow)
+        if since is not None:
+            clauses.append(f"{s.RUN_STARTED_NS} >= ?")
+            params.append(datetime_to_ns(since))
+        return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+    def _runs(self, tail: str, params: Sequence[Any]) -> list[RunRecord]:
+        return [self._run_record(row) for row in self._query(_SELECT_RUNS + tail, params)]
+
+    def _run_rows(self, key: str) -> tuple[RunRecord, int]:
+        """(record, pk) of the run named by a full id or unique prefix."""
+        k = key.strip().lower()
+        if not _HEX_PREFIX.fullmatch(k):
+            raise UnknownRunError(
+                f"{key!r} is not a run id: give the 32 hex characters of one, or at least "
+                "the first 4"
+            )
+        if len(k) == 32:
+            rows = self._query(_SELECT_RUNS + f" WHERE {s.RUN_ID} = ?", [k])
+        else:
+            # Hex ids sort below "g", so this range is exactly the ids with that prefix.
+            rows = self._query(
+                _SELECT_RUNS + f" WHERE {s.RUN_ID} >= ? AND {s.RUN_ID} < ? ORDER BY {s.RUN_ID} "
+                "LIMIT 6",
+                [k, k + "g"],
+            )
+        if not rows:
+            raise UnknownRunError(f"no run {k} in {self._path}")
+        if len(rows) > 1:
+            ids = ", ".join(r[0] for r in rows[:5]) + (", ..." if len(rows) > 5 else "")
+            raise UnknownRunError(
+                f"run id prefix {k} is ambiguous in {self._path} (matches {ids}); "
+                "give more characters"
+            )
+        return self._run_record(rows[0]), int(rows[0][-1])
+
+    @staticmethod
+    def _run_record(row: Sequence[Any]) -> RunRecord:
+        # Column names are the RunRecord field names, except the two timestamps.
+        fields = dict(zip(_RUN_COLUMNS, row, strict=True))
+        fields.pop(s.RUN_PK)
+        started, ended = fields.pop(s.RUN_STARTED_NS), fields.pop(s.RUN_ENDED_NS)
+        pid = fields[s.RUN_PID]
+        if (
+            fields[s.RUN_STATUS] == s.STATUS_RUNNING
+            and pid is not None
+            and fields[s.RUN_HOST] == host_name()
+            and not process_is_alive(pid, fields[s.RUN_PROCESS_START])
+        ):
+            fields[s.RUN_STATUS] = s.STATUS_CRASHED
+        fields["started_at"] = ns_to_datetime(started)
+        fields["ended_at"] = None if ended is None else ns_to_datetime(ended)
+        # Validation runs in pydantic-core and is quicker than model_construct.
+        try:
+            return RunRecord.model_validate(fields)
+        except pydantic.ValidationError as exc:
+            raise StoreError(f"malformed run row {fields[s.RUN_ID]!r}: {exc}") from exc
+
+    # -- spans ---------------------------------------------------------------------------------
+
+    def spans(self, run_id: str) -> list[SpanRecord]:
+        """Every stored span of a run (id or unique prefix), ordered by start time."""
+        with self._snapshot():
+            run, pk = self._run_rows(run_id)
+            rows = self._query(_SELECT_SPANS, [pk])
+            events: dict[str, list[EventRecord]] = {}
+            for span_id, name, time_ns, attrs in self._query(
+                f"SELECT {s.SPAN_ID}, {s.EVENT_NAME}, {s.EVENT_TIME_NS}, {s.SPAN_ATTRIBUTES} "
+                f"FROM {s.EVENTS} WHERE {s.SPAN_RUN_PK} = ? ORDER BY rowid",
+                [pk],
+            ):
+                events.setdefault(span_id, []).append(
+                    EventRecord.model_validate(
+                        {"name": name, "time_ns": time_ns, "attributes": _loads(attrs)}
+                    )
+                )
+            links: dict[str, list[LinkRecord]] = {}
+            for span_id, trace_id, linked, attrs in self._query(
+                f"SELECT {s.SPAN_ID}, {s.LINK_TRACE_ID}, {s.LINK_SPAN_ID}, {s.SPAN_ATTRIBUTES} "
+                f"FROM {s.LINKS} WHERE {s.SPAN_RUN_PK} = ? ORDER BY rowid",
+                [pk],
+            ):
+                links.setdefault(span_id, []).append(
+                    LinkRecord.model_validate(
+                        {"trace_id": trace_id, "span_id": linked, "attributes": _loads(attrs)}
+                    )
+                )
+            resources = self._resource_map({r[9] for r in rows if r[9] is not None})
+        try:
+            return [_span_record(run.id, row, events, links, resources) for row in rows]
+        except pydantic.ValidationError as exc:
+            raise StoreError(f"malformed span in run {run.id}: {exc}") from exc
+
+    def _resource_map(self, pks: set[int]) -> dict[int, dict[str, Any]]:
+        missing = [pk for pk in pks if pk not in self._resources]
+        if missing:
+            marks = ", ".join("?" * len(missing))
+            for pk, attrs in self._query(
+                f"SELECT pk, {s.SPAN_ATTRIBUTES} FROM {s.RESOURCES} WHERE pk IN ({marks})", missing
+            ):
+                self._resources[pk] = _loads(attrs)
+        return self._resources
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def _writable(self) -> sqlite3.Connection:
+        if self._readonly:
+            raise StoreError(f"{self._path} is open read-only; open it with readonly=False")
+        return self._conn
+
+    def write_spans(self, spans: Iterable[SpanRecord], *, service: str | None = None) -> int:
+        """Insert spans (skipping ones already stored) and create or update their runs.
+
+        Everything happens in one transaction. A run's row comes from its root span (no parent,
+        ``spanflow.run.id`` set); a run imported without its root is marked ``ok`` or
+        ``failed`` from its spans. ``service`` is recorded on runs whose spans carry no
+        ``service.name``.
+
+        Returns:
+            How many spans were inserted.
+        """
+        conn = self._writable()
+        by_run: dict[str, dict[str, SpanRecord]] = {}
+        for span in spans:
+            by_run.setdefault(span.run_id, {}).setdefault(span.span_id, span)
+        with self._lock:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    rows, extras = self._new_rows(conn, by_run, service)
+                    s.BatchWriter().write(conn, rows, extras)
+                    self._finish_rootless(conn, by_run)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot write to {self._path}: {exc}") from exc
+        return len(rows)
+
+    def _new_rows(
+        self,
+        conn: sqlite3.Connection,
+        by_run: dict[str, dict[str, SpanRecord]],
+        service: str | None,
+    ) -> tuple[list[s.SpanRow], list[s.SpanExtra]]:
+        rows: list[s.SpanRow] = []
+        extras: list[s.SpanExtra] = []
+        resources: dict[str, dict[str, Any]] = {}
+        for run_id, group in by_run.items():
+            tid = int(run_id, 16)
+            stored = {
+                r[0]
+                for r in conn.execute(
+                    f"SELECT {s.SPAN_ID} FROM {s.SPANS} WHERE {s.SPAN_RUN_PK} = "
+                    f"(SELECT {s.RUN_PK} FROM {s.RUNS} WHERE {s.RUN_ID} = ?)",
+                    (run_id,),
+                )
+            }
+            for span in group.values():
+                if span.span_id in stored:
+                    continue
+                # One object per distinct resource, so the writer's key cache hits.
+                resource = (
+                    resources.setdefault(s.dumps(span.resource), span.resource)
+                    if span.resource
+                    else None
+                )
+                rows.append(
+                    [
+                        tid,
+                        span.span_id,
+                        span.parent_id,
+                        span.name,
+                        span.kind,
+                        span.status,
+                        span.status_message,
+                        span.start_ns,
+                        span.end_ns,
+                        s.dumps(span.attributes),
+                        resource,
+                    ]
+                )
+                root = span.parent_id is None and RUN_ID in span.attributes
+                if span.events or span.links or root:
+                    extras.append(
+                        (
+                            tid,
+                            span.span_id,
+                            tuple((e.name, e.time_ns, s.dumps(e.attributes)) for e in span.events)
+                            or None,
+                            tuple(
+                                (ln.trace_id, ln.span_id, s.dumps(ln.attributes))
+                                for ln in span.links
+                            )
+                            or None,
+                            _imported_run_row(span, service) if root else None,
+                        )
+                    )
+        return rows, extras
+
+    def _finish_rootless(
+        self, conn: sqlite3.Connection, by_run: dict[str, dict[str, SpanRecord]]
+    ) -> None:
+        for run_id, group in by_run.items():
+            end = max(span.end_ns for span in group.values())
+            conn.execute(
+                f"UPDATE {s.RUNS} SET {s.RUN_STATUS} = CASE WHEN {s.RUN_ERROR_COUNT} > 0 "
+                f"THEN '{s.STATUS_FAILED}' ELSE '{s.STATUS_OK}' END, "
+                f"{s.RUN_ENDED_NS} = max(coalesce({s.RUN_ENDED_NS}, 0), ?), "
+                f"{s.RUN_DURATION_MS} = (max(coalesce({s.RUN_ENDED_NS}, 0), ?) - "
+                f"{s.RUN_STARTED_NS}) / 1e6 "
+                f"WHERE {s.RUN_ID} = ? AND {s.RUN_STATUS} = '{s.STATUS_RUNNING}' "
+                f"AND {s.RUN_PID} IS NULL",
+                (end, end, run_id),
+            )
+
+    def gc(self, *, keep_days: float | None = None, max_bytes: int | None = None) -> GcResult:
+        """Delete whole runs, oldest first, then VACUUM the file.
+
+        Args:
+            keep_days: delete runs that started more than this many days ago.
+            max_bytes: then delete the oldest runs until the data fits in this many bytes.
+
+        Runs still running in a live process are never deleted.
+        """
+        conn = self._writable()
+        with self._lock:
+            before = self._bytes_on_disk()
+            runs_deleted = spans_deleted = 0
+            try:
+                if keep_days is not None:
+                    cutoff = time.time_ns() - int(keep_days * 86_400e9)
+                    victims = self._deletable(f" WHERE {s.RUN_STARTED_NS} < ?", [cutoff])
+                    r, n = self._delete_runs(conn, victims)
+                    runs_deleted, spans_deleted = runs_deleted + r, spans_deleted + n
+                while max_bytes is not None:
+                    used, total = self._used_bytes(conn), self._count(conn)
+                    if used <= max_bytes or not total:
+                        break
+                    share = math.ceil(total * (used - max_bytes) / used)
+                    victims = self._deletable(f" ORDER BY {s.RUN_STARTED_NS}", [])[:share]
+                    if not victims:
+                        break
+                    r, n = self._delete_runs(conn, victims)
+                    runs_deleted, spans_deleted = runs_deleted + r, spans_deleted + n
+                conn.execute("VACUUM")
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                kept = self._count(conn)
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot clean up {self._path}: {exc}") from exc
+            return GcResult(
+                runs_deleted=runs_deleted,
+                spans_deleted=spans_deleted,
+                runs_kept=kept,
+                bytes_before=before,
+                bytes_after=self._bytes_on_disk(),
+            )
+
+    def _deletable(self, tail: str, params: Sequence[Any]) -> list[int]:
+        """Keys of the selected runs, except those running in a live process on this host."""
+        keep = []
+        for row in self._query(_SELECT_RUNS + tail, params):
+            run = self._run_record(row)
+            live = (
+                run.status == s.STATUS_RUNNING and run.pid is not None and run.host == host_name()
+            )
+            if not live:
+                keep.append(int(row[-1]))
+        return keep
+
+    def _delete_runs(self, conn: sqlite3.Connection, pks: list[int]) -> tuple[int, int]:
+        spans = 0
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for chunk in _chunks(pks, _DELETE_CHUNK):
+                marks = ", ".join("?" * len(chunk))
+                for table in (s.EVENTS, s.LINKS, s.SPANS):
+                    cur = conn.execute(
+                        f"DELETE FROM {table} WHERE {s.SPAN_RUN_PK} IN ({marks})", chunk
+                    )
+                    if table == s.SPANS:
+                        spans += cur.rowcount
+                conn.execute(f"DELETE FROM {s.RUNS} WHERE {s.RUN_PK} IN ({marks})", chunk)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return len(pks), spans
+
+    @staticmethod
+    def _used_bytes(conn: sqlite3.Connection) -> int:
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+        return int((pages - free) * conn.execute("PRAGMA page_size").fetchone()[0])
+
+    @staticmethod
+    def _count(conn: sqlite3.Connection) -> int:
+        return int(conn.execute(f"SELECT count(*) FROM {s.RUNS}").fetchone()[0])
+
+    def _bytes_on_disk(self) -> int:
+        wal = s.wal_path(self._path)
+        return self._path.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
+
+
+def _imported_run_row(span: SpanRecord, service: str | None) -> tuple[Any, ...]:
+    attrs = span.attributes
+    failed = span.status == "ERROR"
+    events = [(e.name, e.attributes) for e in span.events]
+    return (
+        span.run_id,
+        attrs.get(STEP_NAME) or span.name,
+        attrs.get(WORKFLOW_ENTRYPOINT),
+        attrs.get(WORKFLOW_FILE),
+        s.STATUS_FAILED if failed else s.STATUS_OK,
+        error_text(span.status_message, attrs, events) if failed else None,
+        span.start_ns,
+        span.end_ns,
+        (span.end_ns - span.start_ns) / 1e6,
+        attrs.get(REPLAY_OF),
+        span.resource.get(SERVICE_NAME) or service,
+        None,  # host, pid, process start: the importing process did not run it
+        None,
+        None,
+        None,  # attributes version: unknown for spans made elsewhere
+    )
+
+
+def _span_record(
+    run_id: str,
+    row: Sequence[Any],
+    events: dict[str, list[EventRecord]],
+    links: dict[str, list[LinkRecord]],
+    resources: dict[int, dict[str, Any]],
+) -> SpanRecord:
+    span_id, parent_id, name, kind, status, message, start, end, attrs, res_pk = row
+    return SpanRecord.model_validate(
+        {
+            "run_id": run_id,
+            "span_id": span_id,
+            "parent_id": parent_id,
+            "name": name,
+            "kind": kind,
+            "status": status,
+            "status_message": message,
+            "start_ns": start,
+            "end_ns": end,
+            "attributes": _loads(attrs),
+            "events": events.get(span_id, []),
+            "links": links.get(span_id, []),
+            # A copy: resources are cached and shared by many spans.
+            "resource": dict(resources[res_pk]) if res_pk in resources else {},
+        }
+    )
+
+
+def _loads(text: str | None) -> dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {"_unparsed": text}
+    return value if isinstance(value, dict) else {"_value": value}
+
+
+def _chunks(items: list[int], size: int) -> Iterator[list[int]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
