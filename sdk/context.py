@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import itertools
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
@@ -24,7 +25,6 @@ if TYPE_CHECKING:
 P = ParamSpec("P")
 R = TypeVar("R")
 
-_RUN_KEY = otel_context.create_key("spanflow.run")
 _CALL_KEY = otel_context.create_key("spanflow.call")
 
 
@@ -45,20 +45,28 @@ class RunState:
             self.output_tokens += output_tokens
 
 
-@dataclass(eq=False)
 class CallFrame:
-    """One step call's place in the call tree, used to number siblings for replay matching."""
+    """One step call's place in the call tree (numbers siblings for replay matching).
 
-    path: str
-    span: Span
-    children: dict[str, int] = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    The frame also carries its run, so one context value says both where and in which run a
+    call is: one ``Context`` copy per step instead of two.
+    """
+
+    __slots__ = ("children", "path", "run", "span")
+
+    def __init__(self, path: str, span: Span, run: RunState | None = None) -> None:
+        self.path = path
+        self.span = span
+        self.run = run
+        self.children: dict[str, Iterator[int]] = {}
 
     def next_child(self, name: str) -> tuple[str, int]:
         """Return the child's path and its occurrence among siblings of the same name."""
-        with self.lock:
-            index = self.children.get(name, 0)
-            self.children[name] = index + 1
+        counter = self.children.get(name)
+        if counter is None:
+            # setdefault and next() on itertools.count are atomic: no lock needed across threads.
+            counter = self.children.setdefault(name, itertools.count())
+        index = next(counter)
         return f"{self.path}/{name}[{index}]", index
 
 
@@ -70,8 +78,8 @@ def current_step_span(ctx: otel_context.Context | None = None) -> Span | None:
 
 def current_run(ctx: otel_context.Context | None = None) -> RunState | None:
     """The run the caller is in, or None outside any run."""
-    run = otel_context.get_value(_RUN_KEY, ctx)
-    return run if isinstance(run, RunState) else None
+    frame = current_frame(ctx)
+    return frame.run if frame is not None else None
 
 
 def current_run_id() -> str | None:
@@ -86,10 +94,8 @@ def current_frame(ctx: otel_context.Context | None = None) -> CallFrame | None:
 
 
 def with_run(ctx: otel_context.Context, run: RunState, frame: CallFrame) -> otel_context.Context:
-    return otel_context.set_value(_CALL_KEY, frame, otel_context.set_value(_RUN_KEY, run, ctx))
-
-
-def with_frame(ctx: otel_context.Context, frame: CallFrame) -> otel_context.Context:
+    """``ctx`` with ``frame`` (belonging to ``run``) as the current call."""
+    frame.run = run
     return otel_context.set_value(_CALL_KEY, frame, ctx)
 
 

@@ -149,6 +149,17 @@ def format_user_traceback(exc: BaseException) -> str:
     return "".join(te.format())
 
 
+def _has_state(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    for value in args:
+        if isinstance(value, State):
+            return True
+    if kwargs:
+        for value in kwargs.values():
+            if isinstance(value, State):
+                return True
+    return False
+
+
 def is_cancellation(exc: BaseException) -> bool:
     """asyncio/anyio/trio cancellation: the call was stopped from outside, it did not fail."""
     if isinstance(exc, asyncio.CancelledError):
@@ -261,9 +272,7 @@ class StepCall:
     ) -> None:
         spec = self.spec
         want_inputs = "inputs" in spec.capture and "inputs" in self.rt.settings.capture
-        has_state = any(isinstance(a, State) for a in args) or any(
-            isinstance(v, State) for v in kwargs.values()
-        )
+        has_state = _has_state(args, kwargs)
         if not (want_inputs or has_state or replaying):
             return
         try:
