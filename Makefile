@@ -55,8 +55,22 @@ pytest: venv services
 
 test: lint typecheck pytest
 
-bench: venv
-	$(PY) bench/run.py
+# Peers run in a virtualenv of their own (they pin their own dependencies), with spanflow beside
+# them so every framework is measured in the same process as the same bare OpenTelemetry span.
+PEERS_VENV := $(CACHE)/bench-peers
+PEERS := llama-index-workflows==2.26.1 langgraph==1.2.22 logfire==5.2.0
+
+$(PEERS_VENV)/.installed: pyproject.toml
+	test -x $(PEERS_VENV)/bin/python || $(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/pip install -q --disable-pip-version-check $(PEERS)
+	$(PEERS_VENV)/bin/pip install -q --disable-pip-version-check -e .
+	touch $@
+
+bench: venv $(PEERS_VENV)/.installed
+	cd bench && ../$(PY) bench_core.py
+	cd bench && ../$(PY) bench_store.py
+	cd bench && ../$(PY) bench_executors.py
+	cd bench && $(PEERS_VENV)/bin/python bench_peers.py
 
 clean:
 	rm -rf $(VENV) .spanflow .pytest_cache .mypy_cache .ruff_cache build *.egg-info
