@@ -29,6 +29,7 @@ from .errors import (
     StoreError,
     UnknownRunError,
 )
+from .executors import RayExecutor
 from .genai import record_llm_usage
 from .parallel import map, parallel
 from .replay import replay
@@ -38,6 +39,7 @@ from .state import State
 
 __all__ = [
     "ConfigurationError",
+    "RayExecutor",
     "RemoteStepError",
     "ReplayError",
     "SpanflowError",

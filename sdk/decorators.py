@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import dataclasses
 import functools
 import inspect
 import logging
 import threading
-from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Mapping
 from typing import Any, Literal, ParamSpec, TypeVar, overload
 
 import anyio
@@ -21,6 +22,7 @@ from . import attributes as attr
 from . import runtime
 from .binding import Binder
 from .errors import ConfigurationError, StepTimeout
+from .executors import check_executor
 from .recording import MISSING, StepCall, StepSpec, entrypoint_of
 from .retry import build_policy
 from .runtime import capture_set, count
@@ -50,6 +52,8 @@ def step(
     fallback: Callable[..., Any] | None = None,
     default: Any = MISSING,
     capture: str | bool | None = None,
+    executor: Any = None,
+    resources: Mapping[str, Any] | None = None,
 ) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
 def step(
     fn: Any = None,
@@ -63,6 +67,8 @@ def step(
     fallback: Callable[..., Any] | None = None,
     default: Any = MISSING,
     capture: str | bool | None = None,
+    executor: Any = None,
+    resources: Mapping[str, Any] | None = None,
 ) -> Any:
     """Record every call of the decorated function as a span (a *step* of a run).
 
@@ -81,6 +87,12 @@ def step(
         fallback: called with the step's arguments once the attempts are spent.
         default: returned when the attempts (and the fallback) fail.
         capture: ``"all"`` (default), ``"inputs"``, ``"outputs"`` or ``"none"``.
+        executor: run the function's body elsewhere: a ``concurrent.futures.Executor``
+            (``ProcessPoolExecutor``, Dask's ``client.get_executor()``) or
+            ``spanflow.RayExecutor()``. The step span stays with the caller and the worker's
+            spans join its trace; a failure is raised as ``spanflow.RemoteStepError``.
+        resources: Ray task options for the remote body (``{"num_gpus": 1}``, custom
+            resources); other executors ignore them.
     """
     options = dict(
         name=name,
@@ -91,6 +103,8 @@ def step(
         fallback=fallback,
         default=default,
         capture=capture,
+        executor=executor,
+        resources=resources,
     )
     if fn is not None:
         return _decorate(fn, attr.STEP_TYPE_STEP, options)
@@ -154,8 +168,10 @@ def _decorate(fn: Any, step_type: str, options: dict[str, Any]) -> Any:
         raise ConfigurationError(
             f"@spanflow.{step_type} decorates callables, not {type(fn).__name__}"
         )
-    spec = _spec(fn, step_type, options)
-    target = fn
+    spec = build_spec(fn, step_type, options)
+    target: Any = fn
+    if spec.executor is not None:
+        target = _remote_body(spec, spec.executor, asynchronous=inspect.iscoroutinefunction(fn))
     call_attr = getattr(fn, "__call__", None)  # noqa: B004 - we need the bound __call__ itself
     if inspect.isasyncgenfunction(fn) or (
         not inspect.isfunction(fn) and inspect.isasyncgenfunction(call_attr)
@@ -187,6 +203,47 @@ def _decorate(fn: Any, step_type: str, options: dict[str, Any]) -> Any:
     return wrapper
 
 
+def _remote_body(spec: StepSpec, executor: Any, *, asynchronous: bool) -> Any:
+    from .dispatch import RemoteFunction
+
+    remote = RemoteFunction(
+        spec.fn,
+        executor,
+        name=spec.name,
+        resources=spec.resources,
+        timeout=None if asynchronous else spec.timeout,
+    )
+    return remote.acall if asynchronous else remote
+
+
+def on_executor(fn: Callable[..., Any], executor: Any) -> Callable[..., Awaitable[Any]]:
+    """``fn`` as a coroutine function whose body runs on ``executor`` (``parallel``/``map``).
+
+    A step keeps its span on the caller's side, as with ``@step(executor=...)``; any other
+    callable gets only the worker's ``run/<name>`` span.
+    """
+    check_executor(executor, where="spanflow.parallel/map")
+    bound_self = getattr(fn, "__self__", None) if inspect.ismethod(fn) else None
+    spec = getattr(fn, "__spanflow_spec__", None)
+    if not isinstance(spec, StepSpec):
+        return _remote_body_of_callable(fn, executor)
+    if inspect.isgeneratorfunction(spec.fn) or inspect.isasyncgenfunction(spec.fn):
+        raise ConfigurationError(f"step {spec.name!r} is a generator; it cannot run on an executor")
+    spec = dataclasses.replace(spec, executor=executor)
+    wrapper = _async_wrapper(_remote_body(spec, executor, asynchronous=True), spec)
+    if bound_self is not None:
+        return functools.partial(wrapper, bound_self)
+    return wrapper
+
+
+def _remote_body_of_callable(
+    fn: Callable[..., Any], executor: Any
+) -> Callable[..., Awaitable[Any]]:
+    from .dispatch import RemoteFunction
+
+    return RemoteFunction(fn, executor, name=_default_name(fn)).acall
+
+
 def _default_name(fn: Any) -> str:
     if isinstance(fn, functools.partial):
         return _default_name(fn.func)
@@ -194,7 +251,8 @@ def _default_name(fn: Any) -> str:
     return name if isinstance(name, str) and name else type(fn).__name__
 
 
-def _spec(fn: Any, step_type: str, o: dict[str, Any]) -> StepSpec:
+def build_spec(fn: Any, step_type: str, o: Mapping[str, Any]) -> StepSpec:
+    """Check a decorator's options for ``fn`` and fix them in a ``StepSpec``."""
     name = o["name"] if o["name"] is not None else _default_name(fn)
     where = f"@spanflow.{step_type}({name!r})"
     if not isinstance(name, str) or not name.strip():
@@ -218,6 +276,15 @@ def _spec(fn: Any, step_type: str, o: dict[str, Any]) -> StepSpec:
         )
     policy = build_policy(o["retries"], o["retry"], where=where)
     is_gen = inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn)
+    executor, resources = o.get("executor"), o.get("resources")
+    if executor is not None:
+        check_executor(executor, where=where)
+        if is_gen:
+            raise ConfigurationError(
+                f"{where}: a generator cannot run on an executor (its items stream to the caller)"
+            )
+    if resources is not None and not isinstance(resources, Mapping):
+        raise ConfigurationError(f"{where}: resources= must be a mapping such as {{'num_gpus': 1}}")
     if is_gen and (policy or timeout or fallback is not None or o["default"] is not MISSING):
         raise ConfigurationError(
             f"{where}: retries, timeout, fallback and default cannot apply to a generator (its "
@@ -252,6 +319,9 @@ def _spec(fn: Any, step_type: str, o: dict[str, Any]) -> StepSpec:
         default=o["default"],
         binder=Binder(fn, skip_first=skip_first) if skip_first else binder_probe,
         static_attributes=static,
+        executor=executor,
+        resources=resources,
+        options=dict(o),
     )
 
 
@@ -298,7 +368,7 @@ def _run_sync(
     spec = call.spec
 
     def once() -> Any:
-        if spec.timeout is None:
+        if spec.timeout is None or spec.executor is not None:  # a remote body times out itself
             return fn(*args, **kwargs)
         return _call_in_thread(fn, args, kwargs, spec)
 

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import anyio
 
+from .decorators import on_executor
 from .errors import ConfigurationError
 from .recording import is_cancellation
 
@@ -21,7 +22,7 @@ _UNSET: Any = object()
 
 
 async def parallel(
-    *items: Awaitable[Any] | Callable[[], Any], limit: int | None = None
+    *items: Awaitable[Any] | Callable[[], Any], limit: int | None = None, executor: Any = None
 ) -> list[Any]:
     """Run ``items`` concurrently and return their results in argument order.
 
@@ -29,6 +30,10 @@ async def parallel(
         *items: awaitables (e.g. ``fetch(url)`` for an async step) or zero-argument callables;
             sync callables run in worker threads with the caller's context.
         limit: at most this many items run at once (default: all).
+        executor: run each item on this executor (``spanflow.RayExecutor()``, a
+            ``ProcessPoolExecutor``, Dask's ``client.get_executor()``). Items must then be
+            zero-argument callables that can be shipped, such as ``functools.partial(step, x)``;
+            a step's span stays here and the worker's spans join the trace.
 
     Raises:
         The first failure, unchanged: when an item fails, the others are cancelled (their spans
@@ -44,6 +49,8 @@ async def parallel(
             raise ConfigurationError(
                 f"parallel() takes awaitables or zero-argument callables, not {type(item).__name__}"
             )
+    if executor is not None:
+        items = _shipped(items, executor)
     results: list[Any] = [_UNSET] * len(items)
     limiter = anyio.CapacityLimiter(limit) if limit is not None else None
 
@@ -72,9 +79,35 @@ async def parallel(
     return results
 
 
-async def map(fn: Callable[[T], Any], items: Iterable[T], *, limit: int | None = None) -> list[Any]:
-    """``await spanflow.map(step, items, limit=10)``: call ``fn`` on each item concurrently."""
+async def map(
+    fn: Callable[[T], Any], items: Iterable[T], *, limit: int | None = None, executor: Any = None
+) -> list[Any]:
+    """``await spanflow.map(step, items, limit=10)``: call ``fn`` on each item concurrently.
+
+    With ``executor=`` each call runs there (see :func:`parallel`).
+    """
+    if executor is not None:
+        fn = on_executor(fn, executor)
     return await parallel(*(functools.partial(fn, item) for item in items), limit=limit)
+
+
+def _shipped(
+    items: tuple[Awaitable[Any] | Callable[[], Any], ...], executor: Any
+) -> tuple[Callable[[], Any], ...]:
+    shipped: list[Callable[[], Any]] = []
+    for item in items:
+        if inspect.isawaitable(item):
+            _close_unstarted(items)
+            raise ConfigurationError(
+                "parallel(executor=...) sends zero-argument callables to the executor; a "
+                "coroutine cannot leave this process: pass functools.partial(step, arg) instead"
+            )
+        if isinstance(item, functools.partial):
+            remote = on_executor(item.func, executor)
+            shipped.append(functools.partial(remote, *item.args, **item.keywords))
+        else:
+            shipped.append(on_executor(item, executor))
+    return tuple(shipped)
 
 
 async def _invoke(item: Awaitable[Any] | Callable[[], Any]) -> Any:
