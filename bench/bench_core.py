@@ -9,6 +9,7 @@ reports the median of the rounds, so noise from the machine lands on all cases a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import sqlite3
@@ -20,12 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import spanflow
 import tenacity
-from common import Discard, batch_provider, interleaved, per_call_us
+from common import batch_provider, interleaved, per_call_us
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
-
-import spanflow
 from spanflow import runtime
 
 Row = tuple[str, str, str]
@@ -41,13 +41,20 @@ class NaiveSQLite(SpanExporter):
     def __init__(self, path: Path) -> None:
         self.conn = sqlite3.connect(path, check_same_thread=False)
         self.conn.execute("pragma journal_mode=wal")
-        self.conn.execute("create table if not exists spans(trace text, span text, name text, attrs text)")
+        self.conn.execute(
+            "create table if not exists spans(trace text, span text, name text, attrs text)"
+        )
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         rows = [
-            (format(s.context.trace_id, "032x"), format(s.context.span_id, "016x"), s.name,
-             json.dumps(dict(s.attributes or {})))
-            for s in spans if s.context is not None
+            (
+                format(s.context.trace_id, "032x"),
+                format(s.context.span_id, "016x"),
+                s.name,
+                json.dumps(dict(s.attributes or {})),
+            )
+            for s in spans
+            if s.context is not None
         ]
         self.conn.executemany("insert into spans values (?,?,?,?)", rows)
         self.conn.commit()
@@ -119,7 +126,7 @@ def disabled_overhead(n: int, repeats: int) -> list[Row]:
         repeats,
     )
     added = med["disabled step"] - med["plain"]
-    return [("recording disabled: added per call", f"{added:.2f} µs", f"target < 1 µs")]
+    return [("recording disabled: added per call", f"{added:.2f} µs", "target < 1 µs")]
 
 
 def fan_out(tmp: Path, items: int, repeats: int) -> list[Row]:
@@ -158,8 +165,13 @@ def fan_out(tmp: Path, items: int, repeats: int) -> list[Row]:
         return case
 
     med = interleaved({"bare": timed(bare_pipeline), "spanflow": timed(pipeline)}, repeats)
-    return [(f"parallel fan-out, {items} async steps, limit=100", f"{med['spanflow']:.1f} µs/step",
-             f"{med['spanflow'] / med['bare']:.2f}x bare anyio + OTel")]
+    return [
+        (
+            f"parallel fan-out, {items} async steps, limit=100",
+            f"{med['spanflow']:.1f} µs/step",
+            f"{med['spanflow'] / med['bare']:.2f}x bare anyio + OTel",
+        )
+    ]
 
 
 def retry_path(tmp: Path, n: int, repeats: int) -> list[Row]:
@@ -178,8 +190,13 @@ def retry_path(tmp: Path, n: int, repeats: int) -> list[Row]:
         return 1
 
     med = interleaved({"ok": per_call_us(ok, n), "fails twice": per_call_us(flaky, n)}, repeats)
-    return [("retry path (fails twice, no wait)", f"{med['fails twice']:.0f} µs per call",
-             f"{med['fails twice'] - med['ok']:.0f} µs beyond a first-time success")]
+    return [
+        (
+            "retry path (fails twice, no wait)",
+            f"{med['fails twice']:.0f} µs per call",
+            f"{med['fails twice'] - med['ok']:.0f} µs beyond a first-time success",
+        )
+    ]
 
 
 class Payload(spanflow.State):
@@ -205,11 +222,19 @@ def state_diffs(tmp: Path, repeats: int) -> list[Row]:
     for size in (1_000, 100_000, 1_000_000):
         state = Payload(blob={f"k{i}": "x" * 90 for i in range(size // 100)})
         med = interleaved(
-            {"plain": per_call_us(lambda s=state: plain(s), 20), "step": lambda s=state: pipeline(s, 20)},
+            {
+                "plain": per_call_us(lambda s=state: plain(s), 20),
+                "step": lambda s=state: pipeline(s, 20),
+            },
             repeats,
         )
-        rows.append((f"state diff, {size // 1000} KB state, one field changed",
-                     f"{med['step'] / 1000:.2f} ms per step", "snapshot + JSON Patch of the whole state"))
+        rows.append(
+            (
+                f"state diff, {size // 1000} KB state, one field changed",
+                f"{med['step'] / 1000:.2f} ms per step",
+                "snapshot + JSON Patch of the whole state",
+            )
+        )
     return rows
 
 
@@ -236,10 +261,8 @@ def replay_speed(tmp: Path) -> list[Row]:
     import hundred  # type: ignore[import-not-found]
 
     start = time.perf_counter()
-    try:
+    with contextlib.suppress(RuntimeError):
         hundred.hundred(99)
-    except RuntimeError:
-        pass
     original = time.perf_counter() - start
     spanflow.flush()
     from spanflow.exporters.store import Store
@@ -255,8 +278,13 @@ def replay_speed(tmp: Path) -> list[Row]:
     outcome = run(load(run_id, db))
     replayed = time.perf_counter() - start
     assert outcome.error is None and len(outcome.plan.reused) == 99, outcome
-    return [("replay of a 100-step run (99 reused)", f"{replayed * 1000:.0f} ms",
-             f"{original / replayed:.1f}x faster than the original {original * 1000:.0f} ms")]
+    return [
+        (
+            "replay of a 100-step run (99 reused)",
+            f"{replayed * 1000:.0f} ms",
+            f"{original / replayed:.1f}x faster than the original {original * 1000:.0f} ms",
+        )
+    ]
 
 
 def main() -> None:
@@ -274,8 +302,10 @@ def main() -> None:
         rows += state_diffs(tmp, max(3, repeats // 2))
         rows += replay_speed(tmp)
         runtime.reset_for_tests()
-    print(f"machine: {platform.machine()}, {platform.python_implementation()} {platform.python_version()}, "
-          f"{__import__('os').cpu_count()} cores; median of {repeats} interleaved rounds")
+    print(
+        f"machine: {platform.machine()}, {platform.python_implementation()} {platform.python_version()}, "
+        f"{__import__('os').cpu_count()} cores; median of {repeats} interleaved rounds"
+    )
     print("| benchmark | figure | ratio |")
     print("| --- | --- | --- |")
     for name, figure, ratio in rows:

@@ -79,7 +79,9 @@ def logfire_case() -> Callable[[], float] | str:
     except ImportError:
         return "not installed"
     logfire.configure(
-        send_to_logfire=False, console=False, additional_span_processors=[BatchSpanProcessor(Discard())]
+        send_to_logfire=False,
+        console=False,
+        additional_span_processors=[BatchSpanProcessor(Discard())],
     )
     r = logfire.instrument("retrieve")(retrieve)
     c = logfire.instrument("classify")(classify)
@@ -177,8 +179,10 @@ def main() -> None:
                 cases[name] = made
         med = interleaved(cases, repeats=5)
     base = med["bare OTel span"]
-    print(f"machine: {platform.machine()}, CPython {platform.python_version()}; per-step cost, "
-          "median of 5 interleaved rounds")
+    print(
+        f"machine: {platform.machine()}, CPython {platform.python_version()}; per-step cost, "
+        "median of 5 interleaved rounds"
+    )
     print("| framework | per step | vs bare span |")
     print("| --- | --- | --- |")
     for name, us in med.items():

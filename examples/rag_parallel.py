@@ -10,7 +10,9 @@ import anyio
 import spanflow
 
 SHARDS = {
-    f"shard-{i}": [f"doc-{i}-{j}: about {topic}" for j, topic in enumerate(["refunds", "shipping", "accounts"])]
+    f"shard-{i}": [
+        f"doc-{i}-{j}: about {topic}" for j, topic in enumerate(["refunds", "shipping", "accounts"])
+    ]
     for i in range(8)
 }
 SLOW_SHARD = "shard-5"

@@ -23,8 +23,13 @@ if __name__ == "__main__":
         "OTEL_EXPORTER_OTLP_ENDPOINT"
     )
     if not endpoint:
-        print("OTEL_EXPORTER_OTLP_ENDPOINT is not set: spans go to the local store only.", file=sys.stderr)
+        print(
+            "OTEL_EXPORTER_OTLP_ENDPOINT is not set: spans go to the local store only.",
+            file=sys.stderr,
+        )
     ticket = Ticket(customer="grace@example.com", text="Where is my order? It has not shipped.")
     print(anyio.run(support, ticket))
     spanflow.flush()
-    print(f"sent to {endpoint or 'the local store'}; run id above in `spanflow runs`", file=sys.stderr)
+    print(
+        f"sent to {endpoint or 'the local store'}; run id above in `spanflow runs`", file=sys.stderr
+    )

@@ -44,10 +44,6 @@ from .task import (
 
 logger = logging.getLogger("spanflow")
 
-#: Set to 1 to make workers export their spans over OTLP themselves (spanflow's OTLP settings), so
-#: a worker that dies mid-task still leaves the spans that had ended.
-WORKER_OTLP_ENV = "SPANFLOW_WORKER_OTLP"
-_TRUTHY = {"1", "true", "yes", "on"}
 _STATE_SLOTS = ("__dict__", "__pydantic_extra__", "__pydantic_fields_set__", "__pydantic_private__")
 
 _configs: weakref.WeakKeyDictionary[runtime.Runtime, WorkerConfig] = weakref.WeakKeyDictionary()
@@ -231,7 +227,7 @@ def _new_config(rt: runtime.Runtime) -> WorkerConfig:
     provider = rt.provider
     resource = dict(provider.resource.attributes) if isinstance(provider, TracerProvider) else {}
     otlp: dict[str, Any] | None = None
-    if os.environ.get(WORKER_OTLP_ENV, "").strip().lower() in _TRUTHY:
+    if settings.worker_otlp:
         endpoint = (
             settings.otlp_endpoint
             or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")

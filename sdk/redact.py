@@ -228,6 +228,7 @@ class Redactor:
 
     __slots__ = (
         "_always",
+        "_args",
         "_key_cache",
         "_keys_re",
         "_min_len",
@@ -249,6 +250,8 @@ class Redactor:
                 raise ConfigurationError(
                     f"Redactor({name}=...) takes a list, not a single {name[:-1]}"
                 )
+        keys, patterns = tuple(keys), tuple(patterns)
+        self._args = (keys, patterns, defaults)  # to rebuild it in another process
         substrings: list[str] = []
         for key in keys:
             if not isinstance(key, str) or not "".join(_words(key)):
@@ -279,6 +282,12 @@ class Redactor:
         self._triggers = re.compile(_trie(triggers)) if triggers else None
         # Shorter text cannot hold a secret any built-in pattern recognises ("pwd=x").
         self._min_len = 1 if self._always else 5
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The compiled rules hold closures; rebuild from the arguments instead (steps sent to
+        # worker processes carry the caller's redaction settings this way).
+        keys, patterns, defaults = self._args
+        return (_rebuild, (keys, patterns, defaults))
 
     def is_secret_key(self, key: str) -> bool:
         """Whether values under ``key`` (a dict key, field or parameter name) are secrets."""
@@ -362,3 +371,7 @@ def _rule(pattern: re.Pattern[str], triggers: frozenset[str]) -> _Rule:
 
 def _whole(_m: re.Match[str]) -> str:
     return REDACTED
+
+
+def _rebuild(keys: tuple[str, ...], patterns: tuple[Any, ...], defaults: bool) -> Redactor:
+    return Redactor(keys=keys, patterns=patterns, defaults=defaults)

@@ -80,6 +80,7 @@ class Settings:
     otlp_timeout: float = 3.0
     otlp_explicit: bool = False
     service_name: str | None = None
+    worker_otlp: bool = False
 
 
 class _Fanout(SpanProcessor):
@@ -239,6 +240,7 @@ def _resolve(kwargs: Mapping[str, Any]) -> Settings:
         otlp_timeout=float(kwargs.get("otlp_timeout", 3.0)),
         otlp_explicit=endpoint is not None,
         service_name=kwargs.get("service_name"),
+        worker_otlp=bool(kwargs.get("worker_otlp")) or _env_flag("SPANFLOW_WORKER_OTLP"),
     )
 
 
@@ -337,6 +339,7 @@ def configure(
     otlp_timeout: float = 3.0,
     service_name: str | None = None,
     tracer_provider: trace.TracerProvider | None = None,
+    worker_otlp: bool | None = None,
 ) -> None:
     """Configure spanflow explicitly (optional: the first run configures itself).
 
@@ -357,6 +360,9 @@ def configure(
         otlp_timeout: seconds one export may take; bounds what a dead endpoint costs at exit.
         service_name: ``service.name`` when spanflow installs the provider (default: the script).
         tracer_provider: an SDK provider to add spanflow's processors to, instead of the global.
+        worker_otlp: steps sent to executors also export their spans over OTLP from the worker
+            (with these OTLP settings), so a worker that dies mid-task still leaves the spans
+            that had ended (default: ``$SPANFLOW_WORKER_OTLP``).
 
     Raises:
         ConfigurationError: an option is invalid; the message says how to fix it.
@@ -376,6 +382,7 @@ def configure(
         "otlp_protocol": otlp_protocol,
         "otlp_headers": otlp_headers,
         "service_name": service_name,
+        "worker_otlp": worker_otlp,
     }.items():
         if value is not None:
             kwargs[key] = value

@@ -23,7 +23,6 @@ from typing import Any
 from opentelemetry.context import Context
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from . import runtime
 from .redact import Redactor
 from .span_wire import WireSpan
 from .state import State
@@ -183,23 +182,10 @@ def shippable(fn: Callable[..., Any]) -> Any:
 
 
 def redactor_state(redactor: Redactor) -> tuple[Any, ...]:
-    """The parts of a Redactor that rebuild it in another process (its rules hold closures)."""
-    try:
-        patterns = tuple(rule[0] for rule in redactor._always)
-        return (redactor._keys_re, redactor._word_rules, patterns)
-    except AttributeError:  # a Redactor without these fields: workers redact with the defaults
-        runtime.count("remote_config_errors")
-        logger.warning(
-            "spanflow: cannot send the redaction settings to workers; they use the defaults"
-        )
-        return ()
+    """The caller's Redactor as it travels to workers (it pickles by its arguments)."""
+    return (redactor,)
 
 
 def rebuild_redactor(state: tuple[Any, ...]) -> Redactor:
-    """The Redactor described by :func:`redactor_state`."""
-    if not state:
-        return Redactor()
-    keys_re, defaults, patterns = state
-    redactor = Redactor(patterns=patterns, defaults=defaults)
-    redactor._keys_re = keys_re  # the caller's keys, its defaults included
-    return redactor
+    """The Redactor sent by :func:`redactor_state` (the defaults if none came)."""
+    return state[0] if state and isinstance(state[0], Redactor) else Redactor()

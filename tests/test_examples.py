@@ -14,18 +14,25 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 def run(script: str, db: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("SPANFLOW_", "OTEL_", "SUPPORT_"))}
+    clean = {
+        k: v for k, v in os.environ.items() if not k.startswith(("SPANFLOW_", "OTEL_", "SUPPORT_"))
+    }
     return subprocess.run(
         [sys.executable, str(EXAMPLES / script)],
         env={**clean, "SPANFLOW_DB": str(db), **env},
-        capture_output=True, text=True, timeout=120, cwd=db.parent,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=db.parent,
     )
 
 
 def runs(db: Path) -> list[Any]:
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
-        return conn.execute("select workflow, status, error from runs order by started_ns").fetchall()
+        return conn.execute(
+            "select workflow, status, error from runs order by started_ns"
+        ).fetchall()
     finally:
         conn.close()
 
@@ -69,7 +76,12 @@ def test_to_jaeger_survives_a_dead_endpoint(tmp_path: Path) -> None:
     port = sock.getsockname()[1]
     sock.close()
     db = tmp_path / "t.db"
-    proc = run("to_jaeger.py", db, SUPPORT_FIXED="1", OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{port}")
+    proc = run(
+        "to_jaeger.py",
+        db,
+        SUPPORT_FIXED="1",
+        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{port}",
+    )
     assert proc.returncode == 0, proc.stderr
     assert "'category': 'shipping'" in proc.stdout
     assert runs(db) == [("support", "ok", None)]
@@ -81,7 +93,12 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     proc = run("demo.py", db)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
-    assert "$ " in out and "spanflow runs" in out and "spanflow show" in out and "spanflow replay" in out
+    assert (
+        "$ " in out
+        and "spanflow runs" in out
+        and "spanflow show" in out
+        and "spanflow replay" in out
+    )
     assert "IndexError" in out
     assert "spanflow ui" in out
     statuses = [status for _, status, _ in runs(db)]

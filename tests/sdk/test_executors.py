@@ -25,7 +25,6 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import StatusCode
 from spanflow import attributes as attr
 from spanflow import runtime
-from spanflow.dispatch import WORKER_OTLP_ENV
 from spanflow.exporters.store import Store
 
 from tests.conftest import Recorded
@@ -310,16 +309,18 @@ def test_recording_off_still_runs_remotely(fork_pool: ProcessPoolExecutor) -> No
 
 
 def test_workers_export_otlp_themselves_when_asked(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fork_pool: ProcessPoolExecutor
+    tmp_path: Path, fork_pool: ProcessPoolExecutor
 ) -> None:
-    monkeypatch.setenv(WORKER_OTLP_ENV, "1")
     receiver = ec.OtlpReceiver()
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     with receiver.running():
         spanflow.configure(
-            tracer_provider=provider, db=tmp_path / "t.db", otlp_endpoint=receiver.endpoint
+            tracer_provider=provider,
+            db=tmp_path / "t.db",
+            otlp_endpoint=receiver.endpoint,
+            worker_otlp=True,
         )
         try:
             with pytest.raises(BrokenProcessPool):

@@ -514,5 +514,7 @@ def test_state_diffs_and_initial_state_are_redacted(recorded: Recorded) -> None:
     pipeline(Session(user="ada", note=f"old key {secret}"))
     diff = recorded.json("login", attr.STATE_DIFF)
     assert [op["path"] for op in diff] == ["/api_token", "/note"]
-    assert secret not in json.dumps(diff) and secret not in recorded.attr("pipeline", attr.STATE_INITIAL)
+    assert secret not in json.dumps(diff) and secret not in recorded.attr(
+        "pipeline", attr.STATE_INITIAL
+    )
     assert attr.STATE_DIFF in recorded.attr("login", attr.LOSSY)  # replay will not reuse it
