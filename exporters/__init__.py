@@ -1,19 +1,5 @@
-"""Where spans go: the local SQLite store (writer and reader) and its records."""
+"""Where spans go: the local SQLite store (writer and reader), its records, OTLP and files.
 
-from __future__ import annotations
-
-from .records import EventRecord, GcResult, LinkRecord, RunRecord, SpanRecord
-from .schema import SCHEMA_VERSION
-from .sqlite_store import SQLiteSpanProcessor
-from .store import Store
-
-__all__ = [
-    "SCHEMA_VERSION",
-    "EventRecord",
-    "GcResult",
-    "LinkRecord",
-    "RunRecord",
-    "SQLiteSpanProcessor",
-    "SpanRecord",
-    "Store",
-]
+Import the module you need (``spanflow.exporters.store``, ``.sqlite_store``, ``.file_formats``,
+``.otlp``); this package itself imports nothing, so a reader never loads the writer.
+"""

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+import importlib as _importlib
+from typing import TYPE_CHECKING
+from typing import Any as _Any
+
 from . import attributes
-from .context import current_run_id, with_context
-from .decorators import step, workflow
 from .errors import (
     ConfigurationError,
     RemoteStepError,
@@ -29,13 +31,51 @@ from .errors import (
     StoreError,
     UnknownRunError,
 )
-from .executors import RayExecutor
-from .genai import record_llm_usage
-from .parallel import map, parallel
-from .replay import replay
-from .routing import decision, route
-from .runtime import configure, flush, stats
-from .state import State
+
+if TYPE_CHECKING:
+    from .context import current_run_id, with_context
+    from .decorators import step, workflow
+    from .executors import RayExecutor
+    from .fanout import map, parallel
+    from .genai import record_llm_usage
+    from .replayer import replay
+    from .routing import decision, route
+    from .runtime import configure, flush, stats
+    from .state import State
+
+# The recording runtime (OpenTelemetry SDK, pydantic models, anyio) loads on first use, so tools
+# that only read stores (the CLI, the web viewer) start fast and never import it.
+_LAZY = {
+    "current_run_id": ".context",
+    "with_context": ".context",
+    "step": ".decorators",
+    "workflow": ".decorators",
+    "RayExecutor": ".executors",
+    "record_llm_usage": ".genai",
+    "map": ".fanout",
+    "parallel": ".fanout",
+    "replay": ".replayer",
+    "decision": ".routing",
+    "route": ".routing",
+    "configure": ".runtime",
+    "flush": ".runtime",
+    "stats": ".runtime",
+    "State": ".state",
+}
+
+
+def __getattr__(name: str) -> _Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'spanflow' has no attribute {name!r}")
+    value = getattr(_importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
 
 __all__ = [
     "ConfigurationError",

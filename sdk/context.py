@@ -20,7 +20,7 @@ from opentelemetry import context as otel_context
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
 
-    from .replay import ReplayPlan
+    from .replayer import ReplayPlan
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -34,7 +34,7 @@ from .state import State
 from .state_diff import JsonValue, make_patch
 
 if TYPE_CHECKING:
-    from .replay import ReplayPlan
+    from .replayer import ReplayPlan
 
 logger = logging.getLogger("spanflow")
 

@@ -226,7 +226,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     """``spanflow replay RUN``: run the recorded workflow again with today's code."""
     # The one place the viewer loads the runtime: replaying means running the user's code.
-    engine = importlib.import_module("spanflow.replay")
+    engine = importlib.import_module("spanflow.replayer")
     job = engine.load(args.run, db_path(args), args.from_step)
     where = (
         f"from {job.workflow_file}"

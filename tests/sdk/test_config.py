@@ -227,10 +227,20 @@ def test_unserialisable_and_huge_values_never_break_the_call(recorded: Recorded)
 
 
 def test_public_api_is_complete_and_documented() -> None:
-    public = {n for n in vars(spanflow) if not n.startswith("_")} - {"annotations"}
+    public = {n for n in dir(spanflow) if not n.startswith("_")} - {"annotations", "TYPE_CHECKING"}
     modules = {n for n in public if type(getattr(spanflow, n)).__name__ == "module"}
-    assert set(spanflow.__all__) - {"__version__"} == public - modules | {"attributes"}
+    assert set(spanflow.__all__) - {"__version__"} == (public - modules) | {"attributes"}
     for name in spanflow.__all__:
         obj = getattr(spanflow, name)
         if callable(obj):
             assert obj.__doc__, f"spanflow.{name} has no docstring"
+
+
+def test_reading_tools_do_not_load_the_recording_runtime() -> None:
+    code = (
+        "import sys, spanflow.viewer.cli, spanflow.exporters.store, spanflow.viewer.web;"
+        "print(sorted(m for m in sys.modules if m.startswith(('spanflow.decorators',"
+        " 'spanflow.runtime', 'spanflow.recording', 'opentelemetry.sdk.trace'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

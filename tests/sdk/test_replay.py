@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import spanflow
 from spanflow import attributes as attr
-from spanflow.replay import build_plan, check_entrypoint, load_workflow
+from spanflow.replayer import build_plan, check_entrypoint, load_workflow
 
 PIPELINE = """
 from __future__ import annotations
