@@ -114,14 +114,18 @@ class _Fanout(SpanProcessor):
             _safe_shutdown(p)
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
-        ok = True
-        for p in self.processors:
-            try:
-                ok = p.force_flush(timeout_millis) and ok
-            except Exception:
-                logger.exception("spanflow: flushing %r failed", p)
-                ok = False
-        return ok
+        return _flush_all(self.processors, timeout_millis)
+
+
+def _flush_all(processors: tuple[SpanProcessor, ...], timeout_millis: int) -> bool:
+    ok = True
+    for p in processors:
+        try:
+            ok = p.force_flush(timeout_millis) and ok
+        except Exception:
+            logger.exception("spanflow: flushing %r failed", p)
+            ok = False
+    return ok
 
 
 def _safe_shutdown(p: SpanProcessor) -> None:
@@ -149,14 +153,7 @@ class Runtime:
         return self.settings.enabled
 
     def flush(self, timeout_millis: int = 5000) -> bool:
-        ok = True
-        for p in self.processors:
-            try:
-                ok = p.force_flush(timeout_millis) and ok
-            except Exception:
-                logger.exception("spanflow: flushing %r failed", p)
-                ok = False
-        return ok
+        return _flush_all(self.processors, timeout_millis)
 
     def shutdown(self) -> None:
         for p in self.processors:
