@@ -18,14 +18,19 @@ help:
 	@echo "make test   - lint, type-check and run the whole test suite (installs what it needs)"
 	@echo "make bench  - run the benchmarks in bench/ and print the figures"
 
+# The demo needs spanflow alone; the tests add their extras (Ray, Dask, Playwright, ...).
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -e . --config-settings editable_mode=strict
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]' --config-settings editable_mode=strict
 	touch $@
 
-venv: $(VENV)/.installed
+venv: $(VENV)/.installed-test
 
-demo: venv
+demo: $(VENV)/.installed
 	@rm -f $(DEMO_DB) $(DEMO_DB)-wal $(DEMO_DB)-shm
 	SPANFLOW_DB=$(DEMO_DB) $(PY) examples/demo.py
 
