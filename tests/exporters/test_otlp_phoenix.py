@@ -17,7 +17,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
-from phoenix_server import (
+from tests.phoenix_server import (
     Phoenix,
     find_executable,
     free_port,

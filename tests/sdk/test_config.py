@@ -221,8 +221,9 @@ def test_unserialisable_and_huge_values_never_break_the_call(recorded: Recorded)
     assert take(hostile, cyclic, huge) is hostile
     span = recorded.one("take")
     assert span.attributes is not None
-    assert len(span.attributes["input.value"]) < 10_000
-    json.loads(span.attributes["input.value"])
+    recorded_input = str(span.attributes["input.value"])
+    assert len(recorded_input) < 10_000
+    json.loads(recorded_input)
     assert "spanflow.lossy" in span.attributes
 
 
