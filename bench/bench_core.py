@@ -9,8 +9,8 @@ reports the median of the rounds, so noise from the machine lands on all cases a
 from __future__ import annotations
 
 import argparse
-import functools
 import contextlib
+import functools
 import json
 import platform
 import sqlite3

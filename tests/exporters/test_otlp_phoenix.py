@@ -17,6 +17,9 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
+from spanflow import attributes as attr
+from spanflow.exporters import schema
+
 from tests.phoenix_server import (
     Phoenix,
     find_executable,
@@ -25,8 +28,6 @@ from tests.phoenix_server import (
     services_required,
     unavailable_reason,
 )
-from spanflow import attributes as attr
-from spanflow.exporters import schema
 
 SCRIPT_TIMEOUT_S = 60.0
 
