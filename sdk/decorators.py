@@ -23,7 +23,7 @@ from . import runtime
 from .binding import Binder
 from .errors import ConfigurationError, StepTimeout
 from .executors import check_executor
-from .recording import MISSING, StepCall, StepSpec, entrypoint_of
+from .recording import MISSING, StepCall, StepSpec, end_span, entrypoint_of
 from .retry import build_policy
 from .runtime import capture_set, count
 
@@ -322,15 +322,16 @@ def build_spec(fn: Any, step_type: str, o: Mapping[str, Any]) -> StepSpec:
         executor=executor,
         resources=resources,
         options=dict(o),
+        streams=is_gen,
     )
 
 
 def _begin(spec: StepSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> StepCall | None:
     """Start the call's span, or None when recording is off or cannot start."""
-    rt = runtime._runtime or runtime.get_runtime()
-    if not rt.settings.enabled:
-        return None
     try:
+        rt = runtime._runtime or runtime.get_runtime()
+        if not rt.settings.enabled:
+            return None
         return StepCall(spec, rt, args, kwargs)
     except Exception:
         count("span_start_errors")
@@ -485,7 +486,7 @@ class _AttemptTracker:
         if span is not None:
             if span.is_recording():
                 span.set_attribute(attr.ATTEMPT_WAIT, float(state.upcoming_sleep))
-            span.end()
+            end_span(span)
 
     def note(self, exc: BaseException) -> None:
         plural = "s" if self.number != 1 else ""
@@ -497,7 +498,7 @@ class _AttemptTracker:
     def close(self) -> None:
         span, self.pending = self.pending, None
         if span is not None:
-            span.end()
+            end_span(span)
         if self.call.span.is_recording():
             self.call.span.set_attribute(attr.STEP_ATTEMPTS, self.number)
 
@@ -590,6 +591,7 @@ def _gen_wrapper(
         if call is None:
             return (yield from fn(*args, **kwargs))
         items: list[Any] = []
+        keep = call.records_output  # hold items only when they will be recorded
         try:
             gen = fn(*args, **kwargs)
             to_send: Any = None
@@ -604,7 +606,7 @@ def _gen_wrapper(
                 finally:
                     thrown = None
                     call.suspend()
-                if len(items) < _MAX_GENERATOR_ITEMS:
+                if keep and len(items) < _MAX_GENERATOR_ITEMS:
                     items.append(item)
                 try:
                     to_send = yield item
@@ -631,9 +633,10 @@ def _async_gen_wrapper(
 ) -> Callable[..., AsyncGenerator[Any, Any]]:
     async def wrapper(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, Any]:
         call = _begin(spec, args, kwargs)
-        agen = fn(*args, **kwargs)
         items: list[Any] = []
+        keep = call is not None and call.records_output
         try:
+            agen = fn(*args, **kwargs)  # inside the try: bad arguments must still end the span
             to_send: Any = None
             thrown: BaseException | None = None
             while True:
@@ -647,7 +650,7 @@ def _async_gen_wrapper(
                     thrown = None
                     if call is not None:
                         call.suspend()
-                if call is not None and len(items) < _MAX_GENERATOR_ITEMS:
+                if keep and len(items) < _MAX_GENERATOR_ITEMS:
                     items.append(item)
                 try:
                     to_send = yield item

@@ -54,6 +54,10 @@ async def parallel(
     results: list[Any] = [_UNSET] * len(items)
     limiter = anyio.CapacityLimiter(limit) if limit is not None else None
 
+    # Each item's own exception object, as it left the item: task groups wrap (and on trio may
+    # re-wrap) what they collect, so the group is not the place to get it back from.
+    failures: list[BaseException] = []
+
     async def run_one(index: int, item: Awaitable[Any] | Callable[[], Any]) -> None:
         try:
             if limiter is None:
@@ -61,21 +65,22 @@ async def parallel(
             else:
                 async with limiter:
                     results[index] = await _invoke(item)
+        except BaseException as exc:
+            if not is_cancellation(exc):
+                failures.append(exc)
+            raise
         finally:
             _close_unstarted((item,))
 
-    failure: BaseException | None = None
     try:
         async with anyio.create_task_group() as tg:
             for index, item in enumerate(items):
                 tg.start_soon(run_one, index, item)
-    except BaseExceptionGroup as group:
-        leaves = [e for e in _leaves(group) if not is_cancellation(e)]
-        if len(leaves) != 1:
+    except BaseExceptionGroup:
+        if len(failures) != 1:
             raise
-        failure = leaves[0]
-    if failure is not None:
-        raise failure  # the item's own exception object, outside the group's except block
+    if failures:
+        raise failures[0]  # outside the group's except block: no group in its context
     return results
 
 
@@ -119,16 +124,6 @@ async def _invoke(item: Awaitable[Any] | Callable[[], Any]) -> Any:
     if inspect.isawaitable(result):  # a plain callable that returned a coroutine
         return await result
     return result
-
-
-def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
-    out: list[BaseException] = []
-    for exc in group.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            out.extend(_leaves(exc))
-        else:
-            out.append(exc)
-    return out
 
 
 def _close_unstarted(items: Iterable[object]) -> None:

@@ -62,6 +62,7 @@ class StepSpec:
     executor: Any = None
     resources: Mapping[str, Any] | None = None
     options: Mapping[str, Any] | None = None  # the decorator's own arguments, to rebuild it
+    streams: bool = False  # a generator: its items are consumed as it runs, never replayed
 
     def __reduce__(self) -> tuple[Any, ...]:
         # A step pickled by value (a script's function shipped to a worker) is rebuilt there from
@@ -147,6 +148,15 @@ def format_user_traceback(exc: BaseException) -> str:
         pending.extend(e for e in (current.__cause__, current.__context__) if e is not None)
         pending.extend(current.exceptions or ())
     return "".join(te.format())
+
+
+def end_span(span: Span) -> None:
+    """End a span; a failing span processor must not replace the user's result or exception."""
+    try:
+        span.end()
+    except Exception:
+        count("processor_errors")
+        logger.exception("spanflow: ending span %r failed in a span processor", span)
 
 
 def _has_state(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
@@ -256,14 +266,21 @@ class StepCall:
         if (
             plan is not None
             and not self.is_root
+            and not spec.streams
             and self._encoded_inputs is not None
             and span.is_recording()
         ):
-            hit, value = plan.lookup(path, spec.fn, self._encoded_inputs)
-            if hit and plan.apply_state(path, self._states):
-                self.cached = True
-                self.cached_value = value
-                span.set_attribute(attr.REPLAY_CACHED, True)
+            try:
+                hit, value = plan.lookup(path, spec.fn, self._encoded_inputs)
+                if hit and plan.apply_state(path, self._states):
+                    self.cached = True
+                    self.cached_value = value
+                    span.set_attribute(attr.REPLAY_CACHED, True)
+            except Exception:  # a broken lookup means "run it live", never a half-open span
+                count("replay_errors")
+                logger.warning(
+                    "spanflow: replay lookup of %s failed; running it live", path, exc_info=True
+                )
 
     # -- inputs -------------------------------------------------------------------------------
 
@@ -352,10 +369,15 @@ class StepCall:
         redactor = self.rt.settings.redactor
         changed = False
         for op in ops:
+            tokens = [t.replace("~1", "/").replace("~0", "~") for t in op["path"].split("/")[1:]]
+            # A secret can be a key too (a cache keyed by API key): redact path tokens by shape.
+            clean = [redactor.redact_text(t)[0] for t in tokens]
+            if clean != tokens:
+                op["path"] = "".join("/" + t.replace("~", "~0").replace("/", "~1") for t in clean)
+                changed = True
             if "value" not in op:
                 continue
-            tokens = op["path"].split("/")[1:]
-            if any(redactor.is_secret_key(t.replace("~1", "/").replace("~0", "~")) for t in tokens):
+            if any(redactor.is_secret_key(t) for t in tokens):
                 op["value"] = REDACTED
                 changed = True
                 continue
@@ -366,12 +388,21 @@ class StepCall:
 
     # -- outcome ------------------------------------------------------------------------------
 
+    @property
+    def records_output(self) -> bool:
+        """Whether :meth:`succeed` will record the output (callers may skip collecting it)."""
+        return (
+            self.span.is_recording()
+            and "outputs" in self.spec.capture
+            and "outputs" in self.rt.settings.capture
+        )
+
     def succeed(self, result: Any) -> None:
         """The call returned ``result``: record it and end the span."""
         span = self.span
         try:
             if span.is_recording():
-                if "outputs" in self.spec.capture and "outputs" in self.rt.settings.capture:
+                if self.records_output:
                     enc = self._encode(attr.OUTPUT_VALUE, result)
                     span.set_attributes(
                         {attr.OUTPUT_VALUE: enc.json, attr.OUTPUT_MIME_TYPE: attr.JSON_MIME}
@@ -465,7 +496,7 @@ class StepCall:
         except Exception:
             count("capture_errors")
         self.suspend()
-        span.end()
+        end_span(span)
 
     def suspend(self) -> None:
         """Make the caller's context current again (generators do this at every ``yield``)."""

@@ -194,7 +194,10 @@ def build_plan(run_id: str, spans: Sequence[Any], from_step: str | None) -> tupl
             path=path,
             name=str(a.get(attr.STEP_NAME, span.name)),
             span_id=span.span_id,
-            ok=span.status != "ERROR",
+            # A fallback's or default's value is a stand-in for the step's own: run it again.
+            ok=span.status != "ERROR"
+            and not a.get(attr.FALLBACK_USED)
+            and not a.get(attr.DEFAULT_USED),
             input_json=a.get(attr.INPUT_VALUE),
             output_json=a.get(attr.OUTPUT_VALUE),
             state_diff=a.get(attr.STATE_DIFF),

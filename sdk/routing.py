@@ -26,9 +26,10 @@ def decision(branch: str, *, reason: Any = None, name: str | None = None) -> str
     if span.is_recording():
         from .runtime import get_runtime
 
-        encoded = encode(reason, max_bytes=_REASON_BYTES, redactor=get_runtime().settings.redactor)
+        redactor = get_runtime().settings.redactor
+        encoded = encode(reason, max_bytes=_REASON_BYTES, redactor=redactor)
         attributes: dict[str, str] = {
-            attr.ROUTE_BRANCH: str(branch),
+            attr.ROUTE_BRANCH: redactor.redact_text(str(branch))[0],
             attr.ROUTE_REASON: encoded.json,
         }
         if name:

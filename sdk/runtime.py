@@ -39,6 +39,7 @@ _CAPTURE_SETS: dict[str, frozenset[str]] = {
     "none": frozenset(),
 }
 _TRUTHY = {"1", "true", "yes", "on"}
+_PROTOCOLS = frozenset({"http/protobuf", "grpc"})
 _counters: Counter[str] = Counter()
 _counters_lock = threading.Lock()
 
@@ -199,17 +200,23 @@ def _resolve(kwargs: Mapping[str, Any]) -> Settings:
         raise ConfigurationError(
             f"configure(max_value_bytes={max_bytes!r}): pass an int of at least 64 (bytes per value)"
         )
-    protocol = (
-        kwargs.get("otlp_protocol")
-        or os.environ.get(
-            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "")
-        )
-        or "http/protobuf"
-    )
-    if protocol not in {"http/protobuf", "grpc"}:
+    protocol = kwargs.get("otlp_protocol")
+    if protocol is not None and protocol not in _PROTOCOLS:
         raise ConfigurationError(
             f"otlp_protocol={protocol!r} is not supported: use 'http/protobuf' or 'grpc'"
         )
+    if protocol is None:
+        env_protocol = os.environ.get(
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "")
+        )
+        protocol = env_protocol if env_protocol in _PROTOCOLS else "http/protobuf"
+        if env_protocol and env_protocol not in _PROTOCOLS:
+            # An environment setting must not stop the application: say so, use the default.
+            logger.warning(
+                "spanflow: OTLP protocol %r from the environment is not supported; "
+                "using http/protobuf (or set 'grpc')",
+                env_protocol,
+            )
     endpoint = kwargs.get("otlp_endpoint")
     headers = kwargs.get("otlp_headers")
     if headers is not None and not isinstance(headers, Mapping):
@@ -402,10 +409,9 @@ def get_runtime() -> Runtime:
         if _runtime is None:
             try:
                 _set(_build(_resolve({}), None))
-            except ConfigurationError:
-                raise
             except Exception:
-                # Recording must not break the application: fall back to plain calls.
+                # Zero-config start-up never raises into the application (an environment
+                # mistake included): log it, count it, and run the calls unrecorded.
                 logger.exception("spanflow: could not start recording; running without it")
                 count("startup_errors")
                 _set(
@@ -475,6 +481,7 @@ def store_path() -> Path | None:
 
 
 _hooks_installed = False
+_SIGTERM_FLUSH_S = 3.0
 
 
 def _install_hooks(rt: Runtime) -> None:
@@ -502,8 +509,12 @@ def _at_exit() -> None:
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    # Write what has finished, then die the way SIGTERM would have killed us.
-    _at_exit()
+    # Write what has finished, then die the way SIGTERM would have killed us. The flush runs in
+    # a thread with a bounded wait: the signal may have interrupted this thread while it held a
+    # lock the flush needs, and a handler that blocks on it would hang the process for good.
+    flusher = threading.Thread(target=_at_exit, name="spanflow-sigterm-flush", daemon=True)
+    flusher.start()
+    flusher.join(_SIGTERM_FLUSH_S)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     os.kill(os.getpid(), signal.SIGTERM)
 

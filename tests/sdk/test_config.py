@@ -245,3 +245,23 @@ def test_reading_tools_do_not_load_the_recording_runtime() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_an_unsupported_protocol_in_the_environment_does_not_stop_the_app(tmp_path: Path) -> None:
+    proc = run_script(
+        tmp_path,
+        """
+        import spanflow
+
+        @spanflow.step
+        def add(a: int, b: int) -> int:
+            return a + b
+
+        print(add(1, 2), add(2, 3))
+    """,
+        env={"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json", "SPANFLOW_DB": str(tmp_path / "t.db")},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["3", "5"]
+    assert "not supported" in proc.stderr
+    assert rows(tmp_path / "t.db", "select count(*) from runs") == [(2,)]

@@ -456,3 +456,63 @@ def test_recorded_traceback_shows_user_frames_only(recorded: Recorded) -> None:
     assert "in outer" in stack and "in inner" in stack and 'raise ValueError("bad")' in stack
     assert "spanflow/decorators.py" not in stack and "sdk/decorators.py" not in stack
     assert "tenacity" not in stack and "_base.py" not in stack
+
+
+async def test_async_generator_with_bad_arguments_does_not_leak_its_span(
+    recorded: Recorded,
+) -> None:
+    @spanflow.step
+    async def agen(x: int) -> Any:
+        yield x
+
+    with pytest.raises(TypeError):
+        async for _ in agen():  # type: ignore[call-arg]
+            pass
+    assert spanflow.current_run_id() is None  # the caller is not left inside the failed call
+    assert recorded.one("agen").status.status_code is StatusCode.ERROR
+
+
+def test_generator_without_output_capture_holds_no_items(recorded: Recorded) -> None:
+    import gc
+    import weakref
+
+    class Chunk:
+        pass
+
+    alive: list[weakref.ref[Chunk]] = []
+
+    @spanflow.step(capture="none")
+    def stream(n: int) -> Any:
+        for _ in range(n):
+            chunk = Chunk()
+            alive.append(weakref.ref(chunk))
+            yield chunk
+
+    for chunk in stream(5):
+        del chunk
+    gc.collect()
+    assert all(ref() is None for ref in alive)
+
+
+def test_a_failing_span_processor_never_replaces_results_or_errors(recorded: Recorded) -> None:
+    from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
+
+    class Broken(SpanProcessor):
+        def on_end(self, span: ReadableSpan) -> None:
+            raise RuntimeError("exporter bug")
+
+    recorded.provider.add_span_processor(Broken())
+    err = KeyError("user error")
+
+    @spanflow.step
+    def ok() -> int:
+        return 42
+
+    @spanflow.step(retries=1, retry=__import__("tenacity").wait_none())
+    def bad() -> None:
+        raise err
+
+    assert ok() == 42
+    with pytest.raises(KeyError) as info:
+        bad()
+    assert info.value is err

@@ -518,3 +518,38 @@ def test_state_diffs_and_initial_state_are_redacted(recorded: Recorded) -> None:
         "pipeline", attr.STATE_INITIAL
     )
     assert attr.STATE_DIFF in recorded.attr("login", attr.LOSSY)  # replay will not reuse it
+
+
+def test_secret_shaped_keys_and_branches_are_redacted(recorded: Recorded) -> None:
+    key = "sk-proj-4f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c"
+
+    class Usage(spanflow.State):
+        per_key: dict[str, int] = {}
+
+    @spanflow.step
+    def count_usage(state: Usage) -> str:
+        state.per_key[key] = 1
+        return spanflow.route(key, {key: lambda: "premium"})
+
+    assert count_usage(Usage()) == "premium"
+    dumped = json.dumps([dict(s.attributes or {}) for s in recorded.spans])
+    dumped += json.dumps([dict(e.attributes or {}) for s in recorded.spans for e in s.events])
+    assert key not in dumped
+    assert recorded.json("count_usage", attr.STATE_DIFF)[0]["path"].startswith("/per_key/")
+
+
+async def test_parallel_returns_an_items_own_exception_group(recorded: Recorded) -> None:
+    group = ExceptionGroup("validation failed", [ValueError("bad field")])
+
+    @spanflow.step
+    async def validate() -> None:
+        raise group
+
+    @spanflow.step
+    async def fine() -> int:
+        await anyio.sleep(0.01)
+        return 1
+
+    with pytest.raises(ExceptionGroup) as info:
+        await spanflow.parallel(validate(), fine())
+    assert info.value is group

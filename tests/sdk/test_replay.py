@@ -210,3 +210,67 @@ def test_plan_paths_skip_attempt_spans() -> None:
     plan, root = build_plan(rid, spans, None)
     assert root.span_id == "1" * 16
     assert set(plan.calls) == {"wf", "wf/flaky[0]", "wf/flaky[0]/inner[0]", "wf/flaky[0]/inner[1]"}
+
+
+def test_replay_reruns_steps_whose_value_came_from_a_default_and_never_reuses_generators(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mod = tmp_path / "degraded.py"
+    mod.write_text(
+        textwrap.dedent("""
+        from collections.abc import Iterator
+        import spanflow
+
+        BROKEN = True
+        CALLS: list[str] = []
+
+        class S(spanflow.State):
+            seen: list[int] = []
+
+        @spanflow.step(default="N/A")
+        def summarize(text: str) -> str:
+            CALLS.append("summarize")
+            if BROKEN:
+                raise ConnectionError("LLM down")
+            return text.upper()
+
+        @spanflow.step
+        def produce(s: S, n: int) -> Iterator[int]:
+            CALLS.append("produce")
+            for i in range(n):
+                s.seen.append(i)
+                yield i
+
+        @spanflow.step
+        def publish(summary: str) -> str:
+            if summary == "N/A":
+                raise ValueError("nothing to publish")
+            return "published " + summary
+
+        @spanflow.workflow
+        def wf(text: str) -> list[object]:
+            s = S()
+            total = sum(produce(s, 3))
+            return [publish(summarize(text)), total, s.seen]
+    """)
+    )
+    db = tmp_path / "t.db"
+    monkeypatch.syspath_prepend(str(tmp_path))
+    spanflow.configure(db=db)
+    try:
+        import degraded  # type: ignore[import-not-found]
+
+        with pytest.raises(ValueError):
+            degraded.wf("hello")
+        spanflow.flush()
+        from spanflow.exporters.store import Store
+
+        with Store.open(db) as store:
+            run_id = store.list_runs()[0].id
+        degraded.BROKEN = False
+        degraded.CALLS.clear()
+        assert spanflow.replay(run_id, db=db) == ["published HELLO", 3, [0, 1, 2]]
+        assert sorted(degraded.CALLS) == ["produce", "summarize"]
+    finally:
+        sys.modules.pop("degraded", None)
+        spanflow.runtime.reset_for_tests()
