@@ -6,7 +6,9 @@ Prints:
   2. the same two halves measured apart: span -> row on the caller's thread, and rows -> the
      indexed schema in the writer;
   3. what the processor adds to the application's thread when spans come from a real tracer;
-  4. the run-list and one-run-spans query times on a store of ``--big`` spans (default 1M),
+  4. how late spans reach the disk while the application thread keeps the GIL busy (the
+     store promises half a second): runs of 10 spans made as fast as one thread can;
+  5. the run-list and one-run-spans query times on a store of ``--big`` spans (default 1M),
      built directly with executemany.
 
 Run: ``python bench/bench_store.py [--spans N] [--big N]``.
@@ -22,6 +24,7 @@ import random
 import sqlite3
 import statistics
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -45,7 +48,9 @@ from spanflow.attributes import (
     WORKFLOW_ENTRYPOINT,
 )
 from spanflow.exporters import schema
-from spanflow.exporters.sqlite_store import SQLiteSpanProcessor, span_extra, span_row
+from spanflow.exporters._batch import BatchWriter
+from spanflow.exporters._span_rows import RowMaker
+from spanflow.exporters.sqlite_store import SQLiteSpanProcessor, span_extra
 from spanflow.exporters.store import Store
 
 SPANS_PER_RUN = 10
@@ -144,26 +149,25 @@ def bench_processor(directory: pathlib.Path, n_spans: int) -> None:
 def bench_stages(directory: pathlib.Path, n_spans: int) -> None:
     """The two halves apart: span -> row (caller's thread), rows -> indexed schema (writer)."""
     spans = make_runs(n_spans)
+    maker = RowMaker()
     started = time.perf_counter()
-    queue: list[Any] = []  # in the processor's queue order: a row, then its extra if any
+    rows: list[schema.SpanRow] = []
+    extras: list[schema.SpanExtra] = []
     for span in spans:
+        assert span.context is not None
         attrs = dict(span.attributes or {})
-        row = span_row(span, span.context, attrs)
-        queue.append(row)
+        row = maker.row(span, span.context, attrs)
+        rows.append(row)
         if span.parent is None:
-            queue.append(span_extra(span, attrs, row, (), ()))
+            extras.append(span_extra(span, attrs, row, (), ()))
     convert = time.perf_counter() - started
     conn = schema.open_for_writing(directory / "stages.db")
-    writer = schema.BatchWriter()
+    writer = BatchWriter()
     cpu, started = time.process_time(), time.perf_counter()
-    for i in range(0, len(queue), 4096):
-        batch = queue[i : i + 4096]
+    # Rounds as the writer thread commits them: 4,000 spans (400 runs) per transaction.
+    for i in range(0, len(rows), 4000):
         conn.execute("BEGIN IMMEDIATE")
-        writer.write(
-            conn,
-            [item for item in batch if type(item) is list],
-            [item for item in batch if type(item) is tuple],
-        )
+        writer.write(conn, rows[i : i + 4000], extras[i // 10 : (i + 4000) // 10])
         conn.execute("COMMIT")
     write, cpu = time.perf_counter() - started, time.process_time() - cpu
     conn.close()
@@ -238,6 +242,90 @@ def bench_overhead(directory: pathlib.Path, n_spans: int) -> None:
         f"application thread, real tracer: {total / n * 1e6:.1f} us per span in all, of which "
         f"{timed_proc.seconds / n * 1e6:.1f} us in the store's on_start/on_end; "
         f"{written:,} spans written"
+    )
+
+
+class EndTimes(SpanProcessor):
+    """Remembers when each span ended, by span id."""
+
+    def __init__(self) -> None:
+        self.ended: dict[str, int] = {}
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if span.context is not None and span.end_time is not None:
+            self.ended[f"{span.context.span_id:016x}"] = span.end_time
+
+
+def bench_lag(directory: pathlib.Path, seconds: float, *, cold: bool) -> None:
+    """How late spans reach the disk while the application thread never lets the GIL rest.
+
+    ``cold``: the store is created while the application is already busy (creating it takes
+    over a hundred statements, each waiting for the GIL); else it exists and is open first.
+    """
+    path = directory / ("cold.db" if cold else "lag.db")
+    provider = TracerProvider()
+    proc = SQLiteSpanProcessor(path)
+    ends = EndTimes()
+    provider.add_span_processor(proc)
+    provider.add_span_processor(ends)
+    if not cold:
+        traced_runs(provider, 1)
+        proc.force_flush()
+    seen: dict[str, int] = {}
+    done = threading.Event()
+
+    def watch() -> None:
+        # Polls the committed spans; a span's lag is when it was first seen minus its end.
+        conn: sqlite3.Connection | None = None
+        last = 0
+        try:
+            while not done.wait(0.02):
+                now = time.time_ns()
+                # One row per query: fetching row by row would give the GIL up (and wait up
+                # to 5 ms for it) once per span.
+                try:
+                    conn = conn or sqlite3.connect(schema.ro_uri(path), uri=True)
+                    top, ids = conn.execute(
+                        "SELECT max(rowid), group_concat(span_id) FROM spans WHERE rowid > ?",
+                        (last,),
+                    ).fetchone()
+                except sqlite3.Error:  # the store is still being created
+                    continue
+                if top is not None:
+                    seen.update(dict.fromkeys(ids.split(","), now))
+                    last = top
+        finally:
+            if conn is not None:
+                conn.close()
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    n_runs = 0
+    since = time.time_ns()
+    started = time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        traced_runs(provider, 100)
+        n_runs += 100
+    elapsed = time.perf_counter() - started
+    backlog = proc.stats()["queue_size"]
+    proc.force_flush()
+    time.sleep(0.1)
+    done.set()
+    watcher.join()
+    provider.shutdown()
+    lags = sorted(
+        (seen[span_id] - end) / 1e9
+        for span_id, end in ends.ended.items()
+        if span_id in seen and end > since
+    )
+    late = sum(lag > 0.5 for lag in lags)
+    print(
+        f"busy application thread, {'store created meanwhile' if cold else 'store open'}: "
+        f"{n_runs * SPANS_PER_RUN / elapsed:,.0f} spans/s ({n_runs:,} runs of {SPANS_PER_RUN}); "
+        f"committed {lags[len(lags) // 2]:.2f} s after the span ended (median), "
+        f"{lags[int(len(lags) * 0.99)]:.2f} s (99th percentile), {lags[-1]:.2f} s (max), "
+        f"{late:,} of {len(lags):,} later than 0.5 s; {backlog:,} queued at the end, "
+        f"{proc.stats()['spans_dropped']:,} dropped (±0.02 s polling)"
     )
 
 
@@ -364,6 +452,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spans", type=int, default=200_000, help="spans through the processor")
     parser.add_argument("--big", type=int, default=1_000_000, help="spans in the query store")
+    parser.add_argument(
+        "--lag-seconds", type=float, default=6.0, help="how long the busy application runs"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="spanflow-bench-") as tmp:
         directory = pathlib.Path(tmp)
@@ -371,6 +462,8 @@ def main() -> None:
         bench_processor(directory, args.spans)
         bench_stages(directory, args.spans)
         bench_overhead(directory, min(args.spans, 50_000))
+        bench_lag(directory, 2.0, cold=True)
+        bench_lag(directory, args.lag_seconds, cold=False)
         bench_queries(directory, args.big)
 
 

@@ -12,13 +12,14 @@ Tables (version 1)::
     events     span events (exceptions, logs), keyed by (run_pk, span_id)
     links      span links, keyed by (run_pk, span_id)
     resources  distinct resource attribute sets, referenced by spans.resource_pk
+
+Writing spans into these tables is ``_batch.BatchWriter``'s job (also reachable here as
+``schema.BatchWriter``).
 """
 
 from __future__ import annotations
 
-import collections
 import datetime as _dt
-import itertools
 import json
 import json.encoder
 import os
@@ -26,10 +27,13 @@ import pathlib
 import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import sqlite_utils
 from spanflow.errors import StoreError
+
+if TYPE_CHECKING:
+    from ._batch import BatchWriter as BatchWriter
 
 SCHEMA_VERSION: Final = 1
 FORMAT_NAME: Final = "spanflow"
@@ -379,67 +383,7 @@ def _is_foreign_error(exc: sqlite3.DatabaseError) -> bool:
     return name in ("SQLITE_NOTADB", "SQLITE_CORRUPT") or "not a database" in str(exc)
 
 
-# -- writing -------------------------------------------------------------------------------------
-
-UPSERT_RUN: Final = f"""
-INSERT INTO {RUNS} ({RUN_ID}, {RUN_WORKFLOW}, {RUN_ENTRYPOINT}, {RUN_WORKFLOW_FILE},
-    {RUN_STATUS}, {RUN_ERROR}, {RUN_STARTED_NS}, {RUN_ENDED_NS}, {RUN_DURATION_MS},
-    {RUN_REPLAY_OF}, {RUN_SERVICE}, {RUN_HOST}, {RUN_PID}, {RUN_PROCESS_START},
-    {RUN_ATTRS_VERSION}, {RUN_SPAN_COUNT}, {RUN_ERROR_COUNT})
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT({RUN_ID}) DO UPDATE SET
-    {RUN_SPAN_COUNT} = {RUN_SPAN_COUNT} + excluded.{RUN_SPAN_COUNT},
-    {RUN_ERROR_COUNT} = {RUN_ERROR_COUNT} + excluded.{RUN_ERROR_COUNT},
-    {RUN_WORKFLOW} = coalesce(excluded.{RUN_WORKFLOW}, {RUN_WORKFLOW}),
-    {RUN_ENTRYPOINT} = coalesce(excluded.{RUN_ENTRYPOINT}, {RUN_ENTRYPOINT}),
-    {RUN_WORKFLOW_FILE} = coalesce(excluded.{RUN_WORKFLOW_FILE}, {RUN_WORKFLOW_FILE}),
-    {RUN_STATUS} = CASE WHEN excluded.{RUN_STATUS} = '{STATUS_RUNNING}'
-        THEN {RUN_STATUS} ELSE excluded.{RUN_STATUS} END,
-    {RUN_ERROR} = CASE WHEN excluded.{RUN_STATUS} = '{STATUS_RUNNING}'
-        THEN {RUN_ERROR} ELSE excluded.{RUN_ERROR} END,
-    {RUN_STARTED_NS} = excluded.{RUN_STARTED_NS},
-    {RUN_ENDED_NS} = coalesce(excluded.{RUN_ENDED_NS}, {RUN_ENDED_NS}),
-    {RUN_DURATION_MS} = coalesce(excluded.{RUN_DURATION_MS}, {RUN_DURATION_MS}),
-    {RUN_REPLAY_OF} = coalesce(excluded.{RUN_REPLAY_OF}, {RUN_REPLAY_OF}),
-    {RUN_SERVICE} = coalesce(excluded.{RUN_SERVICE}, {RUN_SERVICE}),
-    {RUN_HOST} = coalesce({RUN_HOST}, excluded.{RUN_HOST}),
-    {RUN_PID} = coalesce({RUN_PID}, excluded.{RUN_PID}),
-    {RUN_PROCESS_START} = coalesce({RUN_PROCESS_START}, excluded.{RUN_PROCESS_START}),
-    {RUN_ATTRS_VERSION} = coalesce(excluded.{RUN_ATTRS_VERSION}, {RUN_ATTRS_VERSION})
-"""
-"""Insert or complete a run from its root span, adding to its span counts; a finished status
-is never turned back. Parameters: a run row (15 values) then the span and error counts."""
-
-#: Positions in a run row: the first 15 parameters of ``UPSERT_RUN``.
-RUN_ROW_STATUS: Final = 4
-RUN_ROW_SERVICE: Final = 10
-_RUN_ROW_NAMING: Final = (1, 2, 3, 9)  # workflow, entrypoint, file, replay_of
-
-_FINISH_RUN: Final = (
-    f"UPDATE {RUNS} SET {RUN_STATUS} = ?, {RUN_ERROR} = ?, {RUN_ENDED_NS} = ?, "
-    f"{RUN_DURATION_MS} = ?, {RUN_SPAN_COUNT} = {RUN_SPAN_COUNT} + ?, "
-    f"{RUN_ERROR_COUNT} = {RUN_ERROR_COUNT} + ? WHERE {RUN_PK} = ? AND {RUN_ID} = ?"
-)
-_ADD_COUNTS: Final = (
-    f"UPDATE {RUNS} SET {RUN_SPAN_COUNT} = {RUN_SPAN_COUNT} + ?, "
-    f"{RUN_ERROR_COUNT} = {RUN_ERROR_COUNT} + ? WHERE {RUN_PK} = ? AND {RUN_ID} = ?"
-)
-_ENSURE_RUN: Final = (
-    f"INSERT INTO {RUNS} ({RUN_ID}, {RUN_STATUS}, {RUN_STARTED_NS}, {RUN_SPAN_COUNT}, "
-    f"{RUN_ERROR_COUNT}) VALUES (?, '{STATUS_RUNNING}', ?, ?, ?) ON CONFLICT({RUN_ID}) DO UPDATE "
-    f"SET {RUN_SPAN_COUNT} = {RUN_SPAN_COUNT} + excluded.{RUN_SPAN_COUNT}, "
-    f"{RUN_ERROR_COUNT} = {RUN_ERROR_COUNT} + excluded.{RUN_ERROR_COUNT}"
-)
-# RETURNING (SQLite 3.35+) saves a SELECT per new run; older libraries do the SELECT.
-_RETURNING: Final = sqlite3.sqlite_version_info >= (3, 35, 0)
-_SELECT_RUN_PK: Final = f"SELECT {RUN_PK} FROM {RUNS} WHERE {RUN_ID} = ?"
-_INSERT_SPAN: Final = f"INSERT INTO {SPANS} VALUES ({', '.join('?' * len(SPAN_COLUMNS))})"
-_INSERT_EVENT: Final = f"INSERT INTO {EVENTS} VALUES ({', '.join('?' * len(EVENT_COLUMNS))})"
-_INSERT_LINK: Final = f"INSERT INTO {LINKS} VALUES ({', '.join('?' * len(LINK_COLUMNS))})"
-_MULTI_ROWS: Final = 32
-_INSERT_SPANS_MULTI: Final = f"INSERT INTO {SPANS} VALUES " + ", ".join(
-    [f"({', '.join('?' * len(SPAN_COLUMNS))})"] * _MULTI_ROWS
-)
+# -- row format ----------------------------------------------------------------------------------
 
 _C_MAKE_ENCODER: Any = getattr(json.encoder, "c_make_encoder", None)
 # Built once: json.dumps builds a new C encoder on every call, which is half its cost. ASCII
@@ -467,153 +411,22 @@ def dumps(value: Mapping[str, Any]) -> str:
 hex_trace_id: Final[Callable[[int], str]] = "%032x".__mod__
 hex_span_id: Final[Callable[[int], str]] = "%016x".__mod__
 
-SpanRow = list[Any]
-"""A span to insert: the ``SPAN_COLUMNS`` values, except that ``run_pk`` holds the trace id
-(int) and ``resource_pk`` the resource (anything with ``.attributes``, a mapping, or None); the
-writer swaps in the keys in place."""
+SpanRow = Sequence[Any]
+"""A span to insert: the ``SPAN_COLUMNS`` values, except that ``run_pk`` holds the run's trace
+id (its 32-hex text, or the int) and ``resource_pk`` the resource: its ``resources.attributes``
+text, or anything with ``.attributes``, a mapping, or None; ``parent_id`` and ``status_message``
+may give None as the int 0. Rows are never modified."""
 
-SpanExtra = tuple[int, str, Any, Any, Any]
-"""What a span has besides its row, when it has any: (trace id, span id, events as
-``(name, time_ns, attributes_json)`` tuples or None, links as ``(trace_id_hex, span_id_hex,
-attributes_json)`` tuples or None, the ``UPSERT_RUN`` parameters if it ends its run or None)."""
-
-
-class _RunState:
-    __slots__ = ("named", "pk")
-
-    def __init__(self, pk: int, named: tuple[Any, ...] | None) -> None:
-        self.pk = pk
-        self.named = named  # the naming fields this writer stored with the run, if any
+SpanExtra = tuple[Any, str, Any, Any, Any]
+"""What a span has besides its row, when it has any: (trace id as in ``SpanRow``, span id,
+events as ``(name, time_ns, attributes_json)`` tuples or None, links as ``(trace_id_hex,
+span_id_hex, attributes_json)`` tuples or None, the run row if it ends its run or None)."""
 
 
-class BatchWriter:
-    """Writes batches of spans into an open store, caching run and resource keys.
+def __getattr__(name: str) -> Any:
+    # The writer lives in its own module, which needs this one: import it on first use.
+    if name == "BatchWriter":
+        from ._batch import BatchWriter
 
-    The caller owns the transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``) and must call
-    :meth:`forget` after a rollback.
-    """
-
-    def __init__(self) -> None:
-        self._runs: dict[int, _RunState] = {}
-        self._resource_pks: dict[int, tuple[object, int]] = {}
-
-    def forget(self) -> None:
-        """Drop cached keys (they may name rows a rolled-back transaction created)."""
-        self._runs.clear()
-        self._resource_pks.clear()
-
-    def write(
-        self,
-        conn: sqlite3.Connection,
-        rows: list[SpanRow],
-        extras: Sequence[SpanExtra] = (),
-        runs: Sequence[tuple[Any, ...]] = (),
-    ) -> int:
-        """Insert ``rows`` (modified in place) and ``extras``; upsert ``runs`` (run rows of
-        roots that started) and the runs the spans belong to, with their span counts.
-
-        Returns:
-            The number of run rows inserted or updated from a root span.
-        """
-        states = self._runs
-        latest: dict[str, tuple[Any, ...]] = {r[0]: r for r in runs}
-        latest.update((ex[4][0], ex[4]) for ex in extras if ex[4] is not None)
-        spans = collections.Counter(r[0] for r in rows)
-        errors = collections.Counter(r[0] for r in rows if r[5] == "ERROR")
-        for hex_id, run in latest.items():
-            tid = int(hex_id, 16)
-            self._write_run(conn, tid, hex_id, run, spans.pop(tid, 0), errors.get(tid, 0))
-        first: dict[int, int] | None = None
-        for tid, n in spans.items():
-            hex_id = hex_trace_id(tid)
-            state = states.get(tid)
-            # The cached key is checked against the id: a gc may have deleted the run since.
-            counts = (n, errors.get(tid, 0))
-            if state is None or not conn.execute(_ADD_COUNTS, (*counts, state.pk, hex_id)).rowcount:
-                if first is None:
-                    first = {r[0]: r[7] for r in reversed(rows)}
-                pk = _upsert(conn, _ENSURE_RUN, (hex_id, first[tid], *counts), hex_id)
-                states[tid] = _RunState(pk, None)
-        for ex in extras:
-            if ex[0] not in states:
-                hex_id = hex_trace_id(ex[0])
-                pk = _upsert(conn, _ENSURE_RUN, (hex_id, time.time_ns(), 0, 0), hex_id)
-                states[ex[0]] = _RunState(pk, None)
-        last: object = None
-        res_pk = None
-        for r in rows:
-            r[0] = states[r[0]].pk
-            if r[10] is not last:
-                last, res_pk = r[10], self._resource_pk(conn, r[10])
-            r[10] = res_pk
-        _insert_spans(conn, rows)
-        events = [
-            (states[ex[0]].pk, ex[1], i, *e) for ex in extras if ex[2] for i, e in enumerate(ex[2])
-        ]
-        links = [
-            (states[ex[0]].pk, ex[1], i, *k) for ex in extras if ex[3] for i, k in enumerate(ex[3])
-        ]
-        if events:
-            conn.executemany(_INSERT_EVENT, events)
-        if links:
-            conn.executemany(_INSERT_LINK, links)
-        if len(states) > 50_000:
-            states.clear()
-        return len(latest)
-
-    def _write_run(
-        self,
-        conn: sqlite3.Connection,
-        tid: int,
-        hex_id: str,
-        run: tuple[Any, ...],
-        spans: int,
-        errors: int,
-    ) -> None:
-        state = self._runs.get(tid)
-        named = tuple(run[i] for i in _RUN_ROW_NAMING)
-        if state is not None and state.named == named and run[RUN_ROW_STATUS] != STATUS_RUNNING:
-            # This writer stored the run when it started: only the outcome changes, which
-            # touches one index instead of all of them.
-            finish = (*run[4:6], *run[7:9], spans, errors, state.pk, hex_id)
-            if conn.execute(_FINISH_RUN, finish).rowcount:
-                return
-        pk = _upsert(conn, UPSERT_RUN, (*run, spans, errors), hex_id)
-        self._runs[tid] = _RunState(pk, named)
-
-    def _resource_pk(self, conn: sqlite3.Connection, resource: object) -> int | None:
-        if resource is None:
-            return None
-        cached = self._resource_pks.get(id(resource))
-        if cached is not None and cached[0] is resource:
-            return cached[1]
-        attrs: Any = getattr(resource, "attributes", resource)
-        text = json.dumps(dict(attrs), sort_keys=True, default=repr)
-        conn.execute(f"INSERT OR IGNORE INTO {RESOURCES} ({SPAN_ATTRIBUTES}) VALUES (?)", (text,))
-        row = conn.execute(f"SELECT pk FROM {RESOURCES} WHERE {SPAN_ATTRIBUTES} = ?", (text,))
-        pk = int(row.fetchone()[0])
-        if len(self._resource_pks) > 1000:
-            self._resource_pks.clear()
-        self._resource_pks[id(resource)] = (resource, pk)
-        return pk
-
-
-def _upsert(conn: sqlite3.Connection, sql: str, params: Sequence[Any], hex_id: str) -> int:
-    """Run an insert-or-update of a run and return the run's key."""
-    if _RETURNING:
-        return int(conn.execute(sql + f" RETURNING {RUN_PK}", params).fetchone()[0])
-    conn.execute(sql, params)
-    return int(conn.execute(_SELECT_RUN_PK, (hex_id,)).fetchone()[0])
-
-
-def _insert_spans(conn: sqlite3.Connection, rows: list[SpanRow]) -> None:
-    # Several rows per statement: per-statement overhead is a third of an insert.
-    whole = len(rows) - len(rows) % _MULTI_ROWS
-    if whole:
-        flat = list(itertools.chain.from_iterable(rows[:whole]))
-        width = _MULTI_ROWS * len(SPAN_COLUMNS)
-        conn.executemany(
-            _INSERT_SPANS_MULTI, [flat[i : i + width] for i in range(0, len(flat), width)]
-        )
-    if whole < len(rows):
-        conn.executemany(_INSERT_SPAN, rows[whole:])
+        return BatchWriter
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

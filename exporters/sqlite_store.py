@@ -1,10 +1,12 @@
 """SQLiteSpanProcessor: records every span of every spanflow run into the local store.
 
-``on_start``/``on_end`` only turn spans into tuples and append them to a bounded queue; one
-daemon thread per process owns the SQLite connection and commits a batch at least every
-``flush_interval`` seconds, so a finished span is on disk within half a second and a SIGKILL loses
-only spans that had not ended. Nothing here raises into the application: problems are logged once
-per kind on the ``spanflow`` logger and counted in :meth:`SQLiteSpanProcessor.stats`.
+``on_start``/``on_end`` only turn spans into tuples (``_span_rows``) and append them to a bounded
+queue; one daemon thread per process owns the SQLite connection and, every ``flush_interval``
+seconds, commits everything queued in one transaction of a few multi-row statements
+(``_batch``). So a finished span is on disk within half a second even while the application keeps
+the GIL busy, and a SIGKILL loses only spans that had not ended. Nothing here raises into the
+application: problems are logged once per kind on the ``spanflow`` logger and counted in
+:meth:`SQLiteSpanProcessor.stats`.
 
 Which spans are stored: every span of a trace that is a run. A trace becomes a run when a span
 carrying ``spanflow.run.id`` starts or ends in it; spans of other instrumentation in that trace
@@ -14,149 +16,54 @@ are kept, spans of traces that never become runs are ignored.
 from __future__ import annotations
 
 import collections
+import itertools
 import logging
+import operator
 import os
 import pathlib
 import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, Final
 
 from opentelemetry.context import Context
-from opentelemetry.sdk.resources import SERVICE_NAME
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
-from opentelemetry.trace import SpanContext, SpanKind, StatusCode
-from spanflow.attributes import (
-    ATTRIBUTES_VERSION,
-    REPLAY_OF,
-    RUN_ID,
-    STEP_NAME,
-    WORKFLOW_ENTRYPOINT,
-    WORKFLOW_FILE,
-)
+from spanflow.attributes import RUN_ID
 from spanflow.errors import ConfigurationError, StoreError
 
 from . import schema as s
-from .records import error_text, host_name, process_start
+from ._batch import RUN_ROW_SERVICE, BatchWriter
+from ._span_rows import (
+    SDK_SPANS,
+    RowMaker,
+    attributes,
+    events,
+    links,
+    run_row,
+    span_extra,
+    span_row,
+)
+
+__all__ = ["SQLiteSpanProcessor", "run_row", "span_extra", "span_row"]
 
 logger = logging.getLogger("spanflow")
 
-_BATCH: Final = 4096
+_BATCH: Final = 32_768  # items per transaction at most: one transaction per round in practice
 _WAKE_AT: Final = 8192  # queue length at which the writer starts before its interval is up
 _RECENT_RUNS: Final = 10_000  # ended runs remembered so their late child spans are still kept
 _MAX_PENDING: Final = 10_000
 _WRITE_ATTEMPTS: Final = 3
 _REOPEN_DELAY_S: Final = 1.0
 _SHUTDOWN_JOIN_S: Final = 10.0
-_INTERNAL: Final = SpanKind.INTERNAL
-_UNSET: Final = StatusCode.UNSET
-_ERROR: Final = StatusCode.ERROR
 _ABANDONED: list[sqlite3.Connection] = []  # inherited over fork: closing them would hurt the parent
-_PROCESS_START: dict[int, int | None] = {}
 
 
-def _attributes(obj: Any) -> Mapping[str, Any]:
-    """The attribute dict of a span, event or link, without a copy when the SDK allows it."""
-    raw = getattr(obj, "_attributes", None)
-    inner = getattr(raw, "_dict", raw)
-    if type(inner) is dict:
-        return inner
-    return dict(obj.attributes or {})
+class _Extra(tuple[Any, ...]):
+    """A ``schema.SpanExtra`` in the queue (its own type: rows are the queue's plain tuples)."""
 
-
-def _events(span: ReadableSpan) -> Any:
-    # ReadableSpan.events copies the list on each access, and the SDK's BoundedList answers
-    # len() in Python: use the deque inside when there is one.
-    raw = getattr(span, "_events", None)
-    return span.events if raw is None else getattr(raw, "_dq", raw)
-
-
-def _links(span: ReadableSpan) -> Any:
-    raw = getattr(span, "_links", None)
-    return span.links if raw is None else getattr(raw, "_dq", raw)
-
-
-def _own_process_start(pid: int) -> int | None:
-    if pid not in _PROCESS_START:
-        _PROCESS_START[pid] = process_start(pid)
-    return _PROCESS_START[pid]
-
-
-def run_row(span: ReadableSpan, attrs: Mapping[str, Any], *, ended: bool) -> tuple[Any, ...]:
-    """The run row (``schema.UPSERT_RUN`` parameters) of a run's root span, running or ended."""
-    start = span.start_time or time.time_ns()
-    end = span.end_time if ended else None
-    status, error = s.STATUS_RUNNING, None
-    if ended:
-        status = s.STATUS_OK
-        if span.status.status_code is StatusCode.ERROR:
-            status = s.STATUS_FAILED
-            events = ((e.name, _attributes(e)) for e in _events(span))
-            error = error_text(span.status.description, attrs, events)
-    pid = os.getpid()
-    return (
-        s.hex_trace_id(span.context.trace_id),
-        attrs.get(STEP_NAME) or span.name,
-        attrs.get(WORKFLOW_ENTRYPOINT),
-        attrs.get(WORKFLOW_FILE),
-        status,
-        error,
-        start,
-        end,
-        (end - start) / 1e6 if end is not None else None,
-        attrs.get(REPLAY_OF),
-        span.resource.attributes.get(SERVICE_NAME) if span.resource else None,
-        host_name(),
-        pid,
-        _own_process_start(pid),
-        ATTRIBUTES_VERSION,
-    )
-
-
-def span_row(span: ReadableSpan, ctx: SpanContext, attrs: Mapping[str, Any]) -> s.SpanRow:
-    """A finished span as the ``schema.SpanRow`` the writer thread inserts."""
-    parent = span.parent
-    status = span.status
-    kind = span.kind
-    code = status.status_code
-    start = span.start_time or 0
-    # Identity tests, not enum lookups: hashing an Enum member runs Python code.
-    return [
-        ctx.trace_id,
-        s.hex_span_id(ctx.span_id),
-        None if parent is None else s.hex_span_id(parent.span_id),
-        span.name,
-        "INTERNAL" if kind is _INTERNAL else kind.name,
-        "UNSET" if code is _UNSET else ("ERROR" if code is _ERROR else "OK"),
-        status.description,
-        start,
-        span.end_time or start,
-        s.dumps(attrs),
-        span.resource,
-    ]
-
-
-def span_extra(
-    span: ReadableSpan, attrs: Mapping[str, Any], row: s.SpanRow, events: Any, links: Any
-) -> s.SpanExtra:
-    """The events, links and, for a run's root, the run row of a span."""
-    return (
-        row[0],
-        row[1],
-        tuple((e.name, e.timestamp, s.dumps(_attributes(e))) for e in events) or None,
-        tuple(
-            (
-                s.hex_trace_id(ln.context.trace_id),
-                s.hex_span_id(ln.context.span_id),
-                s.dumps(_attributes(ln)),
-            )
-            for ln in links
-        )
-        or None,
-        run_row(span, attrs, ended=True) if span.parent is None and RUN_ID in attrs else None,
-    )
+    __slots__ = ()
 
 
 class _RunStart:
@@ -227,7 +134,8 @@ class SQLiteSpanProcessor(SpanProcessor):
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._conn: sqlite3.Connection | None = None
-        self._writer = s.BatchWriter()
+        self._writer = BatchWriter()
+        self._rows = RowMaker()
         self._active: dict[int, None] = {}  # runs whose root started here and has not ended
         self._recent: dict[int, None] = {}  # other known runs, oldest first, capped
         self._pending: dict[int, Span] = {}  # parentless spans that may yet become run roots
@@ -266,9 +174,14 @@ class SQLiteSpanProcessor(SpanProcessor):
         if self._closed or self._disabled:
             return
         try:
-            tid = span.get_span_context().trace_id
-            parent = span.parent
-            if RUN_ID in _attributes(span):
+            if type(span) in SDK_SPANS:  # fields, not properties: see _span_rows
+                ctx, parent = span._context, span._parent
+            else:
+                ctx, parent = span.get_span_context(), span.parent
+            if ctx is None:
+                return
+            tid = ctx.trace_id
+            if RUN_ID in attributes(span):
                 if parent is None:
                     self._active[tid] = None
                     self._enqueue_start(span)
@@ -289,12 +202,14 @@ class SQLiteSpanProcessor(SpanProcessor):
         if self._closed:
             return
         try:
-            ctx = span.context
+            if type(span) in SDK_SPANS:  # fields, not properties: see _span_rows
+                ctx, parent = span._context, span._parent
+            else:
+                ctx, parent = span.context, span.parent
             if ctx is None:
                 return
             tid = ctx.trace_id
-            attrs = _attributes(span)
-            parent = span.parent
+            attrs = attributes(span)
             root = False
             if RUN_ID in attrs:
                 root = parent is None
@@ -313,12 +228,12 @@ class SQLiteSpanProcessor(SpanProcessor):
             elif len(self._queue) >= self._max_queue:
                 self._drop()
             else:
-                row = span_row(span, ctx, attrs)
+                row = self._rows.row(span, ctx, attrs)
                 self._enqueue(row)
-                events = _events(span)
-                links = _links(span)
-                if events or links or root:
-                    self._queue.append(span_extra(span, attrs, row, events, links))
+                evts = events(span)
+                lnks = links(span)
+                if evts or lnks or root:
+                    self._queue.append(_Extra(span_extra(span, attrs, row, evts, lnks)))
         except Exception:
             self._log_once("on_end", "spanflow store: cannot queue a span", exc_info=True)
 
@@ -346,7 +261,7 @@ class SQLiteSpanProcessor(SpanProcessor):
     def _adopt(self, tid: int) -> bool:
         """Whether the trace's pending parentless span has meanwhile become part of a run."""
         cand = self._pending.get(tid)
-        if cand is None or RUN_ID not in _attributes(cand):
+        if cand is None or RUN_ID not in attributes(cand):
             return False
         self._promote(tid, cand)
         return True
@@ -362,7 +277,7 @@ class SQLiteSpanProcessor(SpanProcessor):
 
     def _promote_pending(self) -> None:
         for tid, span in list(self._pending.items()):
-            if span.end_time is None and RUN_ID in _attributes(span):
+            if span.end_time is None and RUN_ID in attributes(span):
                 self._promote(tid, span)
 
     def _forget_pending(self, tid: int, span_id: int) -> None:
@@ -434,8 +349,12 @@ class SQLiteSpanProcessor(SpanProcessor):
 
     def _run(self) -> None:
         try:
+            began = time.monotonic()
             while True:
-                self._wake.wait(self._interval)
+                # A round starts one interval after the previous one began, or at once if that
+                # took longer: a span waits at most about an interval plus two rounds.
+                self._wake.wait(max(0.0, began + self._interval - time.monotonic()))
+                began = time.monotonic()
                 self._wake.clear()
                 stopping = self._stopping
                 try:
@@ -480,13 +399,10 @@ class SQLiteSpanProcessor(SpanProcessor):
         q = self._queue
         left = len(q) if not self._stopping else -1
         while q and left != 0:
-            batch = []
-            try:
-                for _ in range(_BATCH if left < 0 else min(left, _BATCH)):
-                    batch.append(q.popleft())
-            except IndexError:
-                pass
-            left = max(left - len(batch), 0) if left > 0 else left
+            # Only this thread pops, so len(q) items are there to take.
+            n = min(len(q), _BATCH) if left < 0 else min(left, _BATCH)
+            batch = list(map(operator.call, itertools.repeat(q.popleft, n)))
+            left = max(left - n, 0) if left > 0 else left
             self._process(batch)
         if self._dropping and not q:
             self._dropping = False
@@ -500,16 +416,16 @@ class SQLiteSpanProcessor(SpanProcessor):
         runs: list[tuple[Any, ...]] = []
         flushes: list[_Flush] = []
         try:
-            for item in batch:
+            rows = [item for item in batch if type(item) is tuple]
+            for item in batch if len(rows) < len(batch) else ():
+                # The rarer items: events and links, run starts, flush markers.
                 kind = type(item)
-                if kind is list:
-                    rows.append(item)
-                elif kind is tuple:
+                if kind is _Extra:
                     extras.append(item)
                 elif kind is _RunStart:
                     # Read now, not at start: names are often set just after a span starts.
-                    runs.append(run_row(item.span, _attributes(item.span), ended=False))
-                else:
+                    runs.append(run_row(item.span, attributes(item.span), ended=False))
+                elif kind is _Flush:
                     flushes.append(item)
             if not (rows or extras or runs):
                 return
@@ -533,8 +449,6 @@ class SQLiteSpanProcessor(SpanProcessor):
         if self._service is not None:
             runs = [self._with_service(r) for r in runs]
             extras = [e if e[4] is None else (*e[:4], self._with_service(e[4])) for e in extras]
-        # The writer swaps keys into the rows in place: keep the originals for a retry.
-        originals = [(r[0], r[10]) for r in rows]
         # At shutdown a locked store gets one busy_timeout per batch, so exit is not held up.
         attempts = 1 if self._stopping else _WRITE_ATTEMPTS
         for attempt in range(attempts):
@@ -547,18 +461,15 @@ class SQLiteSpanProcessor(SpanProcessor):
                     if conn.in_transaction:
                         conn.execute("ROLLBACK")
                     self._writer.forget()
-                    for row, (tid, resource) in zip(rows, originals, strict=True):
-                        row[0], row[10] = tid, resource
                     raise
                 self._count("spans_written", len(rows))
                 self._count("runs_written", written)
                 return
             except (UnicodeError, sqlite3.InterfaceError, OverflowError) as exc:
                 # A value SQLite cannot bind (a lone surrogate, say): repair the batch once.
-                rows = [[row[0], *(_clean(v) for v in row[1:10]), row[10]] for row in rows]
-                extras = [(e[0], *(_clean(v) for v in e[1:])) for e in extras]
+                rows = [(row[0], *(_clean(v) for v in row[1:10]), row[10]) for row in rows]
+                extras = [(e[0], e[1], *(_clean(v) for v in e[2:])) for e in extras]
                 runs = [tuple(_clean(v) for v in run) for run in runs]
-                originals = [(r[0], r[10]) for r in rows]
                 kind, detail, retry = "unbindable value", repr(exc), attempt == 0
             except sqlite3.Error as exc:
                 # Locked or busy is worth another busy_timeout; full, read-only, corrupt are not.
@@ -574,7 +485,7 @@ class SQLiteSpanProcessor(SpanProcessor):
         self._count("spans_failed", len(rows))
 
     def _with_service(self, run: tuple[Any, ...]) -> tuple[Any, ...]:
-        i = s.RUN_ROW_SERVICE
+        i = RUN_ROW_SERVICE
         return run if run[i] is not None else (*run[:i], self._service, *run[i + 1 :])
 
 
