@@ -11,12 +11,13 @@ PHOENIX := $(PHOENIX_VENV)/bin/phoenix
 CHROMIUM ?= /usr/bin/chromium
 DEMO_DB := .spanflow/demo.db
 
-.PHONY: help venv demo test lint typecheck pytest services bench clean
+.PHONY: help venv demo test lint typecheck pytest services bench profile clean
 
 help:
 	@echo "make demo   - run the example support pipeline: it fails, then replays after the fix"
 	@echo "make test   - lint, type-check and run the whole test suite (installs what it needs)"
 	@echo "make bench  - run the benchmarks in bench/ and print the figures"
+	@echo "make profile - pyinstrument call tree of one recorded step, the hot path"
 
 # The demo needs spanflow alone; the tests add their extras (Ray, Dask, Playwright, ...).
 $(VENV)/.installed: pyproject.toml
@@ -76,6 +77,9 @@ bench: venv $(PEERS_VENV)/.installed
 	cd bench && ../$(PY) bench_store.py
 	cd bench && ../$(PY) bench_executors.py
 	cd bench && $(PEERS_VENV)/bin/python bench_peers.py
+
+profile: venv
+	cd bench && ../$(PY) profile_step.py
 
 clean:
 	rm -rf $(VENV) .spanflow .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -44,13 +44,17 @@ def interleaved(cases: dict[str, Callable[[], float]], repeats: int = 7) -> dict
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
-def per_call_us(fn: Callable[[], Any], n: int) -> Callable[[], float]:
-    """A case that calls ``fn`` n times and returns microseconds per call."""
+def per_call_us(
+    fn: Callable[[], Any], n: int, *, then: Callable[[], Any] | None = None
+) -> Callable[[], float]:
+    """A case that calls ``fn`` n times (then ``then``, timed too) and returns µs per call."""
 
     def case() -> float:
         start = time.perf_counter()
         for _ in range(n):
             fn()
+        if then is not None:
+            then()
         return (time.perf_counter() - start) / n * 1e6
 
     return case

@@ -99,6 +99,9 @@ class SQLiteSpanProcessor(SpanProcessor):
         service_name: recorded on runs whose resource has no ``service.name``.
     """
 
+    #: ``on_start`` and ``on_end`` contain their own failures: spanflow calls them directly.
+    never_raises: Final = True
+
     def __init__(
         self,
         path: str | os.PathLike[str],

@@ -25,11 +25,12 @@ from opentelemetry.trace import INVALID_SPAN, Link, Span, Status, StatusCode
 
 from . import attributes as attr
 from .binding import Binder
-from .context import CallFrame, RunState, current_frame, current_run, with_run
+from .context import CallFrame, RunState, current_frame, with_run
 from .redact import REDACTED
 from .retry import RetryPolicy
 from .runtime import Runtime, count
 from .serialize import Encoded, encode, to_jsonable
+from .span_values import AttributeValue, set_values
 from .state import State
 from .state_diff import JsonValue, make_patch
 
@@ -215,11 +216,11 @@ class StepCall:
         self._states: list[tuple[str, State, Any]] = []
         self._encoded_inputs: Encoded | None = None
         ctx = otel_context.get_current()
-        run = current_run(ctx)
+        parent_frame = current_frame(ctx)
+        run = parent_frame.run if parent_frame is not None else None
         links: list[Link] | None = None
         attributes = dict(spec.static_attributes)
-        parent_frame = None
-        if run is None:
+        if parent_frame is None or run is None:
             self.is_root = True
             outer = trace.get_current_span(ctx).get_span_context()
             if outer.is_valid:
@@ -238,29 +239,33 @@ class StepCall:
             plan = run.replay
             # A sampled-out parent means a non-recording child: skip the capture work.
             recording = trace.get_current_span(ctx).is_recording()
-            parent_frame = current_frame(ctx)
-            if parent_frame is None:
-                path = spec.name
-            else:
-                path, occurrence = parent_frame.next_child(spec.name)
-                if occurrence:
-                    attributes[attr.STEP_OCCURRENCE] = occurrence
+            path, occurrence = parent_frame.next_child(spec.name)
+            if occurrence:
+                attributes[attr.STEP_OCCURRENCE] = occurrence
+        # Captured values are written just after the span starts, before the step's own code
+        # runs; its identity too unless the sampler might read it (see span_values).
+        values: dict[str, AttributeValue] = {}
         if recording:
-            # Everything known before the span starts goes in at once: far cheaper than
-            # one set_attribute call per value.
-            self._capture_inputs(args, kwargs, attributes, replaying=plan is not None)
-        span = rt.tracer.start_span(
-            spec.name, context=parent_ctx, attributes=attributes, links=links
-        )
+            self._capture_inputs(args, kwargs, values, replaying=plan is not None)
+        if rt.identity_at_start:
+            span = rt.tracer.start_span(
+                spec.name, context=parent_ctx, attributes=attributes, links=links
+            )
+        else:
+            span = rt.tracer.start_span(spec.name, context=parent_ctx, links=links)
+            attributes.update(values)
+            values = attributes
         self.span = span
         self.frame = CallFrame(path=path, span=span)
         if run is None:
             run_id = format(span.get_span_context().trace_id, "032x")
-            span.set_attribute(attr.RUN_ID, run_id)
+            values[attr.RUN_ID] = run_id
             run = RunState(run_id=run_id, root_span=span, replay=plan)
             if plan is not None:
                 plan.new_run_id = run_id
         self.run = run
+        if values and span.is_recording():
+            set_values(span, values)
         self.ctx = with_run(trace.set_span_in_context(span, ctx), run, self.frame)
         self.token: object | None = otel_context.attach(self.ctx)
         if (
@@ -285,7 +290,12 @@ class StepCall:
     # -- inputs -------------------------------------------------------------------------------
 
     def _capture_inputs(
-        self, args: tuple[Any, ...], kwargs: dict[str, Any], out: dict[str, Any], *, replaying: bool
+        self,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        out: dict[str, AttributeValue],
+        *,
+        replaying: bool,
     ) -> None:
         spec = self.spec
         want_inputs = "inputs" in spec.capture and "inputs" in self.rt.settings.capture
@@ -315,7 +325,7 @@ class StepCall:
             count("values_truncated")
         return enc
 
-    def _snapshot_states(self, bound: dict[str, Any], out: dict[str, Any]) -> None:
+    def _snapshot_states(self, bound: dict[str, Any], out: dict[str, AttributeValue]) -> None:
         states = [(name, v) for name, v in bound.items() if isinstance(v, State)]
         for name, state in states:
             prefix = f"/{name}" if len(states) > 1 else ""
@@ -359,7 +369,7 @@ class StepCall:
                     ]
                 )
                 self._lossy.append(attr.STATE_DIFF)
-            self.span.set_attribute(attr.STATE_DIFF, text)
+            set_values(self.span, {attr.STATE_DIFF: text})
         except Exception:
             count("capture_errors")
             logger.debug("spanflow: state diff of %s failed", self.spec.name, exc_info=True)
@@ -404,8 +414,8 @@ class StepCall:
             if span.is_recording():
                 if self.records_output:
                     enc = self._encode(attr.OUTPUT_VALUE, result)
-                    span.set_attributes(
-                        {attr.OUTPUT_VALUE: enc.json, attr.OUTPUT_MIME_TYPE: attr.JSON_MIME}
+                    set_values(
+                        span, {attr.OUTPUT_VALUE: enc.json, attr.OUTPUT_MIME_TYPE: attr.JSON_MIME}
                     )
                 self._record_state_diff(result)
         except Exception:

@@ -27,6 +27,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerPro
 
 from .errors import ConfigurationError
 from .redact import Redactor
+from .span_values import attribute_blind
 
 logger = logging.getLogger("spanflow")
 
@@ -94,6 +95,18 @@ class _Fanout(SpanProcessor):
     def __init__(self) -> None:
         self.processors: tuple[SpanProcessor, ...] = ()
 
+    def use(self, processors: tuple[SpanProcessor, ...]) -> None:
+        """Forward to ``processors`` from now on."""
+        self.processors = processors
+        # The usual case, the local store alone, is called directly: one Python call fewer on
+        # both ends of every span. Its hooks never raise (see SQLiteSpanProcessor).
+        direct = len(processors) == 1 and getattr(processors[0], "never_raises", False)
+        for hook in ("on_start", "on_end"):
+            if direct:
+                setattr(self, hook, getattr(processors[0], hook))
+            else:
+                self.__dict__.pop(hook, None)
+
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         for p in self.processors:
             try:
@@ -148,6 +161,8 @@ class Runtime:
     provider: trace.TracerProvider | None
     processors: tuple[SpanProcessor, ...] = ()
     store: Any = None  # SQLiteSpanProcessor when the local store is on
+    # Whether a span's identity attributes must go to start_span: the sampler may read them.
+    identity_at_start: bool = True
 
     @property
     def enabled(self) -> bool:
@@ -308,7 +323,7 @@ def _build(settings: Settings, tracer_provider: trace.TracerProvider | None) -> 
     if fanout is None:
         fanout = _fanouts[provider] = _Fanout()
         provider.add_span_processor(fanout)
-    fanout.processors = tuple(processors)
+    fanout.use(tuple(processors))
     from . import __version__
 
     tracer = provider.get_tracer("spanflow", __version__)
@@ -318,6 +333,7 @@ def _build(settings: Settings, tracer_provider: trace.TracerProvider | None) -> 
         provider=provider,
         processors=tuple(processors),
         store=store,
+        identity_at_start=not attribute_blind(provider.sampler),
     )
 
 

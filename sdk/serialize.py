@@ -34,7 +34,7 @@ from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from enum import Enum
 from pathlib import Path, PurePath
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 from uuid import UUID
 
 import pydantic
@@ -83,9 +83,8 @@ _SURROGATE: Final = re.compile("[\ud800-\udfff]")
 _SURROGATE_PAIR: Final = re.compile("[\ud800-\udbff][\udc00-\udfff]")
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Encoded:
-    """One value as recorded.
+class Encoded(NamedTuple):
+    """One value as recorded (a named tuple: made for every recorded value, it must be cheap).
 
     Attributes:
         json: valid JSON text, at most ``max(max_bytes, MIN_MAX_BYTES)`` UTF-8 bytes.

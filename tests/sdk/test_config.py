@@ -14,6 +14,10 @@ from typing import Any
 
 import pytest
 import spanflow
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from spanflow import runtime
 
 from tests.conftest import Recorded
 
@@ -115,6 +119,31 @@ def test_existing_provider_is_kept_and_still_gets_spans(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "1"
     assert rows(tmp_path / "t.db", "select service from runs") == [("my-app",)]
+
+
+def test_reconfiguring_swaps_what_one_processor_forwards_to(tmp_path: Path) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+
+    @spanflow.workflow
+    def pipeline(i: int) -> int:
+        return i
+
+    try:
+        stores: list[Path | bool] = [tmp_path / "a.db", tmp_path / "b.db", False, tmp_path / "a.db"]
+        for i, db in enumerate(stores):
+            spanflow.configure(tracer_provider=provider, db=db)
+            pipeline(i)
+            spanflow.flush()
+    finally:
+        runtime.reset_for_tests()
+    # Each run went to the store configured at its time, and to the application's exporter.
+    assert rows(tmp_path / "a.db", "select count(*) from runs") == [(2,)]
+    assert rows(tmp_path / "b.db", "select count(*) from runs") == [(1,)]
+    assert len(exporter.get_finished_spans()) == 4
+    ours = [p for p in provider._active_span_processor._span_processors if p is not None]
+    assert len(ours) == 2  # the exporter's and spanflow's one forwarding processor
 
 
 def test_service_name_from_otel_environment(tmp_path: Path) -> None:
