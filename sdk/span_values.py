@@ -67,10 +67,11 @@ def _dict_of(span: Any, adding: int) -> dict[str, Any] | None:
     return target
 
 
-# The public span class and the private subclass the SDK's tracer makes; not their subclasses,
-# which may override set_attributes.
+# The class the SDK's tracer makes (its public base refuses to be made directly); not its
+# subclasses, which may override set_attributes.
+_SDK_SPAN: Final[type[Any] | None] = getattr(sdk_trace, "_Span", None)
 _DIRECT: Final = frozenset(
-    cls for cls in {sdk_trace.Span, getattr(sdk_trace, "_Span", sdk_trace.Span)} if _probe(cls)
+    {_SDK_SPAN} if _SDK_SPAN is not None and _probe(_SDK_SPAN) else set[type[Any]]()
 )
 
 

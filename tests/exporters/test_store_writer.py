@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -248,6 +250,40 @@ def test_a_finished_span_is_on_disk_within_half_a_second(recorder: Recorder) -> 
             assert time.monotonic() - ended < 0.5, "span not committed within 0.5 s"
             time.sleep(0.01)
     assert run_id
+
+
+def on_disk(path: Path, name: str) -> bool:
+    try:
+        return bool(query(path, "SELECT 1 FROM spans WHERE name = ?", (name,)))
+    except sqlite3.Error:  # not created yet
+        return False
+
+
+def test_a_store_created_while_the_application_runs_python_is_prompt(recorder: Recorder) -> None:
+    # Creating a store takes dozens of statements, each giving the GIL up; with a thread that
+    # never rests the writer used to wait up to 5 ms to get it back after every one of them.
+    stop = threading.Event()
+
+    def busy() -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+
+    spinner = threading.Thread(target=busy)
+    spinner.start()
+    try:
+        interval = sys.getswitchinterval()
+        with recorder.run("pipeline"):
+            with recorder.step("first"):
+                pass
+            ended = time.monotonic()
+            while not on_disk(recorder.path, "first"):
+                assert time.monotonic() - ended < 0.5, "first span of a new store was late"
+                time.sleep(0.01)
+        assert sys.getswitchinterval() == interval  # put back once the store was open
+    finally:
+        stop.set()
+        spinner.join()
 
 
 def test_threads_writing_at_once_lose_nothing(recorder: Recorder) -> None:
