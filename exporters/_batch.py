@@ -22,25 +22,7 @@ from typing import Any, Final
 
 from . import schema as s
 
-_RUN_COLUMNS: Final = (
-    s.RUN_ID,
-    s.RUN_WORKFLOW,
-    s.RUN_ENTRYPOINT,
-    s.RUN_WORKFLOW_FILE,
-    s.RUN_STATUS,
-    s.RUN_ERROR,
-    s.RUN_STARTED_NS,
-    s.RUN_ENDED_NS,
-    s.RUN_DURATION_MS,
-    s.RUN_REPLAY_OF,
-    s.RUN_SERVICE,
-    s.RUN_HOST,
-    s.RUN_PID,
-    s.RUN_PROCESS_START,
-    s.RUN_ATTRS_VERSION,
-    s.RUN_SPAN_COUNT,
-    s.RUN_ERROR_COUNT,
-)
+_RUN_COLUMNS: Final = (*s.RUN_ROW_COLUMNS, s.RUN_SPAN_COUNT, s.RUN_ERROR_COUNT)
 _ADD_COUNTS: Final = (
     f"{s.RUN_SPAN_COUNT} = {s.RUN_SPAN_COUNT} + excluded.{s.RUN_SPAN_COUNT}, "
     f"{s.RUN_ERROR_COUNT} = {s.RUN_ERROR_COUNT} + excluded.{s.RUN_ERROR_COUNT}"
@@ -65,8 +47,8 @@ UPSERT_RUN_CONFLICT: Final = f"""ON CONFLICT({s.RUN_ID}) DO UPDATE SET {_ADD_COU
 """How a run row meets the stored run: the spans counts add up, fields the row leaves empty keep
 their stored values, and a finished status is never turned back to running."""
 
-#: Position of the service name in a run row (``_RUN_COLUMNS`` without the two counts).
-RUN_ROW_SERVICE: Final = 10
+#: Position of the service name in a run row.
+RUN_ROW_SERVICE: Final = s.RUN_ROW_COLUMNS.index(s.RUN_SERVICE)
 
 _WIDTH: Final = len(s.SPAN_COLUMNS)
 _MAX_SPANS: Final = 1024  # rows per statement at most; 11 parameters each

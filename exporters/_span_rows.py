@@ -132,7 +132,7 @@ def _own_process_start(pid: int) -> int | None:
 
 
 def run_row(span: ReadableSpan, attrs: Mapping[str, Any], *, ended: bool) -> tuple[Any, ...]:
-    """The run row (what ``_batch`` upserts into ``runs``) of a run's root span, running or ended."""
+    """The run row of a run's root span, running or ended: ``schema.RUN_ROW_COLUMNS``, in order."""
     start = span.start_time or time.time_ns()
     end = span.end_time if ended else None
     status, error = s.STATUS_RUNNING, None

@@ -71,6 +71,24 @@ RUN_PROCESS_START: Final = "process_start"
 RUN_SPAN_COUNT: Final = "span_count"
 RUN_ERROR_COUNT: Final = "error_count"
 RUN_ATTRS_VERSION: Final = "attrs_version"
+#: A run row as the writer makes it (``_span_rows.run_row``), column by column.
+RUN_ROW_COLUMNS: Final = (
+    RUN_ID,
+    RUN_WORKFLOW,
+    RUN_ENTRYPOINT,
+    RUN_WORKFLOW_FILE,
+    RUN_STATUS,
+    RUN_ERROR,
+    RUN_STARTED_NS,
+    RUN_ENDED_NS,
+    RUN_DURATION_MS,
+    RUN_REPLAY_OF,
+    RUN_SERVICE,
+    RUN_HOST,
+    RUN_PID,
+    RUN_PROCESS_START,
+    RUN_ATTRS_VERSION,
+)
 
 # spans columns (run_pk refers to runs.pk: a small integer keeps the span index compact and
 # append-mostly, which is what makes 100k inserts/s possible with random trace ids).

@@ -41,26 +41,7 @@ from .records import (
     process_is_alive,
 )
 
-_RUN_COLUMNS: Final = (
-    s.RUN_ID,
-    s.RUN_WORKFLOW,
-    s.RUN_ENTRYPOINT,
-    s.RUN_WORKFLOW_FILE,
-    s.RUN_STATUS,
-    s.RUN_ERROR,
-    s.RUN_STARTED_NS,
-    s.RUN_ENDED_NS,
-    s.RUN_DURATION_MS,
-    s.RUN_REPLAY_OF,
-    s.RUN_SERVICE,
-    s.RUN_HOST,
-    s.RUN_PID,
-    s.RUN_PROCESS_START,
-    s.RUN_SPAN_COUNT,
-    s.RUN_ERROR_COUNT,
-    s.RUN_ATTRS_VERSION,
-    s.RUN_PK,
-)
+_RUN_COLUMNS: Final = (*s.RUN_ROW_COLUMNS, s.RUN_SPAN_COUNT, s.RUN_ERROR_COUNT, s.RUN_PK)
 _SELECT_RUNS: Final = f"SELECT {', '.join(_RUN_COLUMNS)} FROM {s.RUNS}"
 _SELECT_SPANS: Final = (
     f"SELECT {s.SPAN_ID}, {s.SPAN_PARENT_ID}, {s.SPAN_NAME}, {s.SPAN_KIND}, {s.SPAN_STATUS}, "
