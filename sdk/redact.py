@@ -236,6 +236,8 @@ class Redactor:
         "_triggered",
         "_triggers",
         "_word_rules",
+        "plain_keys",
+        "plain_texts",
     )
 
     def __init__(
@@ -267,6 +269,11 @@ class Redactor:
         self._word_rules = defaults
         self._key_cache: dict[str, tuple[str, bool, bool]] = {}
         self._text_cache: dict[str, tuple[str, bool]] = {}
+        #: Keys seen so far that name no secret and hold no secret-shaped text, and short texts
+        #: seen so far that hold none: a set lookup answers the common case on the hot path.
+        #: Read-only outside this class.
+        self.plain_keys: set[str] = set()
+        self.plain_texts: set[str] = set()
 
         # Built-in patterns run only on text holding one of their triggers; yours always run.
         self._triggered: list[_Rule] = []
@@ -308,7 +315,10 @@ class Redactor:
         cache = self._key_cache
         if len(cache) >= _KEY_CACHE_SIZE:
             cache.clear()
+            self.plain_keys.clear()
         cache[key] = info
+        if not (info[1] or replaced):
+            self.plain_keys.add(key)
         return info
 
     def _classify(self, key: str) -> bool:
@@ -342,7 +352,10 @@ class Redactor:
                 cached = self._redact(text)
                 if len(self._text_cache) >= _TEXT_CACHE_SIZE:
                     self._text_cache.clear()
+                    self.plain_texts.clear()
                 self._text_cache[text] = cached
+                if not cached[1]:
+                    self.plain_texts.add(text)
             return cached
         return self._redact(text)
 

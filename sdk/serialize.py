@@ -667,16 +667,17 @@ def encode(value: object, *, max_bytes: int = 4096, redactor: Redactor | None = 
 
 def _is_flat(value: dict[Any, Any], redactor: Redactor) -> bool:
     """Whether a dict is a few str keys naming no secret over clean scalars, JSON as it is."""
-    redact_key, redact_text = redactor.redact_key, redactor.redact_text
+    plain_keys, plain_texts = redactor.plain_keys, redactor.plain_texts
     for k, v in value.items():
         if type(k) is not str:
             return False
-        _, secret, hit = redact_key(k)
+        if k not in plain_keys:
+            _, secret, hit = redactor.redact_key(k)
+            if secret or hit:
+                return False
         t = type(v)
-        if secret or hit:
-            return False
         if t is str:
-            if len(v) > _FLAT_CHARS or redact_text(v)[1]:
+            if v not in plain_texts and (len(v) > _FLAT_CHARS or redactor.redact_text(v)[1]):
                 return False
         elif t is int:
             if v.bit_length() > 64:

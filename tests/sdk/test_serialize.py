@@ -842,3 +842,21 @@ def test_cyclic_structures_always_encode(value: Any, max_bytes: int) -> None:
     json.loads(enc.json)
     out, _ = to_jsonable(value)
     json.dumps(out)
+
+
+def test_repeated_flat_dicts_stay_redacted() -> None:
+    # The flat fast path remembers plain keys and texts; what it remembers must never include a
+    # secret, however often the same dicts come back.
+    redactor = Redactor()
+    token = "sk-" + "a1B2" * 8
+    for _ in range(3):
+        assert encode({"q": "refund please", "k": 3}, redactor=redactor).json == (
+            '{"q":"refund please","k":3}'
+        )
+        secret_key = json.loads(encode({"api_key": "hunter2", "k": 3}, redactor=redactor).json)
+        assert secret_key["api_key"] != "hunter2"
+        secret_text = encode({"q": f"use {token}"}, redactor=redactor)
+        assert token not in secret_text.json and secret_text.redacted
+    assert "q" in redactor.plain_keys and "refund please" in redactor.plain_texts
+    assert "api_key" not in redactor.plain_keys
+    assert not any(token in text for text in redactor.plain_texts)
