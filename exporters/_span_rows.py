@@ -11,6 +11,7 @@ collections nothing.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Mapping
@@ -131,6 +132,12 @@ def _own_process_start(pid: int) -> int | None:
     return _PROCESS_START[pid]
 
 
+@functools.cache
+def _own_host() -> str:
+    # A system call per run row otherwise; a host renamed while a process runs keeps the old name.
+    return host_name()
+
+
 def run_row(span: ReadableSpan, attrs: Mapping[str, Any], *, ended: bool) -> tuple[Any, ...]:
     """The run row of a run's root span, running or ended: ``schema.RUN_ROW_COLUMNS``, in order."""
     start = span.start_time or time.time_ns()
@@ -155,7 +162,7 @@ def run_row(span: ReadableSpan, attrs: Mapping[str, Any], *, ended: bool) -> tup
         (end - start) / 1e6 if end is not None else None,
         attrs.get(REPLAY_OF),
         span.resource.attributes.get(SERVICE_NAME) if span.resource else None,
-        host_name(),
+        _own_host(),
         pid,
         _own_process_start(pid),
         ATTRIBUTES_VERSION,

@@ -91,26 +91,56 @@ def _call_if_alive(ref: weakref.WeakMethod[Callable[[], None]]) -> Callable[[], 
     return call
 
 
-_OPENING_SWITCH_INTERVAL: Final = 0.0002
+_CREATING_SWITCH_INTERVAL: Final = 0.0002
+# While stores are being created: how many, the interval to put back after the last and the one
+# set (as the interpreter keeps it, in whole microseconds).
+_creating_lock = threading.Lock()
+_creating = 0
+_lowered: tuple[float, float] | None = None
 
 
 @contextlib.contextmanager
 def _prompt_gil_turns() -> Iterator[None]:
-    """Ask for the GIL back sooner while the writer opens (above all, creates) a store.
+    """Ask for the GIL back sooner while the writer creates a store.
 
     Each of the statements that create a store gives the GIL up and, while the application runs
     Python, waits up to the interpreter's switch interval (5 ms) to get it back: a hundred and
     more of them made the first spans of a new store reach the disk seconds late. For those few
     milliseconds the interval is shortened, then put back unless someone else changed it.
     """
-    before = sys.getswitchinterval()
-    sys.setswitchinterval(min(before, _OPENING_SWITCH_INTERVAL))
-    applied = sys.getswitchinterval()  # kept in whole microseconds: compare what was kept
+    global _creating, _lowered
+    with _creating_lock:
+        _creating += 1
+        if _creating == 1:
+            before = sys.getswitchinterval()
+            sys.setswitchinterval(min(before, _CREATING_SWITCH_INTERVAL))
+            _lowered = (before, sys.getswitchinterval())
     try:
         yield
     finally:
-        if sys.getswitchinterval() == applied:
-            sys.setswitchinterval(before)
+        with _creating_lock:
+            _creating -= 1
+            if _creating == 0:
+                _restore_switch_interval()
+
+
+def _restore_switch_interval() -> None:
+    global _lowered
+    lowered, _lowered = _lowered, None
+    if lowered is not None and sys.getswitchinterval() == lowered[1]:
+        sys.setswitchinterval(lowered[0])
+
+
+def _after_fork_in_child() -> None:
+    # A child forked while a store was being created has no writer thread to put it back.
+    global _creating, _creating_lock
+    _creating_lock = threading.Lock()
+    _creating = 0
+    _restore_switch_interval()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class SQLiteSpanProcessor(SpanProcessor):
@@ -248,7 +278,7 @@ class SQLiteSpanProcessor(SpanProcessor):
                 if parent is None or parent.is_remote:
                     self._forget_pending(tid, ctx.span_id)
                 return
-            if parent is None:
+            if parent is None or parent.is_remote:
                 self._forget_pending(tid, ctx.span_id)
             if self._disabled:
                 self._count("spans_failed")
@@ -404,7 +434,8 @@ class SQLiteSpanProcessor(SpanProcessor):
         if time.monotonic() < self._next_open and not final:
             return
         try:
-            with _prompt_gil_turns():
+            creating = not self._path.exists() or self._path.stat().st_size == 0
+            with _prompt_gil_turns() if creating else contextlib.nullcontext():
                 self._conn = s.open_for_writing(self._path)
         except (sqlite3.Error, OSError) as exc:
             # Possibly passing (locked, no space yet, directory not mounted): try again later.

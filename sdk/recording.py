@@ -219,7 +219,7 @@ class StepCall:
         parent_frame = current_frame(ctx)
         run = parent_frame.run if parent_frame is not None else None
         links: list[Link] | None = None
-        attributes = dict(spec.static_attributes)
+        attributes: dict[str, AttributeValue] = dict(spec.static_attributes)
         if parent_frame is None or run is None:
             self.is_root = True
             outer = trace.get_current_span(ctx).get_span_context()
@@ -242,18 +242,18 @@ class StepCall:
             path, occurrence = parent_frame.next_child(spec.name)
             if occurrence:
                 attributes[attr.STEP_OCCURRENCE] = occurrence
-        # Captured values are written just after the span starts, before the step's own code
-        # runs; its identity too unless the sampler might read it (see span_values).
-        values: dict[str, AttributeValue] = {}
+        # Attributes are written just after the span starts, before the step's own code runs,
+        # unless a sampler or span processor might read them at the start (see span_values).
         if recording:
-            self._capture_inputs(args, kwargs, values, replaying=plan is not None)
-        if rt.identity_at_start:
+            self._capture_inputs(args, kwargs, attributes, replaying=plan is not None)
+        values: dict[str, AttributeValue]
+        if rt.attributes_at_start():
             span = rt.tracer.start_span(
                 spec.name, context=parent_ctx, attributes=attributes, links=links
             )
+            values = {}
         else:
             span = rt.tracer.start_span(spec.name, context=parent_ctx, links=links)
-            attributes.update(values)
             values = attributes
         self.span = span
         self.frame = CallFrame(path=path, span=span)

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -27,7 +27,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerPro
 
 from .errors import ConfigurationError
 from .redact import Redactor
-from .span_values import attribute_blind
+from .span_values import attribute_blind, quiet_at_start
 
 logger = logging.getLogger("spanflow")
 
@@ -91,6 +91,9 @@ class _Fanout(SpanProcessor):
     OpenTelemetry cannot remove a processor from a provider, so re-configuring swaps the list
     behind this object instead of stacking processors.
     """
+
+    #: Its on_start reads no attributes: the store registers a run when its id shows up.
+    quiet_at_start: Final = True
 
     def __init__(self) -> None:
         self.processors: tuple[SpanProcessor, ...] = ()
@@ -161,8 +164,21 @@ class Runtime:
     provider: trace.TracerProvider | None
     processors: tuple[SpanProcessor, ...] = ()
     store: Any = None  # SQLiteSpanProcessor when the local store is on
-    # Whether a span's identity attributes must go to start_span: the sampler may read them.
-    identity_at_start: bool = True
+    # Whether the provider's sampler ignores attributes (see span_values).
+    sampler_blind: bool = False
+    _seen_processors: object = None  # the provider's processor list last looked at
+    _start_blind: bool = False
+
+    def attributes_at_start(self) -> bool:
+        """Whether attributes known at a span's start must go to ``start_span``: the sampler or
+        a span processor's ``on_start`` might read them (see span_values)."""
+        active = getattr(self.provider, "_active_span_processor", None)
+        processors = getattr(active, "_span_processors", None)
+        if processors is not self._seen_processors:
+            # A processor added to the provider replaces this tuple: look again.
+            self._start_blind = self.sampler_blind and quiet_at_start(processors)
+            self._seen_processors = processors
+        return not self._start_blind
 
     @property
     def enabled(self) -> bool:
@@ -333,7 +349,7 @@ def _build(settings: Settings, tracer_provider: trace.TracerProvider | None) -> 
         provider=provider,
         processors=tuple(processors),
         store=store,
-        identity_at_start=not attribute_blind(provider.sampler),
+        sampler_blind=attribute_blind(provider.sampler),
     )
 
 

@@ -9,11 +9,11 @@ straight into the span's attribute dict: where the SDK puts them after its check
 span (a custom SDK, a non-recording span), a length limit, a full dict or an ended span: the
 public API, with its checks.
 
-A span's identity (step name, type, kind, run id) goes to ``start_span`` only when the
-provider's sampler may look at attributes: the SDK's own samplers decide by trace id and parent
-alone, so with them every attribute is written just after the span starts, before any code of
-the step runs. ``on_start`` processors see the span name (the step name) and parent, not the
-attributes: those are complete by ``on_end``.
+Attributes known when a span starts go to ``start_span`` as usual whenever something at the
+start could read them: a sampler other than the SDK's own (which decide by trace id and parent
+alone) or a span processor other than those whose ``on_start`` does nothing (the SDK's batch and
+simple processors, spanflow's own). Otherwise they too are written just after the span starts,
+before any code of the step runs.
 """
 
 from __future__ import annotations
@@ -24,7 +24,9 @@ from typing import Any, Final
 
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk import trace as sdk_trace
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import sampling
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 from opentelemetry.trace import Span, SpanContext
 
 logger = logging.getLogger("spanflow")
@@ -35,7 +37,8 @@ AttributeValue = str | int | float | bool
 def _probe(cls: type[Any]) -> bool:
     """Whether spans of ``cls`` keep their attributes where :func:`set_values` writes them."""
     try:
-        span = cls("probe", context=SpanContext(1, 2, False))
+        # An empty resource: the default one would run resource detection at import.
+        span = cls("probe", context=SpanContext(1, 2, False), resource=Resource.get_empty())
         span.start()
         target = _dict_of(span, 1)
         if target is None:
@@ -111,6 +114,23 @@ def attribute_blind(sampler: object) -> bool:
     if type(sampler) in _PARENT_BASED:
         return all(attribute_blind(getattr(sampler, d, None)) for d in _DELEGATES)
     return False
+
+
+# Processors whose on_start does nothing; others may read the attributes a span starts with.
+_QUIET_AT_START: Final = frozenset({BatchSpanProcessor, SimpleSpanProcessor})
+
+
+def quiet_at_start(processors: object) -> bool:
+    """Whether none of ``processors`` (a provider's list) can read attributes in ``on_start``.
+
+    Exact classes, or processors that say so with a true ``quiet_at_start`` attribute.
+    """
+    if not isinstance(processors, tuple | list):
+        return False
+    return all(
+        type(p) in _QUIET_AT_START or getattr(p, "quiet_at_start", False) is True
+        for p in processors
+    )
 
 
 def set_values(span: Span, values: Mapping[str, AttributeValue]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import sys
 import threading
@@ -28,6 +29,7 @@ from spanflow.attributes import (
     WORKFLOW_ENTRYPOINT,
 )
 from spanflow.errors import ConfigurationError
+from spanflow.exporters import sqlite_store
 from spanflow.exporters.sqlite_store import SQLiteSpanProcessor
 from spanflow.exporters.store import Store
 
@@ -192,6 +194,20 @@ def test_remote_spans_arriving_only_at_end_are_stored(recorder: Recorder) -> Non
         assert embed.resource["service.name"] == "worker"
         remote = store.get_run(f"{0xFEED:032x}")
         assert (remote.status, remote.workflow, remote.span_count) == ("ok", "rwf", 2)
+
+
+def test_a_span_under_a_remote_parent_is_not_held_after_it_ends(recorder: Recorder) -> None:
+    # A step whose parent came from another process learns its run id just after it starts
+    # (as spanflow writes it): the store holds it as a possible run start until it ends.
+    remote = SpanContext(0xBEEF, 0x1, True, TraceFlags(1))
+    parent_ctx = trace.set_span_in_context(trace.NonRecordingSpan(remote), Context())
+    for i in range(5):
+        span = recorder.tracer.start_span(f"step{i}", context=parent_ctx)
+        span.set_attributes({RUN_ID: f"{0xBEEF:032x}", STEP_NAME: f"step{i}"})
+        span.end()
+    assert recorder.processor._pending == {}
+    recorder.flush()
+    assert len(query(recorder.path, "SELECT 1 FROM spans")) == 5
 
 
 def test_events_links_and_resource_are_stored(recorder: Recorder) -> None:
@@ -371,3 +387,19 @@ def test_unbindable_values_are_repaired_not_lost(recorder: Recorder) -> None:
     assert recorder.processor.stats()["spans_failed"] == 0
     assert trace.get_current_span() is trace.INVALID_SPAN
     assert run_id
+
+
+def test_the_switch_interval_is_put_back_after_creation_and_in_forked_children() -> None:
+    before = sys.getswitchinterval()
+    with sqlite_store._prompt_gil_turns():
+        lowered = sys.getswitchinterval()
+        assert lowered < before
+        with sqlite_store._prompt_gil_turns():  # two stores created at once
+            pass
+        assert sys.getswitchinterval() == lowered  # still creating the first
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0 if sys.getswitchinterval() == before else 1)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    assert sys.getswitchinterval() == before

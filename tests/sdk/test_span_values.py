@@ -9,7 +9,7 @@ import pytest
 import spanflow
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.sdk.trace import SpanLimits, TracerProvider
+from opentelemetry.sdk.trace import Span, SpanLimits, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import (
@@ -175,3 +175,40 @@ def test_the_installed_sdk_takes_the_direct_path() -> None:
     span = provider.get_tracer("t").start_span("s")
     assert type(span) in span_values._DIRECT
     span.end()
+
+
+class SeesStart(SpanProcessor):
+    """A processor that reads the attributes a span starts with."""
+
+    def __init__(self) -> None:
+        self.at_start: list[dict[str, Any]] = []
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        self.at_start.append(dict(span.attributes or {}))
+
+
+def test_a_processor_reading_attributes_at_start_sees_them(reset: None) -> None:
+    provider, exporter = _provider()
+    spanflow.configure(tracer_provider=provider, db=False)
+
+    @spanflow.step
+    def ask(q: str) -> str:
+        return q.upper()
+
+    @spanflow.workflow
+    def flow() -> str:
+        return ask("hi")
+
+    assert runtime.get_runtime().attributes_at_start() is False  # the SDK's processors only
+    flow()
+    # Added after configuration: noticed on the next call.
+    seer = SeesStart()
+    provider.add_span_processor(seer)
+    assert runtime.get_runtime().attributes_at_start() is True
+    flow()
+    step_start = next(a for a in seer.at_start if a.get(attr.STEP_NAME) == "ask")
+    assert step_start[attr.STEP_TYPE] == attr.STEP_TYPE_STEP
+    assert step_start[attr.RUN_ID]
+    assert step_start[attr.INPUT_VALUE] == '{"q":"hi"}'
+    asks = [s for s in exporter.get_finished_spans() if s.name == "ask"]
+    assert [dict(s.attributes or {})[attr.OUTPUT_VALUE] for s in asks] == ['"HI"', '"HI"']
