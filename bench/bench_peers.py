@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from common import Discard, batch_provider, interleaved
+from common import Discard, batch_provider, interleaved, per_call_us
 from opentelemetry.sdk.trace import TracerProvider
 
 PIPELINES = 2000  # 6,000 steps per round: long enough for background exporters to keep up
@@ -40,16 +40,8 @@ def per_step(
 ) -> Callable[[], float]:
     """µs per step; ``flush`` (timed too) makes a tracer finish exporting what the round queued,
     so its background work is not left for the next framework's round."""
-
-    def case() -> float:
-        start = time.perf_counter()
-        for _ in range(PIPELINES):
-            run_pipeline()
-        if flush is not None:
-            flush()
-        return (time.perf_counter() - start) / (PIPELINES * 3) * 1e6
-
-    return case
+    per_pipeline = per_call_us(run_pipeline, PIPELINES, then=flush)
+    return lambda: per_pipeline() / 3
 
 
 def bare_case() -> Callable[[], float]:
