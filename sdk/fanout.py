@@ -29,7 +29,8 @@ async def parallel(
     Args:
         *items: awaitables (e.g. ``fetch(url)`` for an async step) or zero-argument callables;
             sync callables run in worker threads with the caller's context.
-        limit: at most this many items run at once (default: all).
+        limit: at most this many items run at once (default: all). Items start in argument
+            order: the next one as soon as a running one finishes, none after a failure.
         executor: run each item on this executor (``spanflow.RayExecutor()``, a
             ``ProcessPoolExecutor``, Dask's ``client.get_executor()``). Items must then be
             zero-argument callables that can be shipped, such as ``functools.partial(step, x)``;
@@ -52,7 +53,10 @@ async def parallel(
     if executor is not None:
         items = _shipped(items, executor)
     results: list[Any] = [_UNSET] * len(items)
-    limiter = anyio.CapacityLimiter(limit) if limit is not None else None
+    # Items are started in argument order by this task: the next one when a slot is free. (A
+    # task per item waiting on a limiter would not do: trio schedules new tasks in random order,
+    # so a later item could take a slot first and an earlier one wait for it.)
+    slots = anyio.Semaphore(limit) if limit is not None else None
 
     # Each item's own exception object, as it left the item: task groups wrap (and on trio may
     # re-wrap) what they collect, so the group is not the place to get it back from.
@@ -60,25 +64,29 @@ async def parallel(
 
     async def run_one(index: int, item: Awaitable[Any] | Callable[[], Any]) -> None:
         try:
-            if limiter is None:
-                results[index] = await _invoke(item)
-            else:
-                async with limiter:
-                    results[index] = await _invoke(item)
+            results[index] = await _invoke(item)
         except BaseException as exc:
             if not is_cancellation(exc):
                 failures.append(exc)
             raise
         finally:
+            if slots is not None:
+                slots.release()
             _close_unstarted((item,))
 
     try:
         async with anyio.create_task_group() as tg:
             for index, item in enumerate(items):
+                if slots is not None:
+                    await slots.acquire()
+                    if failures:  # the slot was freed by a failure: start nothing more
+                        break
                 tg.start_soon(run_one, index, item)
     except BaseExceptionGroup:
         if len(failures) != 1:
             raise
+    finally:
+        _close_unstarted(items)
     if failures:
         raise failures[0]  # outside the group's except block: no group in its context
     return results
