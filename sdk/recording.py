@@ -171,6 +171,22 @@ def _has_state(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
     return False
 
 
+def running_async_library() -> str | None:
+    """``"trio"`` or ``"asyncio"`` when this thread runs that event loop, else None."""
+    trio = sys.modules.get("trio")
+    if trio is not None:
+        try:
+            trio.lowlevel.current_trio_token()
+            return "trio"
+        except RuntimeError:
+            pass
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+    return "asyncio"
+
+
 def is_cancellation(exc: BaseException) -> bool:
     """asyncio/anyio/trio cancellation: the call was stopped from outside, it did not fail."""
     if isinstance(exc, asyncio.CancelledError):
@@ -232,6 +248,10 @@ class StepCall:
                 links = [*(links or []), *plan.links()]
             recording = True
             path = spec.name
+            if spec.is_workflow:
+                library = running_async_library()
+                if library is not None:
+                    attributes[attr.WORKFLOW_ASYNC_LIBRARY] = library
         else:
             self.is_root = False
             parent_ctx = ctx
@@ -276,8 +296,8 @@ class StepCall:
             and span.is_recording()
         ):
             try:
-                hit, value = plan.lookup(path, spec.fn, self._encoded_inputs)
-                if hit and plan.apply_state(path, self._states):
+                hit, value = plan.reuse(path, spec.fn, self._encoded_inputs, self._states)
+                if hit:
                     self.cached = True
                     self.cached_value = value
                     span.set_attribute(attr.REPLAY_CACHED, True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import importlib.util
 import inspect
 import json
 import logging
@@ -71,6 +72,16 @@ class ReplayPlan:
     executed: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    claimed: set[str] = field(default_factory=set)  # recorded calls already reused
+    # Recorded calls by (parent path, step name), in occurrence order, and by canonical inputs.
+    _groups: dict[tuple[str, str], list[RecordedCall]] = field(default_factory=dict)
+    _by_inputs: dict[tuple[str, str], dict[str, list[RecordedCall]]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for call in sorted(self.calls.values(), key=_occurrence):
+            parent = call.path.rpartition("/")[0]
+            if parent:
+                self._groups.setdefault((parent, call.name), []).append(call)
 
     def links(self) -> list[Link]:
         ctx = SpanContext(
@@ -81,15 +92,47 @@ class ReplayPlan:
         )
         return [Link(ctx, {"spanflow.link": "replay_of"})]
 
-    def lookup(self, path: str, fn: Any, inputs: Encoded) -> tuple[bool, Any]:
-        """``(True, output)`` when the call at ``path`` can reuse its recorded output."""
-        recorded = self.calls.get(path)
-        hit, value, why = self._match(recorded, fn, inputs)
+    def reuse(
+        self, path: str, fn: Any, inputs: Encoded, states: Sequence[tuple[str, State, Any]]
+    ) -> tuple[bool, Any]:
+        """``(True, output)`` when the call at ``path`` can reuse a recorded output; its recorded
+        state change is then re-applied to ``states`` (the live State arguments)."""
         with self.lock:
+            recorded = self._claim(path, inputs)
+        hit, value, why = self._match(recorded, fn, inputs)
+        if hit and recorded is not None:
+            why = self._apply_state(recorded, states)
+            hit = not why
+        with self.lock:
+            if hit and recorded is not None:
+                self.claimed.add(recorded.path)
             (self.reused if hit else self.executed).append(path)
             if why:
                 self.notes.append(f"{path}: {why}")
         return hit, value
+
+    def _claim(self, path: str, inputs: Encoded) -> RecordedCall | None:
+        """The recorded call for the call at ``path``: the one at the same position, unless
+        concurrent siblings (``parallel``, threads, executors) started in another order than
+        when recorded; then the first sibling of the same name with equal inputs not yet reused.
+        """
+        exact = self.calls.get(path)
+        if exact is not None and exact.path not in self.claimed and exact.input_json == inputs.json:
+            return exact
+        parent, _, tail = path.rpartition("/")
+        key = (parent, tail.rpartition("[")[0])
+        if key not in self._groups or not inputs.lossless:
+            return exact
+        by_inputs = self._by_inputs.get(key)
+        if by_inputs is None:
+            by_inputs = self._by_inputs[key] = {}
+            for call in self._groups[key]:
+                if call.input_json is not None:
+                    by_inputs.setdefault(_canonical(call.input_json), []).append(call)
+        same = by_inputs.get(_canonical(inputs.json), ())
+        free = [c for c in same if c.path not in self.claimed]
+        ok = [c for c in free if c.ok]
+        return next(iter(ok or free), exact)
 
     def _match(
         self, recorded: RecordedCall | None, fn: Any, inputs: Encoded
@@ -117,11 +160,12 @@ class ReplayPlan:
             )
         return True, value, ""
 
-    def apply_state(self, path: str, states: Sequence[tuple[str, State, Any]]) -> bool:
-        """Re-apply a reused call's recorded state change to the live State objects."""
-        recorded = self.calls.get(path)
-        if recorded is None or not recorded.state_diff or not states:
-            return True
+    @staticmethod
+    def _apply_state(recorded: RecordedCall, states: Sequence[tuple[str, State, Any]]) -> str:
+        """Re-apply a reused call's recorded state change to the live State objects; returns
+        why it could not be (the call then runs live), or ""."""
+        if not recorded.state_diff or not states:
+            return ""
         ops = json.loads(recorded.state_diff)
         try:
             for prefix, state, before in states:
@@ -136,10 +180,17 @@ class ReplayPlan:
                 for name in type(state).model_fields:
                     setattr(state, name, getattr(updated, name))
         except (ValueError, ValidationError, KeyError) as exc:
-            with self.lock:
-                self.notes.append(f"{path}: recorded state change could not be re-applied ({exc})")
-            return False
-        return True
+            return f"runs live: its recorded state change could not be re-applied ({exc})"
+        return ""
+
+
+def _occurrence(call: RecordedCall) -> int:
+    _, bracket, tail = call.path.rpartition("[")
+    return int(tail[:-1]) if bracket else 0
+
+
+def _canonical(input_json: str) -> str:
+    return json.dumps(json.loads(input_json), sort_keys=True, ensure_ascii=False)
 
 
 def _return_annotation(fn: Any) -> Any:
@@ -364,6 +415,7 @@ class ReplayJob:
     plan: ReplayPlan
     input_json: str | None
     lossy: frozenset[str]
+    async_library: str = "asyncio"  # an async workflow runs on the event loop it was recorded on
 
 
 @dataclass
@@ -396,6 +448,11 @@ def load(
     if not entrypoint:
         raise ReplayError(f"run {run_record.id} recorded no entrypoint")
     check_entrypoint(str(entrypoint))
+    library = str(root.attributes.get(attr.WORKFLOW_ASYNC_LIBRARY) or "asyncio")
+    if library not in ("asyncio", "trio") or importlib.util.find_spec(library) is None:
+        raise ReplayError(
+            f"run {run_record.id} ran on the {library} event loop, which is not available here"
+        )
     return ReplayJob(
         run_id=run_record.id,
         entrypoint=str(entrypoint),
@@ -404,6 +461,7 @@ def load(
         plan=plan,
         input_json=root.attributes.get(attr.INPUT_VALUE),
         lossy=frozenset(x for x in str(root.attributes.get(attr.LOSSY, "")).split(",") if x),
+        async_library=library,
     )
 
 
@@ -432,7 +490,7 @@ def run(job: ReplayJob) -> ReplayResult:
         if inspect.iscoroutinefunction(fn):
             import anyio
 
-            result.value = anyio.run(_await, call)
+            result.value = anyio.run(_await, call, backend=job.async_library)
         else:
             result.value = call()
     except Exception as exc:

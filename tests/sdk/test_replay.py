@@ -274,3 +274,120 @@ def test_replay_reruns_steps_whose_value_came_from_a_default_and_never_reuses_ge
     finally:
         sys.modules.pop("degraded", None)
         spanflow.runtime.reset_for_tests()
+
+
+FANPIPE = """
+import anyio
+import spanflow
+from spanflow.recording import running_async_library
+
+ORDER = list(range(8))
+BROKEN = True
+CALLS: list[str] = []
+LOOPS: list[str | None] = []
+
+@spanflow.step
+async def fetch(i: int) -> int:
+    CALLS.append(f"fetch {i}")
+    await anyio.sleep(0.001 * (i % 3))
+    return i * 10
+
+@spanflow.step
+def lookup(i: int) -> int:  # parallel() runs it in a worker thread
+    CALLS.append(f"lookup {i}")
+    return -i
+
+@spanflow.step
+def finish(total: int) -> int:
+    CALLS.append("finish")
+    if BROKEN:
+        raise ValueError("not fixed yet")
+    return total
+
+@spanflow.workflow
+async def wf(n: int) -> int:
+    LOOPS.append(running_async_library())
+    fetched = await spanflow.parallel(*(fetch(i) for i in ORDER[:n]))
+    looked = await spanflow.parallel(*(lambda i=i: lookup(i) for i in ORDER[:n]), limit=3)
+    return finish(sum(fetched) + sum(looked))
+"""
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_replay_reuses_concurrent_steps_whatever_order_they_start_in(
+    backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import anyio
+    from spanflow.exporters.store import Store
+
+    (tmp_path / "fanpipe.py").write_text(FANPIPE)
+    db = tmp_path / "t.db"
+    monkeypatch.syspath_prepend(str(tmp_path))
+    spanflow.configure(db=db)
+    try:
+        import fanpipe  # type: ignore[import-not-found]
+
+        with pytest.raises(ValueError):
+            anyio.run(fanpipe.wf, 8, backend=backend)
+        spanflow.flush()
+        with Store.open(db) as store:
+            run_id = store.list_runs()[0].id
+            root = next(s for s in store.spans(run_id) if s.parent_id is None)
+        assert root.attributes[attr.WORKFLOW_ASYNC_LIBRARY] == backend
+        fanpipe.BROKEN = False
+        # Concurrent siblings may start in any order (trio schedules new tasks at random, threads
+        # race); here the order is also reversed outright, so every position holds other inputs.
+        for order in (list(range(8)), list(reversed(range(8)))) * 2:
+            fanpipe.ORDER[:] = order
+            fanpipe.CALLS.clear()
+            assert spanflow.replay(run_id, db=db) == sum(i * 10 - i for i in range(8))
+            assert fanpipe.CALLS == ["finish"], order
+        # Every replay ran on the event loop the run was recorded on.
+        assert fanpipe.LOOPS.count(backend) == len(fanpipe.LOOPS) == 5
+    finally:
+        sys.modules.pop("fanpipe", None)
+        spanflow.runtime.reset_for_tests()
+
+
+def test_a_reordered_call_reuses_each_recorded_call_once() -> None:
+    from spanflow.exporters.records import SpanRecord
+    from spanflow.serialize import encode
+
+    rid = "cd" * 16
+
+    def span(sid: int, name: str, parent: int | None, **extra: object) -> SpanRecord:
+        return SpanRecord(
+            run_id=rid,
+            span_id=f"{sid:016x}",
+            parent_id=f"{parent:016x}" if parent else None,
+            name=name,
+            start_ns=sid,
+            end_ns=sid + 1,
+            attributes={attr.STEP_NAME: name, attr.STEP_TYPE: "step", **extra},
+        )
+
+    def call(i: int, occurrence: int) -> SpanRecord:
+        return span(
+            occurrence + 2,
+            "get",
+            1,
+            **{
+                attr.INPUT_VALUE: json.dumps({"i": i}),
+                attr.OUTPUT_VALUE: str(i * 10),
+                attr.STEP_OCCURRENCE: occurrence,
+            },
+        )
+
+    root = span(1, "wf", None, **{attr.STEP_TYPE: "workflow"})
+    plan, _ = build_plan(rid, [root, call(7, 0), call(8, 1), call(7, 2)], None)
+
+    def get(i: int) -> int:
+        return i
+
+    reuse = [
+        plan.reuse(f"wf/get[{n}]", get, encode({"i": i}), []) for n, i in enumerate([8, 7, 7, 7, 9])
+    ]
+    # Position 0 holds i=7 but this call has i=8: it takes the recorded i=8 call. Both i=7 calls
+    # are used once each; a third i=7 call and an unrecorded input run live.
+    assert reuse == [(True, 80), (True, 70), (True, 70), (False, None), (False, None)]
+    assert plan.executed == ["wf/get[3]", "wf/get[4]"]
