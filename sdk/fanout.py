@@ -61,13 +61,13 @@ async def parallel(
     # Each item's own exception object, as it left the item: task groups wrap (and on trio may
     # re-wrap) what they collect, so the group is not the place to get it back from.
     failures: list[BaseException] = []
+    cancellations: list[BaseException] = []
 
     async def run_one(index: int, item: Awaitable[Any] | Callable[[], Any]) -> None:
         try:
             results[index] = await _invoke(item)
         except BaseException as exc:
-            if not is_cancellation(exc):
-                failures.append(exc)
+            (cancellations if is_cancellation(exc) else failures).append(exc)
             raise
         finally:
             if slots is not None:
@@ -89,6 +89,8 @@ async def parallel(
         _close_unstarted(items)
     if failures:
         raise failures[0]  # outside the group's except block: no group in its context
+    if cancellations:  # an item raised a cancellation of its own: it has no result to give
+        raise cancellations[0]
     return results
 
 

@@ -247,7 +247,7 @@ class StepCall:
                 attributes[attr.REPLAY_OF] = plan.original_run_id
                 links = [*(links or []), *plan.links()]
             recording = True
-            path = spec.name
+            path, parent_path = spec.name, ""
             if spec.is_workflow:
                 library = running_async_library()
                 if library is not None:
@@ -260,6 +260,7 @@ class StepCall:
             # A sampled-out parent means a non-recording child: skip the capture work.
             recording = trace.get_current_span(ctx).is_recording()
             path, occurrence = parent_frame.next_child(spec.name)
+            parent_path = parent_frame.path
             if occurrence:
                 attributes[attr.STEP_OCCURRENCE] = occurrence
         # Attributes are written just after the span starts, before the step's own code runs,
@@ -296,7 +297,10 @@ class StepCall:
             and span.is_recording()
         ):
             try:
-                hit, value = plan.reuse(path, spec.fn, self._encoded_inputs, self._states)
+                hit, value, stands_for = plan.reuse(
+                    path, parent_path, spec.name, spec.fn, self._encoded_inputs, self._states
+                )
+                self.frame.path = stands_for  # its own calls are matched under that call
                 if hit:
                     self.cached = True
                     self.cached_value = value

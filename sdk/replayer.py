@@ -4,7 +4,10 @@ The recorded entrypoint is imported (never evaluated: it must be ``module:qualna
 identifiers and, once imported, a spanflow workflow) and called with its recorded arguments,
 rebuilt from JSON through the type hints. Each step call is matched to the recorded call at the
 same position (same parent, same name, same occurrence among its siblings) with equal inputs; a
-match that succeeded returns its recorded output without executing. Nothing is unpickled.
+match that succeeded returns its recorded output without executing. Concurrent siblings may start
+in another order than when recorded: a call whose position holds other inputs (or was taken by
+such a sibling) takes the first untaken recorded success of the same step under the same parent
+with equal inputs. Each recorded call is reused at most once. Nothing is unpickled.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import re
 import sys
 import threading
 import typing
+from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -49,7 +53,9 @@ class RecordedCall:
     """What the original run recorded for one step call."""
 
     path: str
+    parent: str  # the recorded parent call's path; "" for the run's root
     name: str
+    occurrence: int
     span_id: str
     ok: bool
     input_json: str | None
@@ -72,16 +78,12 @@ class ReplayPlan:
     executed: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
-    claimed: set[str] = field(default_factory=set)  # recorded calls already reused
-    # Recorded calls by (parent path, step name), in occurrence order, and by canonical inputs.
-    _groups: dict[tuple[str, str], list[RecordedCall]] = field(default_factory=dict)
-    _by_inputs: dict[tuple[str, str], dict[str, list[RecordedCall]]] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        for call in sorted(self.calls.values(), key=_occurrence):
-            parent = call.path.rpartition("/")[0]
-            if parent:
-                self._groups.setdefault((parent, call.name), []).append(call)
+    _taken: set[str] = field(default_factory=set, init=False, repr=False)
+    # Reusable recorded calls by (parent path, step name, canonical inputs), in occurrence
+    # order; built when a call first misses its position.
+    _spares: dict[tuple[str, str, str], deque[RecordedCall]] | None = field(
+        default=None, init=False, repr=False
+    )
 
     def links(self) -> list[Link]:
         ctx = SpanContext(
@@ -93,46 +95,59 @@ class ReplayPlan:
         return [Link(ctx, {"spanflow.link": "replay_of"})]
 
     def reuse(
-        self, path: str, fn: Any, inputs: Encoded, states: Sequence[tuple[str, State, Any]]
-    ) -> tuple[bool, Any]:
-        """``(True, output)`` when the call at ``path`` can reuse a recorded output; its recorded
-        state change is then re-applied to ``states`` (the live State arguments)."""
+        self,
+        path: str,
+        parent: str,
+        name: str,
+        fn: Any,
+        inputs: Encoded,
+        states: Sequence[tuple[str, State, Any]],
+    ) -> tuple[bool, Any, str]:
+        """Look up the call of step ``name`` at ``path`` (under the call at ``parent``).
+
+        Returns ``(hit, output, stands_for)``: on a hit the recorded output, with its recorded
+        state change re-applied to ``states`` (the live State arguments); ``stands_for`` is the
+        recorded call this one corresponds to, under which its own calls are matched.
+        """
         with self.lock:
-            recorded = self._claim(path, inputs)
+            recorded = self._take(path, parent, name, inputs)
         hit, value, why = self._match(recorded, fn, inputs)
         if hit and recorded is not None:
             why = self._apply_state(recorded, states)
             hit = not why
         with self.lock:
-            if hit and recorded is not None:
-                self.claimed.add(recorded.path)
+            if recorded is not None and not hit:
+                self._taken.discard(recorded.path)
             (self.reused if hit else self.executed).append(path)
             if why:
                 self.notes.append(f"{path}: {why}")
-        return hit, value
+        return hit, value, path if recorded is None else recorded.path
 
-    def _claim(self, path: str, inputs: Encoded) -> RecordedCall | None:
-        """The recorded call for the call at ``path``: the one at the same position, unless
-        concurrent siblings (``parallel``, threads, executors) started in another order than
-        when recorded; then the first sibling of the same name with equal inputs not yet reused.
-        """
+    def _take(self, path: str, parent: str, name: str, inputs: Encoded) -> RecordedCall | None:
+        """The recorded call the call at ``path`` is matched to, marked taken (under the lock)."""
         exact = self.calls.get(path)
-        if exact is not None and exact.path not in self.claimed and exact.input_json == inputs.json:
-            return exact
-        parent, _, tail = path.rpartition("/")
-        key = (parent, tail.rpartition("[")[0])
-        if key not in self._groups or not inputs.lossless:
-            return exact
-        by_inputs = self._by_inputs.get(key)
-        if by_inputs is None:
-            by_inputs = self._by_inputs[key] = {}
-            for call in self._groups[key]:
-                if call.input_json is not None:
-                    by_inputs.setdefault(_canonical(call.input_json), []).append(call)
-        same = by_inputs.get(_canonical(inputs.json), ())
-        free = [c for c in same if c.path not in self.claimed]
-        ok = [c for c in free if c.ok]
-        return next(iter(ok or free), exact)
+        if exact is not None and exact.path in self._taken:
+            exact = None
+        chosen = exact
+        if (exact is None or not _same_inputs(exact, inputs)) and inputs.lossless:
+            spare = self._spare_calls().get((parent, name, _canonical(inputs.json)))
+            while spare:
+                call = spare.popleft()
+                if call.path not in self._taken:
+                    chosen = call
+                    break
+        if chosen is not None:
+            self._taken.add(chosen.path)
+        return chosen
+
+    def _spare_calls(self) -> dict[tuple[str, str, str], deque[RecordedCall]]:
+        if self._spares is None:
+            self._spares = {}
+            for call in sorted(self.calls.values(), key=lambda c: c.occurrence):
+                if call.ok and call.parent and call.input_json and call.path not in self.live:
+                    key = (call.parent, call.name, _canonical(call.input_json))
+                    self._spares.setdefault(key, deque()).append(call)
+        return self._spares
 
     def _match(
         self, recorded: RecordedCall | None, fn: Any, inputs: Encoded
@@ -167,6 +182,7 @@ class ReplayPlan:
         if not recorded.state_diff or not states:
             return ""
         ops = json.loads(recorded.state_diff)
+        updates: list[tuple[State, State]] = []
         try:
             for prefix, state, before in states:
                 mine = [
@@ -174,19 +190,22 @@ class ReplayPlan:
                     for op in ops
                     if not prefix or op["path"] == prefix or op["path"].startswith(prefix + "/")
                 ]
-                if not mine:
-                    continue
-                updated = type(state).model_validate(apply_patch(before, mine))
-                for name in type(state).model_fields:
-                    setattr(state, name, getattr(updated, name))
+                if mine:
+                    updates.append((state, type(state).model_validate(apply_patch(before, mine))))
         except (ValueError, ValidationError, KeyError) as exc:
             return f"runs live: its recorded state change could not be re-applied ({exc})"
+        for state, updated in updates:  # all or none: a failure above leaves every State as is
+            for name in type(state).model_fields:
+                setattr(state, name, getattr(updated, name))
         return ""
 
 
-def _occurrence(call: RecordedCall) -> int:
-    _, bracket, tail = call.path.rpartition("[")
-    return int(tail[:-1]) if bracket else 0
+def _same_inputs(recorded: RecordedCall, inputs: Encoded) -> bool:
+    if recorded.input_json is None:
+        return False
+    if recorded.input_json == inputs.json:
+        return True
+    return inputs.lossless and json.loads(recorded.input_json) == json.loads(inputs.json)
 
 
 def _canonical(input_json: str) -> str:
@@ -215,6 +234,7 @@ def build_plan(run_id: str, spans: Sequence[Any], from_step: str | None) -> tupl
         raise ReplayError(f"run {run_id} has no root span in the store; it cannot be replayed")
     root = roots[0]
     paths: dict[str, str] = {}
+    parents: dict[str, str] = {}  # call path -> its parent call's path
 
     def path_of(span: Any) -> str | None:
         if span.span_id in paths:
@@ -231,6 +251,7 @@ def build_plan(run_id: str, spans: Sequence[Any], from_step: str | None) -> tupl
             if parent_path is None:
                 return None
             path = f"{parent_path}/{name}[{int(a.get(attr.STEP_OCCURRENCE, 0))}]"
+            parents[path] = parent_path
         paths[span.span_id] = path
         return path
 
@@ -243,7 +264,9 @@ def build_plan(run_id: str, spans: Sequence[Any], from_step: str | None) -> tupl
         lossy = frozenset(x for x in str(a.get(attr.LOSSY, "")).split(",") if x)
         calls[path] = RecordedCall(
             path=path,
+            parent=parents.get(path, ""),
             name=str(a.get(attr.STEP_NAME, span.name)),
+            occurrence=int(a.get(attr.STEP_OCCURRENCE, 0)),
             span_id=span.span_id,
             # A fallback's or default's value is a stand-in for the step's own: run it again.
             ok=span.status != "ERROR"
@@ -448,11 +471,6 @@ def load(
     if not entrypoint:
         raise ReplayError(f"run {run_record.id} recorded no entrypoint")
     check_entrypoint(str(entrypoint))
-    library = str(root.attributes.get(attr.WORKFLOW_ASYNC_LIBRARY) or "asyncio")
-    if library not in ("asyncio", "trio") or importlib.util.find_spec(library) is None:
-        raise ReplayError(
-            f"run {run_record.id} ran on the {library} event loop, which is not available here"
-        )
     return ReplayJob(
         run_id=run_record.id,
         entrypoint=str(entrypoint),
@@ -461,7 +479,7 @@ def load(
         plan=plan,
         input_json=root.attributes.get(attr.INPUT_VALUE),
         lossy=frozenset(x for x in str(root.attributes.get(attr.LOSSY, "")).split(",") if x),
-        async_library=library,
+        async_library=str(root.attributes.get(attr.WORKFLOW_ASYNC_LIBRARY) or "asyncio"),
     )
 
 
@@ -481,13 +499,21 @@ def run(job: ReplayJob) -> ReplayResult:
     """
     fn = load_workflow(job.entrypoint, job.workflow_file)
     args, kwargs = rebuild_arguments(fn, job.input_json, job.lossy)
+    is_async = inspect.iscoroutinefunction(fn)
+    if is_async and (
+        job.async_library not in ("asyncio", "trio")
+        or importlib.util.find_spec(job.async_library) is None
+    ):
+        raise ReplayError(
+            f"run {job.run_id} ran on the {job.async_library} event loop, which is not available here"
+        )
     runtime.use_store(job.db)
     plan = job.plan
     result = ReplayResult(plan=plan)
     token = otel_context.attach(otel_context.set_value(_REPLAY_KEY, plan))
     try:
         call = functools.partial(fn, *args, **kwargs)
-        if inspect.iscoroutinefunction(fn):
+        if is_async:
             import anyio
 
             result.value = anyio.run(_await, call, backend=job.async_library)

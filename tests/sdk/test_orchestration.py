@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -351,6 +352,25 @@ async def test_parallel_failure_cancels_the_rest(recorded: Recorded) -> None:
     assert len(cancelled) == 2
     for s in cancelled:
         assert s.attributes is not None and s.attributes[attr.CANCELLED] is True
+
+
+def test_parallel_item_cancelling_itself_raises_its_cancellation() -> None:
+    # Nobody cancelled the fan-out, so there is no failure to report, but the item has no
+    # result: its CancelledError is raised (as asyncio.gather does) rather than a hole returned.
+    async def quits() -> int:
+        raise asyncio.CancelledError
+
+    async def fine() -> int:
+        await asyncio.sleep(0)
+        return 1
+
+    async def main() -> object:
+        try:
+            return await spanflow.parallel(fine(), quits())
+        except asyncio.CancelledError as exc:
+            return exc
+
+    assert isinstance(asyncio.run(main()), asyncio.CancelledError)
 
 
 async def test_map(recorded: Recorded) -> None:

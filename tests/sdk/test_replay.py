@@ -7,12 +7,18 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import spanflow
+from pydantic import BaseModel, field_validator
 from spanflow import attributes as attr
-from spanflow.replayer import build_plan, check_entrypoint, load_workflow
+from spanflow.exporters.records import SpanRecord
+from spanflow.replayer import ReplayPlan, build_plan, check_entrypoint, load_workflow
+from spanflow.serialize import encode
 
 PIPELINE = """
 from __future__ import annotations
@@ -304,12 +310,17 @@ def finish(total: int) -> int:
         raise ValueError("not fixed yet")
     return total
 
+@spanflow.step
+async def wrap(i: int):  # no return annotation: runs live on replay, its own calls are reused
+    return await fetch(100 + i)
+
 @spanflow.workflow
 async def wf(n: int) -> int:
     LOOPS.append(running_async_library())
     fetched = await spanflow.parallel(*(fetch(i) for i in ORDER[:n]))
     looked = await spanflow.parallel(*(lambda i=i: lookup(i) for i in ORDER[:n]), limit=3)
-    return finish(sum(fetched) + sum(looked))
+    wrapped = await spanflow.parallel(*(wrap(i) for i in ORDER[:n]))
+    return finish(sum(fetched) + sum(looked) + sum(wrapped))
 """
 
 
@@ -340,7 +351,9 @@ def test_replay_reuses_concurrent_steps_whatever_order_they_start_in(
         for order in (list(range(8)), list(reversed(range(8)))) * 2:
             fanpipe.ORDER[:] = order
             fanpipe.CALLS.clear()
-            assert spanflow.replay(run_id, db=db) == sum(i * 10 - i for i in range(8))
+            assert spanflow.replay(run_id, db=db) == sum(
+                i * 10 - i + (100 + i) * 10 for i in range(8)
+            )
             assert fanpipe.CALLS == ["finish"], order
         # Every replay ran on the event loop the run was recorded on.
         assert fanpipe.LOOPS.count(backend) == len(fanpipe.LOOPS) == 5
@@ -349,45 +362,107 @@ def test_replay_reuses_concurrent_steps_whatever_order_they_start_in(
         spanflow.runtime.reset_for_tests()
 
 
-def test_a_reordered_call_reuses_each_recorded_call_once() -> None:
-    from spanflow.exporters.records import SpanRecord
-    from spanflow.serialize import encode
+RID = "cd" * 16
 
-    rid = "cd" * 16
 
-    def span(sid: int, name: str, parent: int | None, **extra: object) -> SpanRecord:
-        return SpanRecord(
-            run_id=rid,
-            span_id=f"{sid:016x}",
-            parent_id=f"{parent:016x}" if parent else None,
-            name=name,
-            start_ns=sid,
-            end_ns=sid + 1,
-            attributes={attr.STEP_NAME: name, attr.STEP_TYPE: "step", **extra},
-        )
+def _span(sid: int, name: str, parent: int | None, **extra: object) -> SpanRecord:
+    return SpanRecord(
+        run_id=RID,
+        span_id=f"{sid:016x}",
+        parent_id=f"{parent:016x}" if parent else None,
+        name=name,
+        start_ns=sid,
+        end_ns=sid + 1,
+        attributes={attr.STEP_NAME: name, attr.STEP_TYPE: "step", **extra},
+    )
 
-    def call(i: int, occurrence: int) -> SpanRecord:
-        return span(
-            occurrence + 2,
-            "get",
-            1,
-            **{
-                attr.INPUT_VALUE: json.dumps({"i": i}),
-                attr.OUTPUT_VALUE: str(i * 10),
-                attr.STEP_OCCURRENCE: occurrence,
-            },
-        )
 
-    root = span(1, "wf", None, **{attr.STEP_TYPE: "workflow"})
-    plan, _ = build_plan(rid, [root, call(7, 0), call(8, 1), call(7, 2)], None)
+def _siblings(root: str, inputs: list[int]) -> ReplayPlan:
+    """A run whose root ``root`` called ``get(i)`` for each of ``inputs`` (output ``i * 10``)."""
+    spans = [_span(1, root, None, **{attr.STEP_TYPE: "workflow"})]
+    for n, i in enumerate(inputs):
+        extra = {attr.INPUT_VALUE: json.dumps({"i": i}), attr.OUTPUT_VALUE: f'{{"v": {i * 10}}}'}
+        spans.append(_span(n + 2, "get", 1, **extra, **{attr.STEP_OCCURRENCE: n}))
+    return build_plan(RID, spans, None)[0]
 
-    def get(i: int) -> int:
-        return i
 
-    reuse = [
-        plan.reuse(f"wf/get[{n}]", get, encode({"i": i}), []) for n, i in enumerate([8, 7, 7, 7, 9])
+class Out(BaseModel):
+    v: int
+
+    @field_validator("v")
+    @classmethod
+    def _nap(cls, v: int) -> int:
+        time.sleep(0.001)  # rebuilding a recorded output takes a while: threads overlap here
+        return v
+
+
+def get(i: int) -> Out:
+    return Out(v=i)
+
+
+def _replay_calls(plan: ReplayPlan, root: str, inputs: list[int]) -> list[tuple[bool, Any]]:
+    results = []
+    for n, i in enumerate(inputs):
+        hit, value, _ = plan.reuse(f"{root}/get[{n}]", root, "get", get, encode({"i": i}), [])
+        results.append((hit, value.v if hit else value))
+    return results
+
+
+def test_a_call_whose_position_holds_other_inputs_takes_an_untaken_sibling() -> None:
+    plan = _siblings("wf", [7, 8, 7])
+    # Position 0 holds i=7 but the call has i=8: it takes the recorded i=8 call; both i=7 calls
+    # are reused once each; a third i=7 call (its position taken) and an unrecorded input run live.
+    assert _replay_calls(plan, "wf", [8, 7, 7, 7, 9]) == [
+        (True, 80),
+        (True, 70),
+        (True, 70),
+        (False, None),
+        (False, None),
     ]
-    # Position 0 holds i=7 but this call has i=8: it takes the recorded i=8 call. Both i=7 calls
-    # are used once each; a third i=7 call and an unrecorded input run live.
-    assert reuse == [(True, 80), (True, 70), (True, 70), (False, None), (False, None)]
     assert plan.executed == ["wf/get[3]", "wf/get[4]"]
+
+
+def test_a_recorded_call_is_never_reused_twice() -> None:
+    # Recorded get(1), get(2); today's code calls get(2) twice: the first takes position 1 by its
+    # inputs, so the second (at position 1, now taken) runs live.
+    assert _replay_calls(_siblings("wf", [1, 2]), "wf", [2, 2]) == [(True, 20), (False, None)]
+
+
+def test_a_sequential_run_keeps_matching_by_position() -> None:
+    plan = _siblings("wf", [1, 2, 3])
+    assert _replay_calls(plan, "wf", [1, 5, 3]) == [(True, 10), (False, None), (True, 30)]
+    assert plan.notes == ["wf/get[1]: runs live: its inputs changed"]
+
+
+def test_step_names_with_brackets_and_slashes() -> None:
+    plan = _siblings("eval[v2]/nightly", [1, 2])
+    assert _replay_calls(plan, "eval[v2]/nightly", [2, 1]) == [(True, 20), (True, 10)]
+
+
+def _race(plan: ReplayPlan, inputs: list[int]) -> list[Any]:
+    """Call ``get(i)`` for each of ``inputs``, each from its own thread, all at once."""
+    hits: list[Any] = []
+    barrier = threading.Barrier(len(inputs))
+
+    def call(n: int) -> None:
+        barrier.wait()
+        hit, value, _ = plan.reuse(f"wf/get[{n}]", "wf", "get", get, encode({"i": inputs[n]}), [])
+        if hit:
+            hits.append(value.v)
+
+    started = [threading.Thread(target=call, args=(n,)) for n in range(len(inputs))]
+    for t in started:
+        t.start()
+    for t in started:
+        t.join()
+    return hits
+
+
+def test_threads_racing_for_the_same_recorded_calls_take_each_once() -> None:
+    recorded = [1, 2] * 6
+    # The first six calls all pass 2: three find it at their own position, three look for
+    # recorded siblings, the very calls later positions match exactly. Nine calls want the six
+    # recorded get(2) outputs: each is handed out once, three calls run live.
+    today = [2] * 6 + recorded[6:]
+    for _ in range(5):
+        assert sorted(_race(_siblings("wf", recorded), today)) == [10] * 3 + [20] * 6
