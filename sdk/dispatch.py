@@ -29,7 +29,7 @@ from .context import RunState, current_frame, current_run
 from .errors import RemoteStepError, StepTimeout
 from .remote import run_task
 from .span_wire import Decoder, WireSpan
-from .state import State
+from .state import State, adopt
 from .task import (
     PATH_KEY,
     PROPAGATOR,
@@ -44,7 +44,6 @@ from .task import (
 
 logger = logging.getLogger("spanflow")
 
-_STATE_SLOTS = ("__dict__", "__pydantic_extra__", "__pydantic_fields_set__", "__pydantic_private__")
 
 _configs: weakref.WeakKeyDictionary[runtime.Runtime, WorkerConfig] = weakref.WeakKeyDictionary()
 _configs_lock = threading.Lock()
@@ -316,8 +315,7 @@ def _adopt_states(
         if not (isinstance(original, State) and type(original) is type(changed)):
             continue
         try:
-            for slot in _STATE_SLOTS:
-                object.__setattr__(original, slot, getattr(changed, slot))
+            adopt(original, changed)
         except Exception:
             runtime.count("remote_state_errors")
             logger.warning(

@@ -6,8 +6,8 @@ rebuilt from JSON through the type hints. Each step call is matched to the recor
 same position (same parent, same name, same occurrence among its siblings) with equal inputs; a
 match that succeeded returns its recorded output without executing. Concurrent siblings may start
 in another order than when recorded: a call whose position holds other inputs (or was taken by
-such a sibling) takes the first untaken recorded success of the same step under the same parent
-with equal inputs. Each recorded call is reused at most once. Nothing is unpickled.
+such a sibling) is matched to the first recorded call of the same step under the same parent
+with equal inputs that no other call was matched to. Nothing is unpickled.
 """
 
 from __future__ import annotations
@@ -39,12 +39,13 @@ from . import runtime
 from .errors import ReplayError
 from .recording import _REPLAY_KEY, StepSpec
 from .serialize import Encoded
-from .state import State
+from .state import State, adopt
 from .state_diff import apply_patch
 
 logger = logging.getLogger("spanflow")
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+_UNMATCHED = "~"  # ends the path of a call that matched no recorded call (recorded ones end in "]")
 _LOSSY_MARKS = ("[REDACTED]", "…[+", '"__truncated__"', '"__bytes__"', '"__type__"', '"[cycle]"')
 
 
@@ -78,10 +79,11 @@ class ReplayPlan:
     executed: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # Recorded calls some live call already stands for (each stands for one at most), and the
+    # recorded calls by (parent path, step name, canonical inputs) in occurrence order, built
+    # when a call first finds other inputs at its own position.
     _taken: set[str] = field(default_factory=set, init=False, repr=False)
-    # Reusable recorded calls by (parent path, step name, canonical inputs), in occurrence
-    # order; built when a call first misses its position.
-    _spares: dict[tuple[str, str, str], deque[RecordedCall]] | None = field(
+    _by_inputs: dict[tuple[str, str, str], deque[RecordedCall]] | None = field(
         default=None, init=False, repr=False
     )
 
@@ -107,47 +109,62 @@ class ReplayPlan:
 
         Returns ``(hit, output, stands_for)``: on a hit the recorded output, with its recorded
         state change re-applied to ``states`` (the live State arguments); ``stands_for`` is the
-        recorded call this one corresponds to, under which its own calls are matched.
+        path of the recorded call this one corresponds to, under which its own calls are matched.
         """
         with self.lock:
-            recorded = self._take(path, parent, name, inputs)
-        hit, value, why = self._match(recorded, fn, inputs)
-        if hit and recorded is not None:
-            why = self._apply_state(recorded, states)
-            hit = not why
+            recorded, stands_for = self._counterpart(path, parent, name, inputs)
+        try:
+            hit, value, why = self._match(recorded, fn, inputs)
+            if hit and recorded is not None:
+                why = self._apply_state(recorded, states)
+                hit = not why
+        except Exception as exc:  # a recorded value this code cannot read: run the call live
+            hit, value, why = False, None, f"runs live: {type(exc).__name__}: {exc}"
         with self.lock:
-            if recorded is not None and not hit:
-                self._taken.discard(recorded.path)
             (self.reused if hit else self.executed).append(path)
             if why:
                 self.notes.append(f"{path}: {why}")
-        return hit, value, path if recorded is None else recorded.path
+        return hit, value, stands_for
 
-    def _take(self, path: str, parent: str, name: str, inputs: Encoded) -> RecordedCall | None:
-        """The recorded call the call at ``path`` is matched to, marked taken (under the lock)."""
+    def _counterpart(
+        self, path: str, parent: str, name: str, inputs: Encoded
+    ) -> tuple[RecordedCall | None, str]:
+        """The recorded call the call at ``path`` is matched to, and the path it stands for.
+
+        The recorded call at the same position when its inputs are equal; else, as concurrent
+        siblings may start in another order than when recorded, the first recorded call of the
+        same step under the same parent with equal inputs that no live call stands for yet. That
+        call is then taken for good, reused or not (the failed step, one run live by
+        ``from_step``): each recorded call has one live counterpart at most, and the calls its
+        counterpart makes are matched under it. A call without one runs live, and so do the
+        calls it makes (they are matched under a path no recorded call has).
+        """
         exact = self.calls.get(path)
         if exact is not None and exact.path in self._taken:
             exact = None
-        chosen = exact
-        if (exact is None or not _same_inputs(exact, inputs)) and inputs.lossless:
-            spare = self._spare_calls().get((parent, name, _canonical(inputs.json)))
-            while spare:
-                call = spare.popleft()
+        if exact is not None and _same_inputs(exact, inputs):
+            self._taken.add(exact.path)
+            return exact, path
+        canonical = _canonical(inputs.json) if inputs.lossless else None
+        if canonical is not None:
+            same = self._recorded_by_inputs().get((parent, name, canonical))
+            while same:
+                call = same.popleft()
                 if call.path not in self._taken:
-                    chosen = call
-                    break
-        if chosen is not None:
-            self._taken.add(chosen.path)
-        return chosen
+                    self._taken.add(call.path)
+                    return call, call.path
+        # Other inputs at this position (the summary says so); nothing recorded stands behind it.
+        return exact, path + _UNMATCHED
 
-    def _spare_calls(self) -> dict[tuple[str, str, str], deque[RecordedCall]]:
-        if self._spares is None:
-            self._spares = {}
+    def _recorded_by_inputs(self) -> dict[tuple[str, str, str], deque[RecordedCall]]:
+        if self._by_inputs is None:
+            index: dict[tuple[str, str, str], deque[RecordedCall]] = {}
             for call in sorted(self.calls.values(), key=lambda c: c.occurrence):
-                if call.ok and call.parent and call.input_json and call.path not in self.live:
-                    key = (call.parent, call.name, _canonical(call.input_json))
-                    self._spares.setdefault(key, deque()).append(call)
-        return self._spares
+                canonical = _canonical(call.input_json) if call.parent and call.input_json else None
+                if canonical is not None:
+                    index.setdefault((call.parent, call.name, canonical), deque()).append(call)
+            self._by_inputs = index
+        return self._by_inputs
 
     def _match(
         self, recorded: RecordedCall | None, fn: Any, inputs: Encoded
@@ -195,8 +212,7 @@ class ReplayPlan:
         except (ValueError, ValidationError, KeyError) as exc:
             return f"runs live: its recorded state change could not be re-applied ({exc})"
         for state, updated in updates:  # all or none: a failure above leaves every State as is
-            for name in type(state).model_fields:
-                setattr(state, name, getattr(updated, name))
+            adopt(state, updated)
         return ""
 
 
@@ -205,11 +221,17 @@ def _same_inputs(recorded: RecordedCall, inputs: Encoded) -> bool:
         return False
     if recorded.input_json == inputs.json:
         return True
-    return inputs.lossless and json.loads(recorded.input_json) == json.loads(inputs.json)
+    try:
+        return inputs.lossless and json.loads(recorded.input_json) == json.loads(inputs.json)
+    except ValueError:
+        return False
 
 
-def _canonical(input_json: str) -> str:
-    return json.dumps(json.loads(input_json), sort_keys=True, ensure_ascii=False)
+def _canonical(input_json: str) -> str | None:
+    try:
+        return json.dumps(json.loads(input_json), sort_keys=True, ensure_ascii=False)
+    except ValueError:  # not JSON (a store written by something else): matched by position only
+        return None
 
 
 def _return_annotation(fn: Any) -> Any:

@@ -16,3 +16,13 @@ class State(BaseModel):
     """
 
     model_config = ConfigDict(validate_assignment=True, extra="forbid")
+
+
+_MODEL_SLOTS = ("__dict__", "__pydantic_extra__", "__pydantic_fields_set__", "__pydantic_private__")
+
+
+def adopt(target: State, source: State) -> None:
+    """Give ``target`` the values of ``source`` (a model of the same class, already validated),
+    so that every reference to ``target`` sees them; no field is validated again on the way."""
+    for slot in _MODEL_SLOTS:
+        object.__setattr__(target, slot, getattr(source, slot))

@@ -9,6 +9,7 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -466,3 +467,131 @@ def test_threads_racing_for_the_same_recorded_calls_take_each_once() -> None:
     today = [2] * 6 + recorded[6:]
     for _ in range(5):
         assert sorted(_race(_siblings("wf", recorded), today)) == [10] * 3 + [20] * 6
+
+
+REORDER = """
+import spanflow
+from pydantic import model_validator
+
+ORDER = [1, 2]
+CALLS: list[str] = []
+BROKEN = True
+
+
+class S(spanflow.State):
+    docs: list[str] = []
+    scores: list[int] = []
+
+    @model_validator(mode="after")
+    def _aligned(self) -> "S":
+        if len(self.docs) != len(self.scores):
+            raise ValueError("docs and scores must stay aligned")
+        return self
+
+
+@spanflow.step
+def child(i: int) -> int:
+    CALLS.append(f"child {i}")
+    return i * 10
+
+
+@spanflow.step
+def extra() -> str:
+    CALLS.append("extra")
+    return "x"
+
+
+@spanflow.step
+def record(s: S, doc: str) -> int:
+    CALLS.append("record")
+    s.docs.append(doc)  # in place: the pair is only checked when the model is validated
+    s.scores.append(len(doc))
+    return len(s.docs)
+
+
+@spanflow.step
+def parent(i: int) -> int:
+    CALLS.append(f"parent {i}")
+    if i == 2:
+        extra()
+    value = child(i)
+    if BROKEN and i == 2:
+        raise ValueError("not fixed yet")
+    return value
+
+
+@spanflow.workflow
+def wf() -> list[object]:
+    s = S()
+    record(s, "a")
+    return [sum(parent(i) for i in ORDER), s.docs, s.scores]
+"""
+
+
+@pytest.fixture
+def reorder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, str, Path]]:
+    """A recorded run whose ``parent(2)`` failed after calling ``extra()`` and ``child(2)``."""
+    from spanflow.exporters.store import Store
+
+    (tmp_path / "reorder.py").write_text(REORDER)
+    db = tmp_path / "t.db"
+    monkeypatch.syspath_prepend(str(tmp_path))
+    spanflow.configure(db=db)
+    try:
+        import reorder as mod  # type: ignore[import-not-found]
+
+        with pytest.raises(ValueError):
+            mod.wf()
+        spanflow.flush()
+        with Store.open(db) as store:
+            run_id = store.list_runs()[0].id
+        mod.BROKEN = False
+        yield mod, run_id, db
+    finally:
+        sys.modules.pop("reorder", None)
+        spanflow.runtime.reset_for_tests()
+
+
+@pytest.mark.parametrize("order", [[1, 2], [2, 1]])
+def test_a_reordered_failed_step_keeps_its_own_calls_reused(
+    reorder: tuple[Any, str, Path], order: list[int]
+) -> None:
+    mod, run_id, db = reorder
+    mod.ORDER[:] = order
+    mod.CALLS.clear()
+    # parent(1) reused; parent(2), the failed step, runs live and its calls are matched under
+    # the recorded parent(2), wherever it now comes.
+    assert spanflow.replay(run_id, db=db) == [30, ["a"], [1]]
+    assert mod.CALLS == ["parent 2"]
+
+
+@pytest.mark.parametrize("order", [[1, 2], [2, 1]])
+def test_from_step_runs_the_calls_after_it_live_whatever_the_order(
+    reorder: tuple[Any, str, Path], order: list[int]
+) -> None:
+    mod, run_id, db = reorder
+    mod.ORDER[:] = order
+    mod.CALLS.clear()
+    spanflow.replay(run_id, db=db, from_step="extra")
+    assert sorted(mod.CALLS) == ["child 2", "extra", "parent 2"]
+
+
+def test_a_call_matching_no_recorded_call_runs_its_own_calls_live(
+    reorder: tuple[Any, str, Path],
+) -> None:
+    mod, run_id, db = reorder
+    # parent(9) first: it matches nothing recorded (its position holds parent(1)); its calls
+    # run live rather than compete with parent(1)'s, which is then matched by its inputs.
+    mod.ORDER[:] = [9, 1]
+    mod.CALLS.clear()
+    spanflow.replay(run_id, db=db)
+    assert mod.CALLS == ["parent 9", "child 9"]
+
+
+def test_a_reused_state_change_is_applied_whole(reorder: tuple[Any, str, Path]) -> None:
+    mod, run_id, db = reorder
+    mod.CALLS.clear()
+    # record() appended to both lists at once. Re-applied field by field, the model's validator
+    # would see one list longer than the other in between.
+    assert spanflow.replay(run_id, db=db) == [30, ["a"], [1]]
+    assert mod.CALLS == ["parent 2"]
