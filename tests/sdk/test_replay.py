@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import sqlite3
 import subprocess
@@ -9,7 +10,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import spanflow
 from pydantic import BaseModel, field_validator
 from spanflow import attributes as attr
 from spanflow.exporters.records import SpanRecord
+from spanflow.exporters.store import Store
 from spanflow.replayer import ReplayPlan, build_plan, check_entrypoint, load_workflow
 from spanflow.serialize import encode
 
@@ -94,6 +96,34 @@ def failed_run(tmp_path: Path) -> tuple[Path, str, Path]:
     return db, run_id, calls
 
 
+StoredModule = Callable[[str, str], tuple[Any, Path]]
+
+
+@pytest.fixture
+def stored_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[StoredModule]:
+    """Import a module written from source text, spanflow recording into a store at a tmp path."""
+    names: list[str] = []
+    db = tmp_path / "t.db"
+    monkeypatch.syspath_prepend(str(tmp_path))
+    spanflow.configure(db=db)
+
+    def load(name: str, source: str) -> tuple[Any, Path]:
+        (tmp_path / f"{name}.py").write_text(textwrap.dedent(source))
+        names.append(name)
+        return importlib.import_module(name), db
+
+    yield load
+    for name in names:
+        sys.modules.pop(name, None)
+    spanflow.runtime.reset_for_tests()
+
+
+def newest_run(db: Path) -> str:
+    spanflow.flush()
+    with Store.open(db) as store:
+        return store.list_runs()[0].id
+
+
 def test_replay_reuses_succeeded_steps(
     failed_run: tuple[Path, str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -153,45 +183,29 @@ def test_entrypoints_are_checked_before_import() -> None:
         load_workflow("json:dumps", None)
 
 
-def test_redacted_workflow_argument_stops_replay(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    mod = tmp_path / "secretpipe.py"
-    mod.write_text(
-        textwrap.dedent("""
+def test_redacted_workflow_argument_stops_replay(stored_module: StoredModule) -> None:
+    secretpipe, db = stored_module(
+        "secretpipe",
+        """
         import spanflow
 
         @spanflow.workflow
         def login(user: str, password: str) -> str:
             raise ValueError("denied")
-    """)
+        """,
     )
-    db = tmp_path / "t.db"
-    monkeypatch.syspath_prepend(str(tmp_path))
-    spanflow.configure(db=db)
-    try:
-        import secretpipe  # type: ignore[import-not-found]
-
-        with pytest.raises(ValueError):
-            secretpipe.login("ada", "hunter2")
-        spanflow.flush()
-        from spanflow.exporters.store import Store
-
-        with Store.open(db) as store:
-            run = store.list_runs()[0]
-            root = store.spans(run.id)[0]
-        assert "hunter2" not in json.dumps(root.attributes)
-        assert attr.INPUT_VALUE in root.attributes[attr.LOSSY]
-        with pytest.raises(spanflow.ReplayError, match="'password'"):
-            spanflow.replay(run.id, db=db)
-    finally:
-        sys.modules.pop("secretpipe", None)
-        spanflow.runtime.reset_for_tests()
+    with pytest.raises(ValueError):
+        secretpipe.login("ada", "hunter2")
+    run_id = newest_run(db)
+    with Store.open(db) as store:
+        root = store.spans(run_id)[0]
+    assert "hunter2" not in json.dumps(root.attributes)
+    assert attr.INPUT_VALUE in root.attributes[attr.LOSSY]
+    with pytest.raises(spanflow.ReplayError, match="'password'"):
+        spanflow.replay(run_id, db=db)
 
 
 def test_plan_paths_skip_attempt_spans() -> None:
-    from spanflow.exporters.records import SpanRecord
-
     rid = "ab" * 16
 
     def span(sid: str, parent: str | None, name: str, kind: str, **extra: object) -> SpanRecord:
@@ -220,12 +234,12 @@ def test_plan_paths_skip_attempt_spans() -> None:
 
 
 def test_replay_reruns_steps_whose_value_came_from_a_default_and_never_reuses_generators(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    stored_module: StoredModule,
 ) -> None:
-    mod = tmp_path / "degraded.py"
-    mod.write_text(
-        textwrap.dedent("""
-        from collections.abc import Iterator
+    degraded, db = stored_module(
+        "degraded",
+        """
+        from collections.abc import Callable, Iterator
         import spanflow
 
         BROKEN = True
@@ -259,28 +273,15 @@ def test_replay_reruns_steps_whose_value_came_from_a_default_and_never_reuses_ge
             s = S()
             total = sum(produce(s, 3))
             return [publish(summarize(text)), total, s.seen]
-    """)
+        """,
     )
-    db = tmp_path / "t.db"
-    monkeypatch.syspath_prepend(str(tmp_path))
-    spanflow.configure(db=db)
-    try:
-        import degraded  # type: ignore[import-not-found]
-
-        with pytest.raises(ValueError):
-            degraded.wf("hello")
-        spanflow.flush()
-        from spanflow.exporters.store import Store
-
-        with Store.open(db) as store:
-            run_id = store.list_runs()[0].id
-        degraded.BROKEN = False
-        degraded.CALLS.clear()
-        assert spanflow.replay(run_id, db=db) == ["published HELLO", 3, [0, 1, 2]]
-        assert sorted(degraded.CALLS) == ["produce", "summarize"]
-    finally:
-        sys.modules.pop("degraded", None)
-        spanflow.runtime.reset_for_tests()
+    with pytest.raises(ValueError):
+        degraded.wf("hello")
+    run_id = newest_run(db)
+    degraded.BROKEN = False
+    degraded.CALLS.clear()
+    assert spanflow.replay(run_id, db=db) == ["published HELLO", 3, [0, 1, 2]]
+    assert sorted(degraded.CALLS) == ["produce", "summarize"]
 
 
 FANPIPE = """
@@ -327,40 +328,27 @@ async def wf(n: int) -> int:
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
 def test_replay_reuses_concurrent_steps_whatever_order_they_start_in(
-    backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    backend: str, stored_module: StoredModule
 ) -> None:
     import anyio
-    from spanflow.exporters.store import Store
 
-    (tmp_path / "fanpipe.py").write_text(FANPIPE)
-    db = tmp_path / "t.db"
-    monkeypatch.syspath_prepend(str(tmp_path))
-    spanflow.configure(db=db)
-    try:
-        import fanpipe  # type: ignore[import-not-found]
-
-        with pytest.raises(ValueError):
-            anyio.run(fanpipe.wf, 8, backend=backend)
-        spanflow.flush()
-        with Store.open(db) as store:
-            run_id = store.list_runs()[0].id
-            root = next(s for s in store.spans(run_id) if s.parent_id is None)
-        assert root.attributes[attr.WORKFLOW_ASYNC_LIBRARY] == backend
-        fanpipe.BROKEN = False
-        # Concurrent siblings may start in any order (trio schedules new tasks at random, threads
-        # race); here the order is also reversed outright, so every position holds other inputs.
-        for order in (list(range(8)), list(reversed(range(8)))) * 2:
-            fanpipe.ORDER[:] = order
-            fanpipe.CALLS.clear()
-            assert spanflow.replay(run_id, db=db) == sum(
-                i * 10 - i + (100 + i) * 10 for i in range(8)
-            )
-            assert fanpipe.CALLS == ["finish"], order
-        # Every replay ran on the event loop the run was recorded on.
-        assert fanpipe.LOOPS.count(backend) == len(fanpipe.LOOPS) == 5
-    finally:
-        sys.modules.pop("fanpipe", None)
-        spanflow.runtime.reset_for_tests()
+    fanpipe, db = stored_module("fanpipe", FANPIPE)
+    with pytest.raises(ValueError):
+        anyio.run(fanpipe.wf, 8, backend=backend)
+    run_id = newest_run(db)
+    with Store.open(db) as store:
+        root = next(s for s in store.spans(run_id) if s.parent_id is None)
+    assert root.attributes[attr.WORKFLOW_ASYNC_LIBRARY] == backend
+    fanpipe.BROKEN = False
+    # Concurrent siblings may start in any order (trio schedules new tasks at random, threads
+    # race); here the order is also reversed outright, so every position holds other inputs.
+    for order in (list(range(8)), list(reversed(range(8)))) * 2:
+        fanpipe.ORDER[:] = order
+        fanpipe.CALLS.clear()
+        assert spanflow.replay(run_id, db=db) == sum(i * 10 - i + (100 + i) * 10 for i in range(8))
+        assert fanpipe.CALLS == ["finish"], order
+    # Every replay ran on the event loop the run was recorded on.
+    assert fanpipe.LOOPS.count(backend) == len(fanpipe.LOOPS) == 5
 
 
 RID = "cd" * 16
@@ -529,27 +517,14 @@ def wf() -> list[object]:
 
 
 @pytest.fixture
-def reorder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, str, Path]]:
+def reorder(stored_module: StoredModule) -> tuple[Any, str, Path]:
     """A recorded run whose ``parent(2)`` failed after calling ``extra()`` and ``child(2)``."""
-    from spanflow.exporters.store import Store
-
-    (tmp_path / "reorder.py").write_text(REORDER)
-    db = tmp_path / "t.db"
-    monkeypatch.syspath_prepend(str(tmp_path))
-    spanflow.configure(db=db)
-    try:
-        import reorder as mod  # type: ignore[import-not-found]
-
-        with pytest.raises(ValueError):
-            mod.wf()
-        spanflow.flush()
-        with Store.open(db) as store:
-            run_id = store.list_runs()[0].id
-        mod.BROKEN = False
-        yield mod, run_id, db
-    finally:
-        sys.modules.pop("reorder", None)
-        spanflow.runtime.reset_for_tests()
+    mod, db = stored_module("reorder", REORDER)
+    with pytest.raises(ValueError):
+        mod.wf()
+    run_id = newest_run(db)
+    mod.BROKEN = False
+    return mod, run_id, db
 
 
 @pytest.mark.parametrize("order", [[1, 2], [2, 1]])
