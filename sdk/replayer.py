@@ -177,7 +177,7 @@ class ReplayPlan:
             return False, None, "runs live: its recorded value was truncated, redacted or lossy"
         if recorded.input_json is None or recorded.output_json is None:
             return False, None, "runs live: its inputs or output were not captured"
-        if not inputs.lossless or json.loads(recorded.input_json) != json.loads(inputs.json):
+        if not (inputs.lossless and _same_inputs(recorded, inputs)):
             return False, None, "runs live: its inputs changed"
         annotation = _return_annotation(fn)
         if annotation is inspect.Signature.empty:
