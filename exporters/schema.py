@@ -13,8 +13,7 @@ Tables (version 1)::
     links      span links, keyed by (run_pk, span_id)
     resources  distinct resource attribute sets, referenced by spans.resource_pk
 
-Writing spans into these tables is ``_batch.BatchWriter``'s job (also reachable here as
-``schema.BatchWriter``).
+Writing spans into these tables is ``_batch.BatchWriter``'s job.
 """
 
 from __future__ import annotations
@@ -27,13 +26,10 @@ import pathlib
 import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 import sqlite_utils
 from spanflow.errors import StoreError
-
-if TYPE_CHECKING:
-    from ._batch import BatchWriter as BatchWriter
 
 SCHEMA_VERSION: Final = 1
 FORMAT_NAME: Final = "spanflow"
@@ -439,12 +435,3 @@ SpanExtra = tuple[Any, str, Any, Any, Any]
 """What a span has besides its row, when it has any: (trace id as in ``SpanRow``, span id,
 events as ``(name, time_ns, attributes_json)`` tuples or None, links as ``(trace_id_hex,
 span_id_hex, attributes_json)`` tuples or None, the run row if it ends its run or None)."""
-
-
-def __getattr__(name: str) -> Any:
-    # The writer lives in its own module, which needs this one: import it on first use.
-    if name == "BatchWriter":
-        from ._batch import BatchWriter
-
-        return BatchWriter
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

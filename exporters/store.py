@@ -362,6 +362,8 @@ class Store:
         Returns:
             How many spans were inserted.
         """
+        from ._batch import BatchWriter  # the writer, only for imports: readers start faster
+
         conn = self._writable()
         by_run: dict[str, dict[str, SpanRecord]] = {}
         for span in spans:
@@ -371,7 +373,7 @@ class Store:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
                     rows, extras = self._new_rows(conn, by_run, service)
-                    s.BatchWriter().write(conn, rows, extras)
+                    BatchWriter().write(conn, rows, extras)
                     self._finish_rootless(conn, by_run)
                     conn.execute("COMMIT")
                 except BaseException:

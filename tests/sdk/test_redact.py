@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from spanflow.errors import ConfigurationError
-from spanflow.redact import (
+from spanflow.values.redact import (
     _DEFAULT_RULES,
     DEFAULT_SECRET_KEYS,
     DEFAULT_SECRET_PATTERNS,

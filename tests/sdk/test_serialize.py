@@ -24,8 +24,8 @@ import spanflow
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ConfigDict, Field, RootModel, SecretStr, TypeAdapter
-from spanflow.redact import REDACTED, Redactor
-from spanflow.serialize import (
+from spanflow.values.redact import REDACTED, Redactor
+from spanflow.values.serialize import (
     CYCLE,
     DEPTH_MARKER,
     MAX_DEPTH,

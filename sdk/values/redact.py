@@ -1,6 +1,6 @@
 """Secret redaction: which keys name a secret, and which text looks like one.
 
-Two independent checks, both applied by :mod:`spanflow.serialize` before a value leaves the process:
+Two independent checks, both applied by :mod:`spanflow.values.serialize` before a value leaves the process:
 
 * **Keys** (dict keys, model and dataclass field names, parameter names). A key is split into
   lowercase words at ``_``, ``-``, ``.``, spaces and camelCase boundaries (``X-Api-Key`` ->
@@ -30,7 +30,7 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Any, Final
 
-from .errors import ConfigurationError
+from ..errors import ConfigurationError
 
 __all__ = [
     "DEFAULT_SECRET_KEYS",
@@ -358,6 +358,17 @@ class Redactor:
                     self.plain_texts.add(text)
             return cached
         return self._redact(text)
+
+    def redact_cut(self, text: str, limit: int, *, tail: bool = False) -> str:
+        """``text`` redacted, then cut to its first ``limit`` characters (its last with ``tail``).
+
+        Redacting first means no cut falls inside a secret and leaves part of it in clear. Only a
+        window several times ``limit`` is scanned, so huge text costs bounded time.
+        """
+        window = limit * 8 + 4096
+        part = text[-window:] if tail else text[:window]
+        clean = self.redact_text(part)[0]
+        return clean[-limit:] if tail else clean[:limit]
 
     def _redact(self, text: str) -> tuple[str, bool]:
         changed = False

@@ -3,7 +3,7 @@
 :func:`encode` turns any Python value into JSON text of at most ``max_bytes`` UTF-8 bytes and never
 raises. It walks the value (again, smaller, only when a cut overshoots), converting what JSON
 cannot hold (models, dataclasses, dates, bytes, sets, exceptions, arbitrary objects), replacing
-secrets (see :mod:`spanflow.redact`) and cutting long strings, lists and mappings while it walks,
+secrets (see :mod:`spanflow.values.redact`) and cutting long strings, lists and mappings while it walks,
 so a 10 MB value costs about as much as a ``max_bytes`` one. What is cut or replaced is marked
 in place:
 
@@ -11,7 +11,7 @@ in place:
 * a list ends with ``"…[+N items]"``, a mapping with the key ``"…[+N items]"``;
 * a container nested deeper than :data:`MAX_DEPTH` becomes ``"…[depth limit]"``, a container
   that contains itself becomes ``"[cycle]"`` where it repeats;
-* values under a key that names a secret (see :mod:`spanflow.redact`) become ``"[REDACTED]"``
+* values under a key that names a secret (see :mod:`spanflow.values.redact`) become ``"[REDACTED]"``
   whatever their type, except ``None`` and booleans, which hold no secret and say whether one
   was given;
 * if nothing structural fits, the whole value becomes
@@ -41,6 +41,7 @@ import pydantic
 from pydantic import BaseModel, RootModel
 from pydantic_core import to_jsonable_python
 
+from .._stats import count
 from .redact import REDACTED, Redactor
 
 __all__ = [
@@ -746,9 +747,4 @@ def _report(value: object, exc: Exception) -> None:
         _type_name(type(value)),
         exc_info=exc,
     )
-    try:
-        from .runtime import count  # late import: runtime imports this module's neighbours
-
-        count("serialize_errors")
-    except Exception:
-        logger.debug("spanflow: could not count a serialize error", exc_info=True)
+    count("serialize_errors")
