@@ -14,7 +14,7 @@ import os
 import signal
 import threading
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
@@ -29,7 +29,9 @@ from ._stats import count
 from .config import Capture, Settings, otlp_from_env, resolve, resource_for
 from .errors import ConfigurationError
 from .recording.logs import install_log_capture
+from .recording.scrub import scrub_span
 from .recording.span_values import attribute_blind, quiet_at_start
+from .values.redact import Redactor
 
 if TYPE_CHECKING:
     from spanflow.exporters.sqlite_store import SQLiteSpanProcessor
@@ -63,18 +65,21 @@ class Forwarder(SpanProcessor):
 
     def __init__(self) -> None:
         self.processors: tuple[SpanProcessor, ...] = ()
+        self.redactor = Redactor()
+        self._direct_end: Callable[[ReadableSpan], None] | None = None
 
-    def use(self, processors: tuple[SpanProcessor, ...]) -> None:
-        """Forward to ``processors`` from now on."""
+    def use(self, processors: tuple[SpanProcessor, ...], redactor: Redactor) -> None:
+        """Forward to ``processors`` from now on, every span scrubbed of secrets by ``redactor``."""
         self.processors = processors
+        self.redactor = redactor
         # The usual case, the local store alone, is called directly: one Python call fewer on
         # both ends of every span. Its hooks never raise (see SQLiteSpanProcessor).
         direct = len(processors) == 1 and getattr(processors[0], "never_raises", False)
-        for hook in ("on_start", "on_end"):
-            if direct:
-                setattr(self, hook, getattr(processors[0], hook))
-            else:
-                self.__dict__.pop(hook, None)
+        self._direct_end = processors[0].on_end if direct else None
+        if direct:
+            self.on_start = processors[0].on_start  # type: ignore[method-assign]
+        else:
+            self.__dict__.pop("on_start", None)
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         for p in self.processors:
@@ -85,6 +90,16 @@ class Forwarder(SpanProcessor):
                 logger.exception("spanflow: span processor %r failed in on_start", p)
 
     def on_end(self, span: ReadableSpan) -> None:
+        try:
+            span = scrub_span(span, self.redactor)
+        except Exception:
+            count("redaction_errors")
+            logger.exception("spanflow: redacting span %r failed; it is not stored", span.name)
+            return
+        direct = self._direct_end
+        if direct is not None:
+            direct(span)
+            return
         for p in self.processors:
             try:
                 p.on_end(span)
@@ -207,7 +222,7 @@ def _build(settings: Settings, tracer_provider: trace.TracerProvider | None) -> 
     if forwarder is None:
         forwarder = _forwarders[provider] = Forwarder()
         provider.add_span_processor(forwarder)
-    forwarder.use(tuple(processors))
+    forwarder.use(tuple(processors), settings.redactor)
     from . import __version__
 
     tracer = provider.get_tracer("spanflow", __version__)

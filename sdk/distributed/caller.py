@@ -289,7 +289,9 @@ def _targets(
     forwarder = runtime.forwarder_of(provider)
     targets: list[SpanProcessor] = [p for p in active._span_processors if p is not forwarder]
     if rt.store is not None:
-        targets.append(rt.store)
+        to_store = runtime.Forwarder()  # the store gets them scrubbed, as through the forwarder
+        to_store.use((rt.store,), rt.settings.redactor)
+        targets.append(to_store)
     return targets
 
 
