@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 import spanflow
-from conftest import Recorded
 from spanflow import attributes as attr
 from spanflow.exporters.store import Store
+
+from tests.conftest import Recorded
 
 KEY = "sk-proj-Zq3vT9xLmW2aB7cD4eF6gH8iJ0kLmNoPqRsTuVwXyZ"
 

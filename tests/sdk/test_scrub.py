@@ -6,10 +6,11 @@ import sqlite3
 from pathlib import Path
 
 import spanflow
-from conftest import Recorded
 from opentelemetry import trace
 from opentelemetry.trace import Link, Status, StatusCode
 from spanflow.exporters.store import Store
+
+from tests.conftest import Recorded
 
 JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"
 OPENAI = "sk-proj-Zq3vT9xLmW2aB7cD4eF6gH8iJ0kLmNoPqRsTuVwXyZ"
