@@ -25,14 +25,13 @@ from opentelemetry.sdk.trace import TracerProvider
 from spanflow.attributes import RUN_ID, STEP_NAME, STEP_TYPE
 from spanflow.exporters.sqlite_store import SQLiteSpanProcessor
 
-path, seconds = sys.argv[1], float(sys.argv[2])
+path, stop = sys.argv[1], sys.argv[2]
 proc = SQLiteSpanProcessor(path, busy_timeout=0.3)
 provider = TracerProvider()
 provider.add_span_processor(proc)
 tracer = provider.get_tracer("writer")
 ids = []
-end = time.monotonic() + seconds
-while time.monotonic() < end:
+while not os.path.exists(stop):  # until the locker is done, however slowly this machine runs
     with tracer.start_as_current_span("job", context=Context()) as root:
         rid = f"{root.get_span_context().trace_id:032x}"
         root.set_attributes({RUN_ID: rid, STEP_NAME: "job", STEP_TYPE: "workflow"})
@@ -40,6 +39,9 @@ while time.monotonic() < end:
             with tracer.start_as_current_span(f"s{j}") as s:
                 s.set_attributes({RUN_ID: rid, STEP_NAME: f"s{j}", STEP_TYPE: "step"})
     ids.append(rid)
+    if len(ids) == 1:
+        assert proc.force_flush(30_000)
+        print("ready", flush=True)
     time.sleep(0.005)
 flushed = proc.force_flush(30_000)
 print(json.dumps({"ids": ids, "flushed": flushed, "stats": proc.stats()}), flush=True)
@@ -50,7 +52,6 @@ os.kill(os.getpid(), signal.SIGKILL)
 LOCKER = """
 import sqlite3, sys, time
 conn = sqlite3.connect(sys.argv[1], isolation_level=None)
-time.sleep(0.5)
 for _ in range(4):
     conn.execute("BEGIN EXCLUSIVE")  # longer than the writers' busy timeout
     time.sleep(1.2)
@@ -62,10 +63,11 @@ print("done", flush=True)
 
 def test_writers_lose_nothing_while_another_process_holds_the_lock(tmp_path: Path) -> None:
     path = tmp_path / "traces.db"
+    stop = tmp_path / "stop"
     Store.open(path, readonly=False).close()
     writers = [
         subprocess.Popen(
-            [sys.executable, "-c", textwrap.dedent(WRITER), str(path), "7"],
+            [sys.executable, "-c", textwrap.dedent(WRITER), str(path), str(stop)],
             env=child_env(),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -73,6 +75,9 @@ def test_writers_lose_nothing_while_another_process_holds_the_lock(tmp_path: Pat
         )
         for _ in range(10)
     ]
+    for writer in writers:  # all writing before the lock is taken
+        assert writer.stdout is not None
+        assert writer.stdout.readline() == "ready\n", writer.communicate()[1]
     locker = subprocess.run(
         [sys.executable, "-c", LOCKER, str(path)],
         capture_output=True,
@@ -81,6 +86,7 @@ def test_writers_lose_nothing_while_another_process_holds_the_lock(tmp_path: Pat
         check=True,
     )
     assert locker.stdout.strip() == "done"
+    stop.touch()
     reports = []
     for writer in writers:
         out, err = writer.communicate(timeout=90)
