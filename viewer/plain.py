@@ -2,9 +2,9 @@
 
 ``spanflow runs | grep failed`` should cost about what Python costs to start, and importing
 rich alone takes ~90 ms. Only layouts whose rich rendering is known exactly are drawn here:
-printable ASCII text, a run table that fits the width as it is or once its workflow column
-folds. Anything else gets None, and the caller draws it with rich as before. Cell contents come
-from ``render`` (the same helpers the rich table uses); a test compares both outputs.
+printable ASCII text, a run table that fits the width as it is. Anything else gets None, and
+the caller draws it with rich as before. Cell contents come from ``render`` (the same helpers
+the rich table uses); a test compares both outputs.
 """
 
 from __future__ import annotations
@@ -63,22 +63,14 @@ def runs_table(runs: Sequence[RunData], width: int) -> str | None:
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     excess = sum(widths) + _GAP * (len(widths) - 1) - width
     if excess > 0:
-        # Rich shrinks the one column that may wrap (workflow) and folds its text; narrowing
-        # it to nothing, or names with spaces (word-wrapped), are left to rich.
-        if excess >= widths[1] or any(" " in row[1] for row in table):
-            return None
-        widths[1] -= excess
+        return None  # rich would shrink and fold columns: let rich draw it
     out: list[str] = []
     for row in table:
-        folded = [row[1][i : i + widths[1]] for i in range(0, len(row[1]), widths[1])] or [""]
-        for n, part in enumerate(folded):
-            cells = [cell if n == 0 else "" for cell in row]
-            cells[1] = part
-            out.append(
-                "  ".join(
-                    cell.rjust(w) if i == 4 else cell.ljust(w)
-                    for i, (cell, w) in enumerate(zip(cells, widths, strict=True))
-                )
-                + "\n"
+        out.append(
+            "  ".join(
+                cell.rjust(w) if i == 4 else cell.ljust(w)
+                for i, (cell, w) in enumerate(zip(row, widths, strict=True))
             )
+            + "\n"
+        )
     return "".join(out)
