@@ -29,10 +29,13 @@ import pathlib
 import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-import sqlite_utils
 from spanflow.errors import StoreError
+
+if TYPE_CHECKING:
+    # Only creating and migrating a store needs sqlite-utils; readers never load it.
+    import sqlite_utils
 
 SCHEMA_VERSION: Final = 1
 FORMAT_NAME: Final = "spanflow"
@@ -143,7 +146,7 @@ LINK_COLUMNS: Final = (
     SPAN_ATTRIBUTES,
 )
 
-Migration = Callable[[sqlite_utils.Database], None]
+Migration = Callable[["sqlite_utils.Database"], None]
 
 
 def _create_v1(db: sqlite_utils.Database) -> None:
@@ -480,6 +483,8 @@ def open_for_writing(
             conn.execute("ROLLBACK")
             raise StoreError(problem)
         try:
+            import sqlite_utils
+
             db = sqlite_utils.Database(conn, execute_plugins=False)
             if version == -1:
                 bootstrap(db)

@@ -155,6 +155,7 @@ class Runtime:
     provider: trace.TracerProvider | None
     processors: tuple[SpanProcessor, ...] = ()
     store: SQLiteSpanProcessor | None = None  # when the local store is on
+    otlp: SpanProcessor | None = None  # spanflow's own OTLP exporter, when exporting
     # Whether the provider's sampler ignores attributes (see span_values).
     sampler_blind: bool = False
     _seen_processors: object = None  # the provider's processor list last looked at
@@ -209,7 +210,8 @@ def _build(settings: Settings, tracer_provider: trace.TracerProvider | None) -> 
         service = provider.resource.attributes.get("service.name")
         store = SQLiteSpanProcessor(settings.db, service_name=str(service) if service else None)
         processors.append(store)
-    if settings.otlp_explicit or (installed and otlp_from_env()):
+    otlp: SpanProcessor | None = None
+    if not settings.otlp_off and (settings.otlp_explicit or (installed and otlp_from_env())):
         otlp = otlp_exporter(
             endpoint=settings.otlp_endpoint,
             protocol=settings.otlp_protocol,
@@ -232,6 +234,7 @@ def _build(settings: Settings, tracer_provider: trace.TracerProvider | None) -> 
         provider=provider,
         processors=tuple(processors),
         store=store,
+        otlp=otlp,
         sampler_blind=attribute_blind(provider.sampler),
     )
 
@@ -279,7 +282,8 @@ def configure(
         redact_patterns: extra regular expressions for secret-shaped text.
         log_level: ``logging`` records at or above it, emitted during a step, become span events;
             ``None`` turns log capture off.
-        otlp_endpoint: OTLP base URL (``http://localhost:4318``) to export to, besides the store.
+        otlp_endpoint: OTLP base URL (``http://localhost:4318``) to export to, besides the store;
+            ``""`` turns OTLP export off even when ``OTEL_EXPORTER_OTLP_*`` is set.
         otlp_protocol: ``"http/protobuf"`` (default) or ``"grpc"``.
         otlp_headers: extra headers for the OTLP exporter (e.g. an API key).
         otlp_timeout: seconds one export may take; bounds what a dead endpoint costs at exit.
@@ -381,12 +385,16 @@ def stats() -> dict[str, int]:
     """
     out = _stats.snapshot()
     rt = _runtime
-    if rt is not None and rt.store is not None:
-        try:
-            for key, value in rt.store.stats().items():
-                out[f"store.{key}"] = value
-        except Exception:
-            logger.exception("spanflow: reading store stats failed")
+    if rt is not None:
+        for prefix, processor in (("store", rt.store), ("otlp", rt.otlp)):
+            counters = getattr(processor, "stats", None)
+            if counters is None:
+                continue
+            try:
+                for key, value in counters().items():
+                    out[f"{prefix}.{key}"] = value
+            except Exception:
+                logger.exception("spanflow: reading %s stats failed", prefix)
     return out
 
 
