@@ -90,6 +90,8 @@ class Forwarder(SpanProcessor):
                 logger.exception("spanflow: span processor %r failed in on_start", p)
 
     def on_end(self, span: ReadableSpan) -> None:
+        if not self.processors:
+            return
         try:
             span = scrub_span(span, self.redactor)
         except Exception:

@@ -28,6 +28,8 @@ _OURS: Final = frozenset(
     for name, value in vars(attr).items()
     if name.isupper() and isinstance(value, str) and "." in value
 )
+# The attributes of the links spanflow adds (to the caller's span, to a replayed run).
+_OUR_LINK_KEYS: Final = frozenset({"spanflow.link"})
 # Events spanflow writes already redacted (exceptions, log records).
 _OUR_EVENTS: Final = frozenset({attr.EXCEPTION_EVENT, attr.LOG_EVENT, "route", "cancelled"})
 
@@ -35,9 +37,13 @@ _OUR_EVENTS: Final = frozenset({attr.EXCEPTION_EVENT, attr.LOG_EVENT, "route", "
 def scrub_span(span: ReadableSpan, redactor: Redactor) -> ReadableSpan:
     """``span``, or a copy of it with every secret in its attributes, events, links and status
     replaced. Never echoes what it matched."""
-    scope = span.instrumentation_scope
+    # The SDK's own fields where it has them: its properties copy events and links each time.
+    scope = getattr(span, "_instrumentation_scope", None) or span.instrumentation_scope
     ours = scope is not None and scope.name == SCOPE
-    attributes = redactor.scrub_attributes(span.attributes or {}, _OURS if ours else frozenset())
+    original = getattr(span, "_attributes", None) or span.attributes or {}
+    if ours and _OURS.issuperset(original) and _only_ours(span):
+        return span  # every step span: nothing but what spanflow wrote, already redacted
+    attributes = redactor.scrub_attributes(original, _OURS if ours else frozenset())
     events = _events(span.events, redactor, ours)
     links = _links(span.links, redactor)
     status = span.status
@@ -61,6 +67,18 @@ def scrub_span(span: ReadableSpan, redactor: Redactor) -> ReadableSpan:
         end_time=span.end_time,
         instrumentation_scope=scope,
     )
+
+
+def _only_ours(span: ReadableSpan) -> bool:
+    events = getattr(span, "_events", None)
+    if events is None:
+        events = span.events
+    if events and not all(e.name in _OUR_EVENTS for e in events):
+        return False
+    links = getattr(span, "_links", None)
+    if links is None:
+        links = span.links
+    return not links or all(_OUR_LINK_KEYS.issuperset(link.attributes or {}) for link in links)
 
 
 def _events(events: Sequence[Event], redactor: Redactor, ours: bool) -> list[Event] | None:
