@@ -158,6 +158,10 @@ def build_spec(fn: Any, step_type: str, o: Mapping[str, Any]) -> StepSpec:
             static[attr.WORKFLOW_FILE] = file
     if timeout is not None:
         static[attr.TIMEOUT_S] = float(timeout)
+    if span_kind == "LLM":
+        # What OTel's GenAI conventions (and Jaeger's GenAI view) key on; record_llm_usage may
+        # name another operation.
+        static[attr.GEN_AI_OPERATION_NAME] = attr.GEN_AI_OPERATION_CHAT
     return StepSpec(
         fn=fn,
         name=name,
