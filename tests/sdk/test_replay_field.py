@@ -1,0 +1,187 @@
+"""Replay in the field, driven through the installed ``spanflow`` command in real subprocesses:
+what replay may import, killed runs, packaged apps, edited forks, divergence, files."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import spanflow
+from spanflow import attributes as attr
+from spanflow.exporters.records import SpanRecord
+from spanflow.exporters.store import Store
+
+SPANFLOW = Path(sys.executable).parent / "spanflow"
+T0 = 1_700_000_000_000_000_000
+
+
+def env(**extra: str) -> dict[str, str]:
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"SPANFLOW_DB", "NO_COLOR", "FORCE_COLOR", "COLUMNS", "PYTHONPATH"}
+        and not k.startswith("OTEL_")
+    }
+    clean.update(extra)
+    return clean
+
+
+def cli(*args: str | Path, cwd: Path, **extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(SPANFLOW), *map(str, args)],
+        cwd=cwd,
+        env=env(**extra),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def crafted_store(path: Path, run_id: str, **root_attrs: Any) -> Path:
+    root = SpanRecord(
+        run_id=run_id,
+        span_id="1" * 16,
+        name="wf",
+        start_ns=T0,
+        end_ns=T0 + 1000,
+        status="ERROR",
+        attributes={
+            attr.RUN_ID: run_id,
+            attr.STEP_NAME: "wf",
+            attr.STEP_TYPE: attr.STEP_TYPE_WORKFLOW,
+            attr.INPUT_VALUE: "{}",
+            **root_attrs,
+        },
+    )
+    with Store.open(path, readonly=False) as store:
+        store.write_spans([root])
+    return path
+
+
+def run_count(db: Path) -> int:
+    with Store.open(db) as store:
+        return store.count_runs()
+
+
+# -- what replay may import ------------------------------------------------------------------
+
+
+EVIL = """
+import pathlib
+pathlib.Path({marker!r}).write_text("imported")
+import spanflow
+
+@spanflow.workflow
+def wf() -> int:
+    return 1
+"""
+
+
+def test_a_recorded_file_outside_the_current_directory_is_never_imported(
+    tmp_path: Path,
+) -> None:
+    evil_dir = tmp_path / "x"
+    evil_dir.mkdir()
+    marker = tmp_path / "marker"
+    (evil_dir / "evilmod.py").write_text(EVIL.format(marker=str(marker)))
+    run_id = "e1" * 16
+    db = crafted_store(
+        tmp_path / "t.db",
+        run_id,
+        **{
+            attr.WORKFLOW_ENTRYPOINT: "evilmod:wf",
+            attr.WORKFLOW_FILE: str(evil_dir / "evilmod.py"),
+        },
+    )
+    project = tmp_path / "project"
+    project.mkdir()
+    done = cli("replay", run_id, "--db", db, cwd=project)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert "cannot import 'evilmod'" in done.stderr
+    assert "is not under it: replay from a directory that contains it" in done.stderr
+    assert not marker.exists()
+    assert run_count(db) == 1
+
+    # Naming the module does not put the recorded folder on the import path either.
+    done = cli("replay", run_id, "--db", db, "--allow", "evilmod", cwd=project)
+    assert done.returncode == 2 and not marker.exists(), done.stderr
+
+    # Under the current directory it is the user's own code: imported, called, recorded.
+    done = cli("replay", run_id, "--db", db, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert marker.exists() and "result: 1" in done.stdout
+
+
+def test_a_standard_library_module_is_refused_before_it_is_imported(tmp_path: Path) -> None:
+    run_id = "e2" * 16
+    db = crafted_store(tmp_path / "t.db", run_id, **{attr.WORKFLOW_ENTRYPOINT: "this:x"})
+    done = cli("replay", run_id, "--db", db, cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.startswith("spanflow: error: refusing to import 'this' for this:x")
+    assert "--allow this" in done.stderr and done.stderr.count("\n") == 1
+    # `import this` prints the Zen of Python: nothing of it may appear.
+    assert "Beautiful is better" not in done.stdout + done.stderr
+
+
+def test_a_package_module_is_located_without_importing_its_parents(tmp_path: Path) -> None:
+    outside = tmp_path / "site"
+    (outside / "pkgx").mkdir(parents=True)
+    marker = tmp_path / "parent-imported"
+    (outside / "pkgx" / "__init__.py").write_text(
+        f"import pathlib\npathlib.Path({str(marker)!r}).write_text('x')\n"
+    )
+    (outside / "pkgx" / "wf.py").write_text("")
+    run_id = "e3" * 16
+    db = crafted_store(tmp_path / "t.db", run_id, **{attr.WORKFLOW_ENTRYPOINT: "pkgx.wf:wf"})
+    project = tmp_path / "project"
+    project.mkdir()
+    done = cli("replay", run_id, "--db", db, cwd=project, PYTHONPATH=str(outside))
+    assert done.returncode == 2, done.stderr
+    assert "refusing to import 'pkgx.wf'" in done.stderr and "--allow pkgx" in done.stderr
+    assert not marker.exists()
+
+
+def test_allow_names_a_module_the_user_trusts(tmp_path: Path) -> None:
+    outside = tmp_path / "site"
+    outside.mkdir()
+    (outside / "trusted.py").write_text(
+        "import spanflow\n\n@spanflow.workflow\ndef wf() -> int:\n    return 7\n"
+    )
+    run_id = "e4" * 16
+    db = crafted_store(tmp_path / "t.db", run_id, **{attr.WORKFLOW_ENTRYPOINT: "trusted:wf"})
+    project = tmp_path / "project"
+    project.mkdir()
+    refused = cli("replay", run_id, "--db", db, cwd=project, PYTHONPATH=str(outside))
+    assert refused.returncode == 2 and "refusing to import 'trusted'" in refused.stderr
+    allowed = cli(
+        "replay", run_id, "--db", db, "--allow", "trusted", cwd=project, PYTHONPATH=str(outside)
+    )
+    assert allowed.returncode == 0, allowed.stderr
+    assert "result: 7" in allowed.stdout
+
+
+def test_python_api_takes_allow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    outside = tmp_path / "site"
+    outside.mkdir()
+    (outside / "trusted_api.py").write_text(
+        "import spanflow\n\n@spanflow.workflow\ndef wf() -> int:\n    return 8\n"
+    )
+    run_id = "e5" * 16
+    db = crafted_store(tmp_path / "t.db", run_id, **{attr.WORKFLOW_ENTRYPOINT: "trusted_api:wf"})
+    project = tmp_path / "project"
+    project.mkdir()
+    monkeypatch.chdir(project)
+    monkeypatch.syspath_prepend(str(outside))
+    try:
+        with pytest.raises(spanflow.ReplayError, match="allow=\\['trusted_api'\\]"):
+            spanflow.replay(run_id, db=db)
+        assert "trusted_api" not in sys.modules
+        assert spanflow.replay(run_id, db=db, allow=["trusted_api"]) == 8
+    finally:
+        sys.modules.pop("trusted_api", None)
+        spanflow.runtime.reset_for_tests()
