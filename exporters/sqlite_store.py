@@ -27,7 +27,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Final
 
 from opentelemetry.context import Context
@@ -46,6 +46,7 @@ from ._span_rows import (
     run_row,
     span_extra,
     span_row,
+    start_row,
 )
 
 __all__ = ["SQLiteSpanProcessor", "run_row", "span_extra", "span_row"]
@@ -59,6 +60,12 @@ _MAX_PENDING: Final = 10_000
 _WRITE_ATTEMPTS: Final = 3
 _REOPEN_DELAY_S: Final = 1.0
 _SHUTDOWN_JOIN_S: Final = 10.0
+# The run row is upserted first in the same transaction, so its pk is there to refer to.
+_INSERT_START: Final = (
+    f"INSERT OR IGNORE INTO {s.RUN_STARTS} ({s.SPAN_RUN_PK}, {s.SPAN_ID}, {s.SPAN_NAME}, "
+    f"{s.SPAN_START_NS}, {s.SPAN_ATTRIBUTES}) "
+    f"SELECT {s.RUN_PK}, ?, ?, ?, ? FROM {s.RUNS} WHERE {s.RUN_ID} = ?"
+)
 _ABANDONED: list[sqlite3.Connection] = []  # inherited over fork: closing them would hurt the parent
 
 
@@ -473,6 +480,7 @@ class SQLiteSpanProcessor(SpanProcessor):
         rows: list[s.SpanRow] = []
         extras: list[s.SpanExtra] = []
         runs: list[tuple[Any, ...]] = []
+        starts: list[tuple[Any, ...]] = []
         flushes: list[_Flush] = []
         try:
             rows = [item for item in batch if type(item) is tuple]
@@ -483,7 +491,9 @@ class SQLiteSpanProcessor(SpanProcessor):
                     extras.append(item)
                 elif kind is _RunStart:
                     # Read now, not at start: names are often set just after a span starts.
-                    runs.append(run_row(item.span, attributes(item.span), ended=False))
+                    attrs = attributes(item.span)
+                    runs.append(run_row(item.span, attrs, ended=False))
+                    starts.append(start_row(item.span, attrs))
                 elif kind is _Flush:
                     flushes.append(item)
             if not (rows or extras or runs):
@@ -492,7 +502,7 @@ class SQLiteSpanProcessor(SpanProcessor):
                 self._count("spans_failed", len(rows))
                 return
             try:
-                self._write(rows, extras, runs)
+                self._write(rows, extras, runs, starts)
             except Exception:
                 self._count("spans_failed", len(rows))
                 raise
@@ -501,7 +511,11 @@ class SQLiteSpanProcessor(SpanProcessor):
                 marker.done.set()
 
     def _write(
-        self, rows: list[s.SpanRow], extras: list[s.SpanExtra], runs: list[tuple[Any, ...]]
+        self,
+        rows: list[s.SpanRow],
+        extras: list[s.SpanExtra],
+        runs: list[tuple[Any, ...]],
+        starts: Sequence[tuple[Any, ...]] = (),
     ) -> None:
         conn = self._conn
         assert conn is not None
@@ -515,6 +529,8 @@ class SQLiteSpanProcessor(SpanProcessor):
                 conn.execute("BEGIN IMMEDIATE")
                 try:
                     written = self._writer.write(conn, rows, extras, runs)
+                    if starts:
+                        conn.executemany(_INSERT_START, [(*st[1:], st[0]) for st in starts])
                     conn.execute("COMMIT")
                 except BaseException:
                     if conn.in_transaction:
@@ -529,6 +545,7 @@ class SQLiteSpanProcessor(SpanProcessor):
                 rows = [(row[0], *(_clean(v) for v in row[1:10]), row[10]) for row in rows]
                 extras = [(e[0], e[1], *(_clean(v) for v in e[2:])) for e in extras]
                 runs = [tuple(_clean(v) for v in run) for run in runs]
+                starts = [tuple(_clean(v) for v in st) for st in starts]
                 kind, detail, retry = "unbindable value", repr(exc), attempt == 0
             except sqlite3.Error as exc:
                 # Locked or busy is worth another busy_timeout; full, read-only, corrupt are not.

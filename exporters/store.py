@@ -24,7 +24,14 @@ from typing import Any, Final
 
 import pydantic
 from opentelemetry.sdk.resources import SERVICE_NAME
-from spanflow.attributes import REPLAY_OF, RUN_ID, STEP_NAME, WORKFLOW_ENTRYPOINT, WORKFLOW_FILE
+from spanflow.attributes import (
+    REPLAY_OF,
+    RUN_ID,
+    RUN_UNFINISHED,
+    STEP_NAME,
+    WORKFLOW_ENTRYPOINT,
+    WORKFLOW_FILE,
+)
 from spanflow.errors import StoreError, UnknownRunError
 
 from . import schema as s
@@ -329,8 +336,16 @@ class Store:
                     )
                 )
             resources = self._resource_map({r[9] for r in rows if r[9] is not None})
+            start = self._query(
+                f"SELECT {s.SPAN_ID}, {s.SPAN_NAME}, {s.SPAN_START_NS}, {s.SPAN_ATTRIBUTES} "
+                f"FROM {s.RUN_STARTS} WHERE {s.SPAN_RUN_PK} = ?",
+                [pk],
+            )
         try:
-            return [_span_record(run.id, row, events, links, resources) for row in rows]
+            records = [_span_record(run.id, row, events, links, resources) for row in rows]
+            if start and all(r.span_id != start[0][0] for r in records):
+                records.insert(0, _unfinished_root(run, start[0], records))
+            return records
         except pydantic.ValidationError as exc:
             raise StoreError(f"malformed span in run {run.id}: {exc}") from exc
 
@@ -521,7 +536,7 @@ class Store:
         try:
             for chunk in _chunks(pks, _DELETE_CHUNK):
                 marks = ", ".join("?" * len(chunk))
-                for table in (s.EVENTS, s.LINKS, s.SPANS):
+                for table in (s.EVENTS, s.LINKS, s.SPANS, s.RUN_STARTS):
                     cur = conn.execute(
                         f"DELETE FROM {table} WHERE {s.SPAN_RUN_PK} IN ({marks})", chunk
                     )
@@ -597,6 +612,28 @@ def _span_record(
             "links": links.get(span_id, []),
             # A copy: resources are cached and shared by many spans.
             "resource": dict(resources[res_pk]) if res_pk in resources else {},
+        }
+    )
+
+
+def _unfinished_root(
+    run: RunRecord, start: Sequence[Any], spans: Sequence[SpanRecord]
+) -> SpanRecord:
+    """The root of a run whose root span never ended (its process died, or it still runs), from
+    the record written when it started; it lasts as far as the latest span that ended."""
+    span_id, name, start_ns, attrs = start
+    end = max([start_ns, *(sp.end_ns for sp in spans)])
+    return SpanRecord.model_validate(
+        {
+            "run_id": run.id,
+            "span_id": span_id,
+            "name": name,
+            "status": "UNSET",
+            "status_message": run.status,
+            "start_ns": start_ns,
+            "end_ns": end,
+            "attributes": {**_loads(attrs), RUN_UNFINISHED: True},
+            "resource": {SERVICE_NAME: run.service} if run.service else {},
         }
     )
 

@@ -185,3 +185,120 @@ def test_python_api_takes_allow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     finally:
         sys.modules.pop("trusted_api", None)
         spanflow.runtime.reset_for_tests()
+
+
+# -- killed runs -----------------------------------------------------------------------------
+
+SIX = """
+import os, pathlib, time
+import spanflow
+
+HERE = pathlib.Path(__file__).parent
+
+def note(name: str) -> None:
+    with (HERE / "calls.log").open("a") as f:
+        f.write(name + "\\n")
+
+@spanflow.step
+def one(x: int) -> int:
+    note("one")
+    return x + 1
+
+@spanflow.step
+def two(x: int) -> int:
+    note("two")
+    return x * 2
+
+@spanflow.step
+def three(x: int) -> int:
+    note("three")
+    return x + 3
+
+@spanflow.step
+def four(x: int) -> int:
+    note("four")
+    if os.environ.get("HANG") == "1":
+        (HERE / "ready").write_text("3 steps ended")
+        time.sleep(120)
+    return x * 4
+
+@spanflow.step
+def five(x: int) -> int:
+    note("five")
+    return x + 5
+
+@spanflow.step
+def six(x: int) -> int:
+    note("six")
+    return x * 6
+
+@spanflow.workflow
+def six_steps(x: int) -> int:
+    return six(five(four(three(two(one(x))))))
+
+if __name__ == "__main__":
+    six_steps(1)
+"""
+
+
+def _finished_spans(db: Path) -> int:
+    if not db.exists():
+        return 0
+    try:
+        with Store.open(db) as store:
+            runs = store.list_runs()
+            return sum(1 for s in store.spans(runs[0].id) if s.parent_id) if runs else 0
+    except spanflow.SpanflowError:
+        return 0
+
+
+@pytest.mark.parametrize("sig", ["SIGKILL", "SIGTERM"])
+def test_a_killed_run_resumes_reusing_every_step_that_ended(tmp_path: Path, sig: str) -> None:
+    import signal
+    import time
+
+    (tmp_path / "six.py").write_text(SIX)
+    db = tmp_path / "traces.db"
+    proc = subprocess.Popen(
+        [sys.executable, "six.py"],
+        cwd=tmp_path,
+        env=env(SPANFLOW_DB=str(db), HANG="1"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "ready").exists() or _finished_spans(db) < 3:
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            assert time.monotonic() < deadline, "the workflow never reached its fourth step"
+            time.sleep(0.05)
+        proc.send_signal(getattr(signal, sig))
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stderr:
+            proc.stderr.close()
+    with Store.open(db) as store:
+        (run,) = store.list_runs()
+    assert run.status == "crashed" if sig == "SIGKILL" else run.status in ("crashed", "failed")
+
+    shown = cli("show", run.id, "--db", db, cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert "(orphan)" not in shown.stdout
+    root_line = next(line for line in shown.stdout.splitlines() if "six_steps  workflow" in line)
+    assert root_line.endswith(run.status)  # the root, marked as the run reads, with its inputs
+    assert 'input: {"x":1}' in shown.stdout
+    assert all(f"── {name}  step" in shown.stdout for name in ("one", "two", "three"))
+
+    (tmp_path / "calls.log").unlink()
+    done = cli("replay", run.id, "--db", db, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "reused (recorded output, not executed): 3" in done.stdout
+    assert "executed: 3" in done.stdout
+    assert "result: 198" in done.stdout  # six(five(four(7))): what a run to the end returns
+    assert (tmp_path / "calls.log").read_text().split() == ["four", "five", "six"]
+    with Store.open(db) as store:
+        (replayed,) = store.replays_of(run.id)
+    assert replayed.status == "ok"
