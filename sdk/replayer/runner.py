@@ -167,12 +167,22 @@ def load_workflow(entrypoint: str, workflow_file: str | None, allow: Iterable[st
                 f"cannot import {module_name!r} for {entrypoint}: {type(exc).__name__}: {exc}"
             ) from exc
     for part in qualname.split("."):
+        owner = obj
         try:
             obj = getattr(obj, part)
         except AttributeError:
             raise ReplayError(
                 f"{entrypoint}: {module_name} has no attribute path {qualname!r} today"
             ) from None
+    if inspect.isclass(owner) and not isinstance(
+        inspect.getattr_static(owner, qualname.rsplit(".", 1)[-1], None),
+        staticmethod | classmethod,
+    ):
+        raise ReplayError(
+            f"{entrypoint} is a method that needs an instance (self), which a recording cannot "
+            "rebuild; to replay it make the workflow a module-level function, a @staticmethod "
+            "or a @classmethod"
+        )
     spec = spec_of(obj)
     if spec is None or not spec.is_workflow:
         raise ReplayError(f"{entrypoint} is not a @spanflow.workflow; refusing to call it")
@@ -203,6 +213,7 @@ def rebuild_arguments(
         )
     target = inspect.unwrap(fn)
     signature = inspect.signature(target)
+    _check_signature(signature, recorded)
     try:
         hints = typing.get_type_hints(target)
     except Exception:
@@ -235,6 +246,29 @@ def rebuild_arguments(
         else:
             kwargs[name] = value
     return args, kwargs
+
+
+def _check_signature(signature: inspect.Signature, recorded: dict[str, Any]) -> None:
+    """Refuse, naming the parameter, recorded arguments today's signature cannot take."""
+    params = signature.parameters
+    kinds = {p.kind for p in params.values()}
+    if inspect.Parameter.VAR_KEYWORD not in kinds:
+        unknown = [k for k in recorded if k not in params]
+        if unknown:
+            raise ReplayError(
+                f"the run recorded argument {unknown[0]!r}, which today's workflow has no "
+                f"parameter for (renamed or removed? its parameters are {', '.join(params)})"
+            )
+    for name, p in params.items():
+        if (
+            p.default is p.empty
+            and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+            and name not in recorded
+        ):
+            raise ReplayError(
+                f"today's workflow requires parameter {name!r}, which the run did not record "
+                "(added or renamed since?); give it a default to replay old runs"
+            )
 
 
 # -- the public entry point ------------------------------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -302,3 +303,121 @@ def test_a_killed_run_resumes_reusing_every_step_that_ended(tmp_path: Path, sig:
     with Store.open(db) as store:
         (replayed,) = store.replays_of(run.id)
     assert replayed.status == "ok"
+
+
+# -- entrypoints and arguments ---------------------------------------------------------------
+
+
+def _package(root: Path, flow: str) -> None:
+    pkg = root / "shop"
+    (pkg / "flows").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "flows" / "__init__.py").write_text("")
+    (pkg / "helpers.py").write_text("def price(n: int) -> int:\n    return n * 10\n")
+    (pkg / "flows" / "order.py").write_text(textwrap.dedent(flow))
+
+
+ORDER = """
+    import os
+    import spanflow
+    from ..helpers import price
+
+    @spanflow.step
+    def quote(n: int) -> int:
+        return price(n)
+
+    @spanflow.step
+    def pay(total: int) -> str:
+        if not os.environ.get("FIXED"):
+            raise RuntimeError("card declined")
+        return f"paid {total}"
+
+    @spanflow.workflow
+    def checkout(n: int) -> str:
+        return pay(quote(n))
+
+    if __name__ == "__main__":
+        checkout(3)
+"""
+
+
+def _record_module_run(root: Path, db: Path) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "shop.flows.order"],
+        cwd=root,
+        env=env(SPANFLOW_DB=str(db)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1 and "card declined" in done.stderr, done.stderr
+    with Store.open(db) as store:
+        (run,) = store.list_runs()
+    return run.id
+
+
+def test_a_package_module_run_with_python_m_replays_with_relative_imports(
+    tmp_path: Path,
+) -> None:
+    _package(tmp_path, ORDER)
+    db = tmp_path / "traces.db"
+    run_id = _record_module_run(tmp_path, db)
+    with Store.open(db) as store:
+        run = store.get_run(run_id)
+    assert run.entrypoint == "shop.flows.order:checkout" and run.workflow_file is None
+    done = cli("replay", run_id, "--db", db, cwd=tmp_path, FIXED="1")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert 'result: "paid 30"' in done.stdout
+    assert "reused (recorded output, not executed): 1\n  checkout/quote[0]\n" in done.stdout
+
+
+def test_a_signature_change_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    _package(tmp_path, ORDER)
+    db = tmp_path / "traces.db"
+    run_id = _record_module_run(tmp_path, db)
+    order = tmp_path / "shop" / "flows" / "order.py"
+    for changed, needle in (
+        ("def checkout(n: int, coupon: str) -> str:", "requires parameter 'coupon'"),
+        ("def checkout(count: int) -> str:", "recorded argument 'n'"),
+        ("def checkout(n: list[str]) -> str:", "argument 'n' no longer fits"),
+    ):
+        order.write_text(textwrap.dedent(ORDER).replace("def checkout(n: int) -> str:", changed))
+        done = cli("replay", run_id, "--db", db, cwd=tmp_path, FIXED="1")
+        assert done.returncode == 2, done.stdout + done.stderr
+        assert needle in done.stderr and done.stderr.count("\n") == 1, done.stderr
+        assert run_count(db) == 1
+
+
+METHOD = """
+import spanflow
+
+class Bot:
+    @spanflow.workflow
+    def answer(self, q: str) -> str:
+        return q
+
+    @staticmethod
+    @spanflow.workflow
+    def echo(q: str) -> str:
+        return q
+
+if __name__ == "__main__":
+    Bot().answer("hi")
+    Bot.echo("hi")
+"""
+
+
+def test_a_workflow_that_needs_self_is_refused_with_the_way_out(tmp_path: Path) -> None:
+    (tmp_path / "bot.py").write_text(METHOD)
+    db = tmp_path / "traces.db"
+    subprocess.run(
+        [sys.executable, "bot.py"], cwd=tmp_path, env=env(SPANFLOW_DB=str(db)), check=True
+    )
+    with Store.open(db) as store:
+        runs = {r.entrypoint: r.id for r in store.list_runs()}
+    done = cli("replay", runs["bot:Bot.answer"], "--db", db, cwd=tmp_path)
+    assert done.returncode == 2
+    assert "needs an instance (self)" in done.stderr and "@staticmethod" in done.stderr
+    assert run_count(db) == 2
+    done = cli("replay", runs["bot:Bot.echo"], "--db", db, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
