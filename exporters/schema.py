@@ -15,6 +15,11 @@ Tables (version 1)::
     links      span links, keyed by (run_pk, span_id)
     resources  distinct resource attribute sets, referenced by spans.resource_pk
 
+Version 2 adds::
+
+    run_starts  a run's root span as it started (id, name, start, attributes): what replay and
+                the viewers need of a run whose process died before the root span ended
+
 Writing spans into these tables is ``_batch.BatchWriter``'s job.
 """
 
@@ -37,7 +42,7 @@ if TYPE_CHECKING:
     # Only creating and migrating a store needs sqlite-utils; readers never load it.
     import sqlite_utils
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 FORMAT_NAME: Final = "spanflow"
 #: ``PRAGMA application_id`` of stores created since 0.2 ("SPNF"): a damaged store is still ours.
 APPLICATION_ID: Final = 0x53504E46
@@ -51,6 +56,7 @@ SPANS: Final = "spans"
 EVENTS: Final = "events"
 LINKS: Final = "links"
 RESOURCES: Final = "resources"
+RUN_STARTS: Final = "run_starts"
 
 # meta keys.
 META_FORMAT: Final = "format"
@@ -209,8 +215,25 @@ def _create_v1(db: sqlite_utils.Database) -> None:
         db.table(table).create_index([SPAN_RUN_PK], index_name=f"{table}_run")
 
 
+def _add_run_starts_v2(db: sqlite_utils.Database) -> None:
+    # Its own table, one row per run, written once when the root starts: the runs row stays as
+    # narrow as listing needs, and spans keep holding finished spans only.
+    db.table(RUN_STARTS).create(
+        {
+            SPAN_RUN_PK: int,
+            SPAN_ID: str,
+            SPAN_NAME: str,
+            SPAN_START_NS: int,
+            SPAN_ATTRIBUTES: str,
+        },
+        pk=SPAN_RUN_PK,
+        not_null=[SPAN_ID, SPAN_NAME, SPAN_START_NS, SPAN_ATTRIBUTES],
+        foreign_keys=[(SPAN_RUN_PK, RUNS, RUN_PK)],
+    )
+
+
 #: ``MIGRATIONS[i]`` turns a version-``i`` store into a version-``i + 1`` store.
-MIGRATIONS: Final[tuple[Migration, ...]] = (_create_v1,)
+MIGRATIONS: Final[tuple[Migration, ...]] = (_create_v1, _add_run_starts_v2)
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
 

@@ -28,9 +28,12 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Final
 
+# The writer may create the store when the first run starts: load sqlite-utils now, so its import
+# does not eat into the half second a finished span has to reach the disk. (Readers never load it.)
+import sqlite_utils  # noqa: F401
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from spanflow.attributes import RUN_ID
@@ -47,6 +50,7 @@ from ._span_rows import (
     run_row,
     span_extra,
     span_row,
+    start_row,
 )
 
 __all__ = ["SQLiteSpanProcessor", "run_row", "span_extra", "span_row"]
@@ -62,6 +66,12 @@ _SHUTDOWN_JOIN_S: Final = 10.0
 _GIVE_UP_MARGIN_S: Final = 1.0  # at shutdown, busy retries stop this long before the join does
 _RETRY_FIRST_S: Final = 0.05  # backoff after a busy store: doubles up to _RETRY_MOST_S, jittered
 _RETRY_MOST_S: Final = 2.0
+# The run row is upserted first in the same transaction, so its pk is there to refer to.
+_INSERT_START: Final = (
+    f"INSERT OR IGNORE INTO {s.RUN_STARTS} ({s.SPAN_RUN_PK}, {s.SPAN_ID}, {s.SPAN_NAME}, "
+    f"{s.SPAN_START_NS}, {s.SPAN_ATTRIBUTES}) "
+    f"SELECT {s.RUN_PK}, ?, ?, ?, ? FROM {s.RUNS} WHERE {s.RUN_ID} = ?"
+)
 _ABANDONED: list[sqlite3.Connection] = []  # inherited over fork: closing them would hurt the parent
 
 
@@ -521,6 +531,7 @@ class SQLiteSpanProcessor(SpanProcessor):
         rows: list[s.SpanRow] = []
         extras: list[s.SpanExtra] = []
         runs: list[tuple[Any, ...]] = []
+        starts: list[tuple[Any, ...]] = []
         flushes: list[_Flush] = []
         done = True
         try:
@@ -532,7 +543,9 @@ class SQLiteSpanProcessor(SpanProcessor):
                     extras.append(item)
                 elif kind is _RunStart:
                     # Read now, not at start: names are often set just after a span starts.
-                    runs.append(run_row(item.span, attributes(item.span), ended=False))
+                    attrs = attributes(item.span)
+                    runs.append(run_row(item.span, attrs, ended=False))
+                    starts.append(start_row(item.span, attrs))
                 elif kind is _Flush:
                     flushes.append(item)
             if not (rows or extras or runs):
@@ -541,7 +554,7 @@ class SQLiteSpanProcessor(SpanProcessor):
                 self._count("spans_failed", len(rows))
                 return True
             try:
-                done = self._write(rows, extras, runs)
+                done = self._write(rows, extras, runs, starts)
             except Exception:
                 self._count("spans_failed", len(rows))
                 raise
@@ -561,7 +574,11 @@ class SQLiteSpanProcessor(SpanProcessor):
         self._count("write_retries")
 
     def _write(
-        self, rows: list[s.SpanRow], extras: list[s.SpanExtra], runs: list[tuple[Any, ...]]
+        self,
+        rows: list[s.SpanRow],
+        extras: list[s.SpanExtra],
+        runs: list[tuple[Any, ...]],
+        starts: Sequence[tuple[Any, ...]] = (),
     ) -> bool:
         """Commit one batch; False if the store stayed busy (nothing lost: try again later)."""
         conn = self._conn
@@ -574,6 +591,8 @@ class SQLiteSpanProcessor(SpanProcessor):
                 conn.execute("BEGIN IMMEDIATE")
                 try:
                     written = self._writer.write(conn, rows, extras, runs)
+                    if starts:
+                        conn.executemany(_INSERT_START, [(*st[1:], st[0]) for st in starts])
                     conn.execute("COMMIT")
                 except BaseException:
                     if conn.in_transaction:
@@ -589,6 +608,7 @@ class SQLiteSpanProcessor(SpanProcessor):
                 rows = [(row[0], *(_clean(v) for v in row[1:10]), row[10]) for row in rows]
                 extras = [(e[0], e[1], *(_clean(v) for v in e[2:])) for e in extras]
                 runs = [tuple(_clean(v) for v in run) for run in runs]
+                starts = [tuple(_clean(v) for v in st) for st in starts]
                 kind, detail, retry = "unbindable value", repr(exc), attempt == 0
             except sqlite3.Error as exc:
                 # Locked or busy passes: the batch waits for a later round. Full, read-only,

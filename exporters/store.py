@@ -27,7 +27,14 @@ from collections.abc import Iterable, Iterator, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final
 
-from spanflow.attributes import REPLAY_OF, RUN_ID, STEP_NAME, WORKFLOW_ENTRYPOINT, WORKFLOW_FILE
+from spanflow.attributes import (
+    REPLAY_OF,
+    RUN_ID,
+    RUN_UNFINISHED,
+    STEP_NAME,
+    WORKFLOW_ENTRYPOINT,
+    WORKFLOW_FILE,
+)
 from spanflow.errors import StoreError, UnknownRunError
 
 from . import schema as s
@@ -371,7 +378,15 @@ class Store:
             ):
                 links.setdefault(span_id, []).append(LinkData(trace_id, linked, _loads(attrs)))
             resources = self._resource_map({r[9] for r in rows if r[9] is not None})
-        return [_span_data(run.id, row, events, links, resources) for row in rows]
+            start = self._query(
+                f"SELECT {s.SPAN_ID}, {s.SPAN_NAME}, {s.SPAN_START_NS}, {s.SPAN_ATTRIBUTES} "
+                f"FROM {s.RUN_STARTS} WHERE {s.SPAN_RUN_PK} = ?",
+                [pk],
+            )
+        spans = [_span_data(run.id, row, events, links, resources) for row in rows]
+        if start and all(sp.span_id != start[0][0] for sp in spans):
+            spans.insert(0, _unfinished_root(run, start[0], spans))
+        return spans
 
     def _resource_map(self, pks: set[int]) -> dict[int, dict[str, Any]]:
         missing = [pk for pk in pks if pk not in self._resources]
@@ -562,7 +577,7 @@ class Store:
         try:
             for chunk in _chunks(pks, _DELETE_CHUNK):
                 marks = ", ".join("?" * len(chunk))
-                for table in (s.EVENTS, s.LINKS, s.SPANS):
+                for table in (s.EVENTS, s.LINKS, s.SPANS, s.RUN_STARTS):
                     cur = conn.execute(
                         f"DELETE FROM {table} WHERE {s.SPAN_RUN_PK} IN ({marks})", chunk
                     )
@@ -650,6 +665,28 @@ def _span_data(
         links=tuple(links.get(span_id, ())),
         # A copy: resources are cached and shared by many spans.
         resource=dict(resources[res_pk]) if res_pk in resources else {},
+    )
+
+
+def _unfinished_root(run: RunData, start: Sequence[Any], spans: Sequence[SpanData]) -> SpanData:
+    """The root of a run whose root span never ended (its process died, or it still runs), from
+    the record written when it started; it lasts as far as the latest span that ended."""
+    span_id, name, start_ns, attrs = start
+    end = max([start_ns, *(sp.end_ns for sp in spans)])
+    return SpanData(
+        run_id=run.id,
+        span_id=span_id,
+        parent_id=None,
+        name=name,
+        kind="INTERNAL",
+        status="UNSET",
+        status_message=run.status,
+        start_ns=start_ns,
+        end_ns=end,
+        attributes={**_loads(attrs), RUN_UNFINISHED: True},
+        events=(),
+        links=(),
+        resource={SERVICE_NAME: run.service} if run.service else {},
     )
 
 

@@ -277,7 +277,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         render.clean(f"replaying run {job.run_id}: importing {job.entrypoint} {where}") + "\n"
     )
     sys.stdout.flush()
-    outcome = runner.run(job)
+    outcome = runner.run(job, allow=args.allow)
     import pydantic_core
     from rich.text import Text
 
@@ -481,6 +481,14 @@ def build_parser() -> argparse.ArgumentParser:
         dest="from_step",
         metavar="STEP",
         help="execute this step and everything after it, even where it succeeded",
+    )
+    p.add_argument(
+        "--allow",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="also import MODULE (and its submodules) from outside the current directory; "
+        "repeatable",
     )
 
     p = command("export", cmd_export, "Write a run as Jaeger JSON or OTLP/JSON.")

@@ -329,7 +329,10 @@ def span_label(
     out.append(f"  +{format_duration((span.start_ns - base_ns) / 1e6)}", style="dim")
     out.append(f"  {format_duration((span.end_ns - span.start_ns) / 1e6)}")
     out.append("  ")
-    out.append("ERROR" if failed else "ok", style="bold red" if failed else "green")
+    if a.get(attr.RUN_UNFINISHED):  # rebuilt from its start record: it never ended
+        out.append(clean(span.status_message or "running"), style="bold yellow")
+    else:
+        out.append("ERROR" if failed else "ok", style="bold red" if failed else "green")
     if orphan:
         out.append("  (orphan)", style="yellow")
     for line, style in detail_lines(span, children):
@@ -379,7 +382,9 @@ def detail_lines(span: SpanData, children: Sequence[SpanData]) -> list[tuple[str
     diff = a.get(attr.STATE_DIFF)
     if isinstance(diff, str) and diff:
         lines.extend((f"state: {op}", "magenta") for op in patch_lines(diff))
-    if span.status == "ERROR" and isinstance(a.get(attr.INPUT_VALUE), str):
+    if (span.status == "ERROR" or a.get(attr.RUN_UNFINISHED)) and isinstance(
+        a.get(attr.INPUT_VALUE), str
+    ):
         lines.append((f"input: {shorten(a[attr.INPUT_VALUE])}", ""))
     output = a.get(attr.OUTPUT_VALUE)
     if isinstance(output, str):

@@ -78,6 +78,12 @@ def entrypoint_of(fn: Any) -> tuple[str, str | None]:
     module = getattr(fn, "__module__", None) or "__main__"
     qualname = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", "unknown")
     if module == "__main__":
+        # `python -m pkg.mod`: the module's real name, so replay imports it as part of its
+        # package (relative imports intact) rather than as a loose file.
+        main_spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+        spec_name = getattr(main_spec, "name", None)
+        if isinstance(spec_name, str) and spec_name and spec_name != "__main__":
+            return f"{spec_name}:{qualname}", None
         main_file = getattr(sys.modules.get("__main__"), "__file__", None)
         if main_file:
             path = Path(main_file).resolve()

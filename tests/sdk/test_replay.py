@@ -131,7 +131,7 @@ def test_replay_reuses_succeeded_steps(
     db, run_id, calls = failed_run
     monkeypatch.setenv("CALLS_FILE", str(calls))
     monkeypatch.setenv("FIXED", "1")
-    monkeypatch.syspath_prepend(str(db.parent))  # the test's own cwd is elsewhere
+    monkeypatch.chdir(db.parent)  # the script lies under the current directory: the user's code
     try:
         result = spanflow.replay(run_id[:8], db=db)
         spanflow.flush()
@@ -152,6 +152,7 @@ def test_replay_failing_again_raises_with_a_new_run(
 ) -> None:
     db, run_id, calls = failed_run
     monkeypatch.setenv("CALLS_FILE", str(calls))
+    monkeypatch.chdir(db.parent)
     try:
         with pytest.raises(RuntimeError, match="answer model crashed") as info:
             spanflow.replay(run_id, db=db, from_step="enrich")

@@ -914,7 +914,10 @@ def test_replay_of_a_script_from_another_directory(tmp_path: Path) -> None:
     (scripts / "fixed.flag").touch()
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    replayed = spanflow_proc("replay", run.id, "--db", db, cwd=elsewhere)
+    # A recorded path outside the current directory is never put on the import path.
+    refused = spanflow_proc("replay", run.id, "--db", db, cwd=elsewhere)
+    assert refused.returncode == 2 and "is not under it" in refused.stderr
+    replayed = spanflow_proc("replay", run.id, "--db", db, cwd=tmp_path)
     assert replayed.returncode == 0, replayed.stderr
     assert replayed.stdout.startswith(
         f"replaying run {run.id}: importing script:pipeline from {script}\n"
