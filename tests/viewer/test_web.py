@@ -1155,7 +1155,7 @@ def tangled(n: int) -> int:
     return middle(n)
 
 
-def _tangled_store(db: Path) -> tuple[str, dict[str, str]]:
+def _tangled_store(db: Path, *, copy: bool = True) -> tuple[str, dict[str, str]]:
     """A failed run recorded for real, then its parent links broken with plain SQL."""
     provider = TracerProvider()
     spanflow.configure(db=db, tracer_provider=provider)
@@ -1186,13 +1186,14 @@ def _tangled_store(db: Path) -> tuple[str, dict[str, str]]:
             conn.execute(
                 "UPDATE spans SET parent_id = span_id WHERE span_id = ?", (ids["sibling"],)
             )
-            # A second span with middle's id, under the leaf: another way round the cycle.
-            conn.execute(
-                "INSERT INTO spans SELECT run_pk, span_id, ?, name || ' (copy)', kind, 'UNSET', "
-                "status_message, start_ns + 1, end_ns, attributes, resource_pk FROM spans "
-                "WHERE span_id = ?",
-                (ids["leaf"], ids["middle"]),
-            )
+            if copy:
+                # A second span with middle's id, under the leaf: another way round the cycle.
+                conn.execute(
+                    "INSERT INTO spans SELECT run_pk, span_id, ?, name || ' (copy)', kind, "
+                    "'UNSET', status_message, start_ns + 1, end_ns, attributes, resource_pk "
+                    "FROM spans WHERE span_id = ?",
+                    (ids["leaf"], ids["middle"]),
+                )
     finally:
         conn.close()
     return run.id, ids
@@ -1240,6 +1241,35 @@ def test_a_cyclic_run_page_renders(watched: Watched, tmp_path: Path, serve_store
     page.wait_for_function("() => document.querySelectorAll('.wf-row').length === 3")
     page.fill(".wf-search", "")
     page.click("button[data-tab=state]")
+    assert watched.errors == []
+
+
+@browser_test
+@pytest.mark.parametrize("copy", [False, True], ids=["cycle", "cycle-and-repeated-id"])
+def test_the_page_never_loops_on_cyclic_parents(
+    watched: Watched, tmp_path: Path, serve_store: Any, copy: bool
+) -> None:
+    # The server cuts cycles before sending; the page's own walks must end even on data that
+    # still has them. The run's JSON is rewritten back to the links as recorded.
+    run_id, _ = _tangled_store(tmp_path / "tangled.db", copy=copy)
+    served = serve_store(tmp_path / "tangled.db")
+    page = watched.page
+
+    def as_recorded(route: Any) -> None:
+        data = json.loads(route.fetch().text())
+        for s in data["spans"]:
+            s["parent"] = s.pop("recorded_parent", s["parent"])
+            s["id"] = s.pop("recorded_id", s["id"])
+        route.fulfill(json=data)
+
+    page.route(f"**/api/runs/{run_id}", as_recorded)
+    page.set_default_timeout(5_000)
+    open_run(watched, served, run_id)
+    assert page.locator(".wf-row").count() >= 5
+    assert page.inner_text(".wf-row.sel .nm") == "leaf"
+    page.click("button[data-tab=state]")
+    page.fill(".wf-search", "leaf")
+    page.wait_for_function("() => document.querySelectorAll('.wf-row').length >= 1")
     assert watched.errors == []
 
 
