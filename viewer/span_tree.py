@@ -77,15 +77,19 @@ def build_tree(spans: Sequence[SpanRecord]) -> SpanTree:
     order: list[int] = []
 
     def walk(start: int) -> None:
-        stack = [(start, -1)]
+        # A span is in one list of children only, so within a walk it is pushed once.
+        parent[start] = -1
+        stack = [start]
         while stack:
-            i, p = stack.pop()
+            i = stack.pop()
             if placed[i]:
                 continue
             placed[i] = True
-            parent[i] = p
             order.append(i)
-            stack.extend((c, i) for c in reversed(kids[i]) if not placed[c])
+            for c in reversed(kids[i]):
+                if not placed[c]:
+                    parent[c] = i
+                    stack.append(c)
 
     for r in roots:
         walk(r)
