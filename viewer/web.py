@@ -248,6 +248,7 @@ class Viewer:
     def __init__(self, server: ViewerServer) -> None:
         """Start serving ``server`` (from :func:`make_server`) in a daemon thread."""
         self.server = server
+        self._stopped = False
         self._thread = threading.Thread(
             target=server.serve_forever,
             kwargs={"poll_interval": 0.1},
@@ -283,10 +284,13 @@ class Viewer:
 
     def stop(self) -> None:
         """Stop answering, close the listening socket and the store (idempotent)."""
+        if self._stopped:
+            return
+        self._stopped = True
         if self._thread.is_alive():
             self.server.shutdown()
             self._thread.join()
-            self.server.server_close()
+        self.server.server_close()
 
     def __enter__(self) -> Viewer:
         return self
