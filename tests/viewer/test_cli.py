@@ -974,7 +974,7 @@ def test_ui_serves_the_store_until_interrupted(stored: Stored, tmp_path: Path) -
         assert proc.stdout is not None
         try:
             first = proc.stdout.readline()
-            url = re.search(r"http://127\.0\.0\.1:\d+/", first)
+            url = re.search(r"http://127\.0\.0\.1:\d+/\?token=\S+", first)
             assert url is not None, first
             with urllib.request.urlopen(url.group(0), timeout=10) as response:
                 assert response.status == 200
