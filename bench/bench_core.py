@@ -328,7 +328,7 @@ def replay_speed(tmp: Path) -> list[Row]:
 
     os.environ["BENCH_FIXED"] = "1"
     start = time.perf_counter()
-    from spanflow.replayer import load, run
+    from spanflow.replayer.runner import load, run
 
     outcome = run(load(run_id, db))
     replayed = time.perf_counter() - start

@@ -33,7 +33,7 @@ from typing import Any
 import spanflow
 from common import interleaved
 from spanflow import runtime
-from spanflow.dispatch import RemoteFunction
+from spanflow.distributed.caller import RemoteFunction
 
 Row = tuple[str, str, str]
 

@@ -86,6 +86,8 @@ class Store:
             raise StoreError(f"{p} is a directory, not a spanflow store")
         if not p.exists():
             raise StoreError(f"{p} does not exist; no spanflow store there yet")
+        # Before connecting: a mode=ro connection would write read marks into a foreign -shm.
+        s.check_path(p, writing=False)
         try:
             store = cls(p)
         except sqlite3.Error as exc:
@@ -95,7 +97,7 @@ class Store:
                 version = s.version_of(store._db())
         except sqlite3.Error as exc:
             store.close()
-            raise StoreError(f"{p} is not a spanflow store ({exc}); refusing to touch it") from exc
+            raise StoreError(s.unreadable_problem(p, exc)) from exc
         problem = s.describe_problem(p, version, empty_ok=False)
         if problem is None and version is not None and version < s.SCHEMA_VERSION:
             problem = (
@@ -362,6 +364,8 @@ class Store:
         Returns:
             How many spans were inserted.
         """
+        from ._batch import BatchWriter  # the writer, only for imports: readers start faster
+
         conn = self._writable()
         by_run: dict[str, dict[str, SpanRecord]] = {}
         for span in spans:
@@ -371,7 +375,7 @@ class Store:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
                     rows, extras = self._new_rows(conn, by_run, service)
-                    s.BatchWriter().write(conn, rows, extras)
+                    BatchWriter().write(conn, rows, extras)
                     self._finish_rootless(conn, by_run)
                     conn.execute("COMMIT")
                 except BaseException:

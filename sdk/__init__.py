@@ -35,10 +35,10 @@ from .errors import (
 if TYPE_CHECKING:
     from .context import current_run_id, with_context
     from .decorators import step, workflow
-    from .executors import RayExecutor
+    from .distributed.executors import RayExecutor
     from .fanout import map, parallel
     from .genai import record_llm_usage
-    from .replayer import replay
+    from .replayer.runner import replay
     from .routing import decision, route
     from .runtime import configure, flush, stats
     from .state import State
@@ -50,11 +50,11 @@ _LAZY = {
     "with_context": ".context",
     "step": ".decorators",
     "workflow": ".decorators",
-    "RayExecutor": ".executors",
+    "RayExecutor": ".distributed.executors",
     "record_llm_usage": ".genai",
     "map": ".fanout",
     "parallel": ".fanout",
-    "replay": ".replayer",
+    "replay": ".replayer.runner",
     "decision": ".routing",
     "route": ".routing",
     "configure": ".runtime",

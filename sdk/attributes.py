@@ -1,7 +1,7 @@
 """Span attribute names: the contract between the recorder, the store and the viewer.
 
-Every name a span carries is defined here once (see SPEC's span table); the store and the viewer
-import these constants instead of spelling strings.
+Every name a span carries is defined here once (README's "Span attributes" table lists them);
+the store and the viewer import these constants instead of spelling strings.
 """
 
 from __future__ import annotations

@@ -20,12 +20,13 @@ from opentelemetry import context as otel_context
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
 
-    from .replayer import ReplayPlan
+    from .replayer.plan import ReplayPlan
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 _CALL_KEY = otel_context.create_key("spanflow.call")
+_REPLAY_KEY = otel_context.create_key("spanflow.replay")
 
 
 @dataclass(eq=False)
@@ -97,6 +98,17 @@ def with_run(ctx: otel_context.Context, run: RunState, frame: CallFrame) -> otel
     """``ctx`` with ``frame`` (belonging to ``run``) as the current call."""
     frame.run = run
     return otel_context.set_value(_CALL_KEY, frame, ctx)
+
+
+def current_replay(ctx: otel_context.Context | None = None) -> ReplayPlan | None:
+    """The replay plan a new run starts under (set by the replay driver), or None."""
+    plan = otel_context.get_value(_REPLAY_KEY, ctx)
+    return plan  # type: ignore[return-value]
+
+
+def with_replay(ctx: otel_context.Context, plan: ReplayPlan) -> otel_context.Context:
+    """``ctx`` under which the next run replays ``plan``."""
+    return otel_context.set_value(_REPLAY_KEY, plan, ctx)
 
 
 def with_context(fn: Callable[P, R]) -> Callable[P, R]:

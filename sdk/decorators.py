@@ -14,18 +14,19 @@ import inspect
 import logging
 import threading
 from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Mapping
+from concurrent.futures import Executor
 from typing import Any, Literal, ParamSpec, TypeVar, overload
 
 import anyio
 
 from . import attributes as attr
 from . import runtime
-from .binding import Binder
+from ._stats import count
+from .distributed.caller import RemoteFunction
 from .errors import ConfigurationError, StepTimeout
-from .executors import check_executor
-from .recording import MISSING, StepCall, StepSpec, end_span, entrypoint_of
-from .retry import build_policy
-from .runtime import capture_set, count
+from .recording.call import StepCall, end_span
+from .recording.retry import RetryArg
+from .recording.spec import MISSING, StepSpec, build_spec, check_executor, default_name, spec_of
 
 logger = logging.getLogger("spanflow")
 
@@ -47,12 +48,12 @@ def step(
     name: str | None = None,
     kind: Kind | str | None = None,
     retries: int | None = None,
-    retry: Any = None,
+    retry: RetryArg = None,
     timeout: float | None = None,
     fallback: Callable[..., Any] | None = None,
     default: Any = MISSING,
     capture: str | bool | None = None,
-    executor: Any = None,
+    executor: Executor | None = None,
     resources: Mapping[str, Any] | None = None,
 ) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
 def step(
@@ -62,12 +63,12 @@ def step(
     name: str | None = None,
     kind: Kind | str | None = None,
     retries: int | None = None,
-    retry: Any = None,
+    retry: RetryArg = None,
     timeout: float | None = None,
     fallback: Callable[..., Any] | None = None,
     default: Any = MISSING,
     capture: str | bool | None = None,
-    executor: Any = None,
+    executor: Executor | None = None,
     resources: Mapping[str, Any] | None = None,
 ) -> Any:
     """Record every call of the decorated function as a span (a *step* of a run).
@@ -121,7 +122,7 @@ def workflow(
     name: str | None = None,
     kind: Kind | str | None = None,
     retries: int | None = None,
-    retry: Any = None,
+    retry: RetryArg = None,
     timeout: float | None = None,
     fallback: Callable[..., Any] | None = None,
     default: Any = MISSING,
@@ -134,7 +135,7 @@ def workflow(
     name: str | None = None,
     kind: Kind | str | None = None,
     retries: int | None = None,
-    retry: Any = None,
+    retry: RetryArg = None,
     timeout: float | None = None,
     fallback: Callable[..., Any] | None = None,
     default: Any = MISSING,
@@ -204,8 +205,6 @@ def _decorate(fn: Any, step_type: str, options: dict[str, Any]) -> Any:
 
 
 def _remote_body(spec: StepSpec, executor: Any, *, asynchronous: bool) -> Any:
-    from .dispatch import RemoteFunction
-
     remote = RemoteFunction(
         spec.fn,
         executor,
@@ -224,8 +223,8 @@ def on_executor(fn: Callable[..., Any], executor: Any) -> Callable[..., Awaitabl
     """
     check_executor(executor, where="spanflow.parallel/map")
     bound_self = getattr(fn, "__self__", None) if inspect.ismethod(fn) else None
-    spec = getattr(fn, "__spanflow_spec__", None)
-    if not isinstance(spec, StepSpec):
+    spec = spec_of(fn)
+    if spec is None:
         return _remote_body_of_callable(fn, executor)
     if inspect.isgeneratorfunction(spec.fn) or inspect.isasyncgenfunction(spec.fn):
         raise ConfigurationError(f"step {spec.name!r} is a generator; it cannot run on an executor")
@@ -239,97 +238,13 @@ def on_executor(fn: Callable[..., Any], executor: Any) -> Callable[..., Awaitabl
 def _remote_body_of_callable(
     fn: Callable[..., Any], executor: Any
 ) -> Callable[..., Awaitable[Any]]:
-    from .dispatch import RemoteFunction
-
-    return RemoteFunction(fn, executor, name=_default_name(fn)).acall
-
-
-def _default_name(fn: Any) -> str:
-    if isinstance(fn, functools.partial):
-        return _default_name(fn.func)
-    name = getattr(fn, "__name__", None)
-    return name if isinstance(name, str) and name else type(fn).__name__
-
-
-def build_spec(fn: Any, step_type: str, o: Mapping[str, Any]) -> StepSpec:
-    """Check a decorator's options for ``fn`` and fix them in a ``StepSpec``."""
-    name = o["name"] if o["name"] is not None else _default_name(fn)
-    where = f"@spanflow.{step_type}({name!r})"
-    if not isinstance(name, str) or not name.strip():
-        raise ConfigurationError(f"@spanflow.{step_type}: name= must be a non-empty string")
-    kind = o["kind"]
-    span_kind = "CHAIN" if kind is None else str(kind).upper()
-    if span_kind not in attr.SPAN_KINDS:
-        raise ConfigurationError(
-            f"{where}: kind={kind!r} is not an OpenInference span kind; use one of "
-            + ", ".join(sorted(k.lower() for k in attr.SPAN_KINDS))
-        )
-    timeout = o["timeout"]
-    if timeout is not None and (
-        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0
-    ):
-        raise ConfigurationError(f"{where}: timeout={timeout!r} must be a number of seconds > 0")
-    fallback = o["fallback"]
-    if fallback is not None and not callable(fallback):
-        raise ConfigurationError(
-            f"{where}: fallback= must be callable (it gets the step's arguments)"
-        )
-    policy = build_policy(o["retries"], o["retry"], where=where)
-    is_gen = inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn)
-    executor, resources = o.get("executor"), o.get("resources")
-    if executor is not None:
-        check_executor(executor, where=where)
-        if is_gen:
-            raise ConfigurationError(
-                f"{where}: a generator cannot run on an executor (its items stream to the caller)"
-            )
-    if resources is not None and not isinstance(resources, Mapping):
-        raise ConfigurationError(f"{where}: resources= must be a mapping such as {{'num_gpus': 1}}")
-    if is_gen and (policy or timeout or fallback is not None or o["default"] is not MISSING):
-        raise ConfigurationError(
-            f"{where}: retries, timeout, fallback and default cannot apply to a generator (its "
-            "items are already consumed when it fails); put them on the step that produces the data"
-        )
-    qualname = getattr(fn, "__qualname__", "") or ""
-    parts = qualname.split(".")
-    binder_probe = Binder(fn)
-    first = next(iter(binder_probe.signature.parameters), None) if binder_probe.signature else None
-    skip_first = len(parts) > 1 and parts[-2] != "<locals>" and first in ("self", "cls")
-    static: dict[str, Any] = {
-        attr.STEP_NAME: name,
-        attr.STEP_TYPE: step_type,
-        attr.SPAN_KIND: span_kind,
-    }
-    if step_type == attr.STEP_TYPE_WORKFLOW:
-        entry, file = entrypoint_of(fn)
-        static[attr.WORKFLOW_ENTRYPOINT] = entry
-        if file:
-            static[attr.WORKFLOW_FILE] = file
-    if timeout is not None:
-        static[attr.TIMEOUT_S] = float(timeout)
-    return StepSpec(
-        fn=fn,
-        name=name,
-        step_type=step_type,
-        span_kind=span_kind,
-        capture=capture_set(o["capture"], where=where),
-        policy=policy,
-        timeout=float(timeout) if timeout is not None else None,
-        fallback=fallback,
-        default=o["default"],
-        binder=Binder(fn, skip_first=skip_first) if skip_first else binder_probe,
-        static_attributes=static,
-        executor=executor,
-        resources=resources,
-        options=dict(o),
-        streams=is_gen,
-    )
+    return RemoteFunction(fn, executor, name=default_name(fn)).acall
 
 
 def _begin(spec: StepSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> StepCall | None:
     """Start the call's span, or None when recording is off or cannot start."""
     try:
-        rt = runtime._runtime or runtime.get_runtime()
+        rt = runtime.get_runtime()
         if not rt.settings.enabled:
             return None
         return StepCall(spec, rt, args, kwargs)

@@ -15,7 +15,7 @@ import anyio
 
 from .decorators import on_executor
 from .errors import ConfigurationError
-from .recording import is_cancellation
+from .recording.call import is_cancellation
 
 T = TypeVar("T")
 _UNSET: Any = object()

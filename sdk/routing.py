@@ -9,7 +9,8 @@ from opentelemetry import trace
 
 from . import attributes as attr
 from .context import current_step_span
-from .serialize import encode
+from .runtime import get_runtime
+from .values.serialize import encode
 
 R = TypeVar("R")
 _REASON_BYTES = 1024
@@ -24,8 +25,6 @@ def decision(branch: str, *, reason: Any = None, name: str | None = None) -> str
     """
     span = current_step_span() or trace.get_current_span()
     if span.is_recording():
-        from .runtime import get_runtime
-
         redactor = get_runtime().settings.redactor
         encoded = encode(reason, max_bytes=_REASON_BYTES, redactor=redactor)
         attributes: dict[str, str] = {

@@ -1,7 +1,9 @@
-"""Configuration and the live runtime: which provider, which processors, what to capture.
+"""The live runtime: the provider, the tracer and the processors a decorated call records with.
 
 Zero configuration is the normal case: the first decorated call builds the runtime from the
-environment. ``configure()`` builds it explicitly and may be called again (tests do, per test).
+environment (``config``). ``configure()`` builds it explicitly and may be called again (tests do,
+per test). The only SDK module that reaches the exporters (lazily, when a store or an OTLP
+endpoint is asked for); it also owns the process hooks (flush at exit and on SIGTERM).
 """
 
 from __future__ import annotations
@@ -10,82 +12,48 @@ import atexit
 import logging
 import os
 import signal
-import sys
 import threading
 import weakref
-from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 
+from . import _stats
+from ._stats import count
+from .config import Capture, Settings, otlp_from_env, resolve, resource_for
 from .errors import ConfigurationError
-from .redact import Redactor
-from .span_values import attribute_blind, quiet_at_start
+from .recording.logs import install_log_capture
+from .recording.scrub import scrub_span
+from .recording.span_values import attribute_blind, quiet_at_start
+from .values.redact import Redactor
+
+if TYPE_CHECKING:
+    from spanflow.exporters.sqlite_store import SQLiteSpanProcessor
+
+__all__ = [
+    "Forwarder",
+    "Runtime",
+    "configure",
+    "flush",
+    "forwarder_of",
+    "get_runtime",
+    "install",
+    "reset_for_tests",
+    "stats",
+    "store_path",
+    "use_store",
+]
 
 logger = logging.getLogger("spanflow")
 
-DEFAULT_DB = Path(".spanflow") / "traces.db"
-Capture = Literal["all", "inputs", "outputs", "none"]
-_CAPTURE_SETS: dict[str, frozenset[str]] = {
-    "all": frozenset({"inputs", "outputs"}),
-    "inputs": frozenset({"inputs"}),
-    "outputs": frozenset({"outputs"}),
-    "none": frozenset(),
-}
-_TRUTHY = {"1", "true", "yes", "on"}
-_PROTOCOLS = frozenset({"http/protobuf", "grpc"})
-_counters: Counter[str] = Counter()
-_counters_lock = threading.Lock()
 
-
-def count(name: str, n: int = 1) -> None:
-    """Count a telemetry problem (or event) readable from ``spanflow.stats()``."""
-    with _counters_lock:
-        _counters[name] += n
-
-
-def capture_set(value: str | bool | None, *, where: str) -> frozenset[str]:
-    """Turn a ``capture=`` option into the set of captured directions."""
-    if value is None or value is True:
-        return _CAPTURE_SETS["all"]
-    if value is False:
-        return _CAPTURE_SETS["none"]
-    try:
-        return _CAPTURE_SETS[value]
-    except (KeyError, TypeError):
-        raise ConfigurationError(
-            f"{where}: capture={value!r} is not one of 'all', 'inputs', 'outputs', 'none'"
-        ) from None
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Resolved configuration (explicit arguments over environment over defaults)."""
-
-    enabled: bool = True
-    db: Path | None = DEFAULT_DB
-    capture: frozenset[str] = _CAPTURE_SETS["all"]
-    max_value_bytes: int = 4096
-    max_state_bytes: int = 262_144
-    redactor: Redactor = field(default_factory=Redactor)
-    log_level: int | None = logging.WARNING
-    otlp_endpoint: str | None = None
-    otlp_protocol: str = "http/protobuf"
-    otlp_headers: Mapping[str, str] | None = None
-    otlp_timeout: float = 3.0
-    otlp_explicit: bool = False
-    service_name: str | None = None
-    worker_otlp: bool = False
-
-
-class _Fanout(SpanProcessor):
+class Forwarder(SpanProcessor):
     """The one processor spanflow adds to a provider; it forwards to the current runtime's.
 
     OpenTelemetry cannot remove a processor from a provider, so re-configuring swaps the list
@@ -97,18 +65,21 @@ class _Fanout(SpanProcessor):
 
     def __init__(self) -> None:
         self.processors: tuple[SpanProcessor, ...] = ()
+        self.redactor = Redactor()
+        self._direct_end: Callable[[ReadableSpan], None] | None = None
 
-    def use(self, processors: tuple[SpanProcessor, ...]) -> None:
-        """Forward to ``processors`` from now on."""
+    def use(self, processors: tuple[SpanProcessor, ...], redactor: Redactor) -> None:
+        """Forward to ``processors`` from now on, every span scrubbed of secrets by ``redactor``."""
         self.processors = processors
+        self.redactor = redactor
         # The usual case, the local store alone, is called directly: one Python call fewer on
         # both ends of every span. Its hooks never raise (see SQLiteSpanProcessor).
         direct = len(processors) == 1 and getattr(processors[0], "never_raises", False)
-        for hook in ("on_start", "on_end"):
-            if direct:
-                setattr(self, hook, getattr(processors[0], hook))
-            else:
-                self.__dict__.pop(hook, None)
+        self._direct_end = processors[0].on_end if direct else None
+        if direct:
+            self.on_start = processors[0].on_start  # type: ignore[method-assign]
+        else:
+            self.__dict__.pop("on_start", None)
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         for p in self.processors:
@@ -119,6 +90,16 @@ class _Fanout(SpanProcessor):
                 logger.exception("spanflow: span processor %r failed in on_start", p)
 
     def on_end(self, span: ReadableSpan) -> None:
+        try:
+            span = scrub_span(span, self.redactor)
+        except Exception:
+            count("redaction_errors")
+            logger.exception("spanflow: redacting span %r failed; it is not stored", span.name)
+            return
+        direct = self._direct_end
+        if direct is not None:
+            direct(span)
+            return
         for p in self.processors:
             try:
                 p.on_end(span)
@@ -152,7 +133,17 @@ def _safe_shutdown(p: SpanProcessor) -> None:
         logger.exception("spanflow: shutting down %r failed", p)
 
 
-_fanouts: weakref.WeakKeyDictionary[TracerProvider, _Fanout] = weakref.WeakKeyDictionary()
+_forwarders: weakref.WeakKeyDictionary[TracerProvider, Forwarder] = weakref.WeakKeyDictionary()
+
+
+def forwarder_of(provider: TracerProvider) -> Forwarder | None:
+    """The processor spanflow added to ``provider``, if it added one."""
+    return _forwarders.get(provider)
+
+
+def forget_forwarder(provider: TracerProvider) -> None:
+    """Stop treating ``provider``'s forwarder as spanflow's (a worker replaced its processors)."""
+    _forwarders.pop(provider, None)
 
 
 @dataclass(eq=False)
@@ -163,7 +154,7 @@ class Runtime:
     tracer: trace.Tracer
     provider: trace.TracerProvider | None
     processors: tuple[SpanProcessor, ...] = ()
-    store: Any = None  # SQLiteSpanProcessor when the local store is on
+    store: SQLiteSpanProcessor | None = None  # when the local store is on
     # Whether the provider's sampler ignores attributes (see span_values).
     sampler_blind: bool = False
     _seen_processors: object = None  # the provider's processor list last looked at
@@ -194,112 +185,6 @@ class Runtime:
 
 _lock = threading.RLock()
 _runtime: Runtime | None = None
-_pending: dict[str, Any] | None = None  # kwargs of the last configure(), applied on first use
-
-
-def _env_flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in _TRUTHY
-
-
-def _default_service_name() -> str:
-    main = sys.modules.get("__main__")
-    path = getattr(main, "__file__", None) or (sys.argv[0] if sys.argv and sys.argv[0] else "")
-    stem = Path(path).stem if path else ""
-    return stem if stem and stem not in {"-c", "__main__", "pytest"} else "spanflow"
-
-
-def _resolve(kwargs: Mapping[str, Any]) -> Settings:
-    enabled = kwargs.get("enabled")
-    if enabled is None:
-        enabled = not (_env_flag("SPANFLOW_DISABLED") or _env_flag("OTEL_SDK_DISABLED"))
-    db: Path | None
-    if "db" in kwargs:
-        raw_db = kwargs["db"]
-        if raw_db is False or raw_db is None:
-            db = None
-        elif isinstance(raw_db, (str, os.PathLike)):
-            db = Path(raw_db)
-        else:
-            raise ConfigurationError(
-                f"configure(db={raw_db!r}): pass a path, or db=False to turn the local store off"
-            )
-    else:
-        env_db = os.environ.get("SPANFLOW_DB")
-        db = Path(env_db) if env_db else DEFAULT_DB
-    max_bytes = kwargs.get("max_value_bytes", 4096)
-    if not isinstance(max_bytes, int) or isinstance(max_bytes, bool) or max_bytes < 64:
-        raise ConfigurationError(
-            f"configure(max_value_bytes={max_bytes!r}): pass an int of at least 64 (bytes per value)"
-        )
-    protocol = kwargs.get("otlp_protocol")
-    if protocol is not None and protocol not in _PROTOCOLS:
-        raise ConfigurationError(
-            f"otlp_protocol={protocol!r} is not supported: use 'http/protobuf' or 'grpc'"
-        )
-    if protocol is None:
-        env_protocol = os.environ.get(
-            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "")
-        )
-        protocol = env_protocol if env_protocol in _PROTOCOLS else "http/protobuf"
-        if env_protocol and env_protocol not in _PROTOCOLS:
-            # An environment setting must not stop the application: say so, use the default.
-            logger.warning(
-                "spanflow: OTLP protocol %r from the environment is not supported; "
-                "using http/protobuf (or set 'grpc')",
-                env_protocol,
-            )
-    endpoint = kwargs.get("otlp_endpoint")
-    headers = kwargs.get("otlp_headers")
-    if headers is not None and not isinstance(headers, Mapping):
-        raise ConfigurationError("otlp_headers must be a mapping of header name to value")
-    log_level = kwargs.get("log_level", logging.WARNING)
-    if isinstance(log_level, str):
-        resolved = logging.getLevelName(log_level.upper())
-        if not isinstance(resolved, int):
-            raise ConfigurationError(f"log_level={log_level!r} is not a logging level name")
-        log_level = resolved
-    redactor = Redactor(
-        keys=_strings(kwargs.get("redact_keys", ()), "redact_keys"),
-        patterns=_strings(kwargs.get("redact_patterns", ()), "redact_patterns"),
-    )
-    return Settings(
-        enabled=bool(enabled),
-        db=db,
-        capture=capture_set(kwargs.get("capture"), where="configure()"),
-        max_value_bytes=max_bytes,
-        redactor=redactor,
-        log_level=log_level,
-        otlp_endpoint=endpoint,
-        otlp_protocol=protocol,
-        otlp_headers=headers,
-        otlp_timeout=float(kwargs.get("otlp_timeout", 3.0)),
-        otlp_explicit=endpoint is not None,
-        service_name=kwargs.get("service_name"),
-        worker_otlp=bool(kwargs.get("worker_otlp")) or _env_flag("SPANFLOW_WORKER_OTLP"),
-    )
-
-
-def _strings(value: Any, name: str) -> Sequence[Any]:
-    if isinstance(value, str):
-        return (value,)
-    if not isinstance(value, Iterable):
-        raise ConfigurationError(f"{name} must be a list of strings")
-    return tuple(value)
-
-
-def _resource(settings: Settings) -> Resource:
-    env_attrs = os.environ.get("OTEL_RESOURCE_ATTRIBUTES", "")
-    extra: dict[str, str] = {}
-    if settings.service_name:
-        extra["service.name"] = settings.service_name
-    elif not os.environ.get("OTEL_SERVICE_NAME") and "service.name=" not in env_attrs:
-        extra["service.name"] = _default_service_name()
-    resource = Resource.create(extra)
-    if "openinference.project.name" not in resource.attributes:
-        # Phoenix files spans by project; default it to the service so runs are easy to find.
-        project = str(resource.attributes.get("service.name", "spanflow"))
-        resource = resource.merge(Resource({"openinference.project.name": project}))
-    return resource
 
 
 def _build(settings: Settings, tracer_provider: trace.TracerProvider | None) -> Runtime:
@@ -313,7 +198,7 @@ def _build(settings: Settings, tracer_provider: trace.TracerProvider | None) -> 
                 "configure(tracer_provider=...) needs an opentelemetry.sdk.trace.TracerProvider "
                 "so spanflow can add its processors to it"
             )
-        provider = TracerProvider(resource=_resource(settings))
+        provider = TracerProvider(resource=resource_for(settings))
         trace.set_tracer_provider(provider)
         installed = True
     processors: list[SpanProcessor] = []
@@ -324,10 +209,8 @@ def _build(settings: Settings, tracer_provider: trace.TracerProvider | None) -> 
         service = provider.resource.attributes.get("service.name")
         store = SQLiteSpanProcessor(settings.db, service_name=str(service) if service else None)
         processors.append(store)
-    if settings.otlp_explicit or (installed and _otlp_from_env()):
-        from spanflow.exporters.otlp import otlp_processor
-
-        otlp = otlp_processor(
+    if settings.otlp_explicit or (installed and otlp_from_env()):
+        otlp = otlp_exporter(
             endpoint=settings.otlp_endpoint,
             protocol=settings.otlp_protocol,
             headers=settings.otlp_headers,
@@ -335,11 +218,11 @@ def _build(settings: Settings, tracer_provider: trace.TracerProvider | None) -> 
         )
         if otlp is not None:
             processors.append(otlp)
-    fanout = _fanouts.get(provider)
-    if fanout is None:
-        fanout = _fanouts[provider] = _Fanout()
-        provider.add_span_processor(fanout)
-    fanout.use(tuple(processors))
+    forwarder = _forwarders.get(provider)
+    if forwarder is None:
+        forwarder = _forwarders[provider] = Forwarder()
+        provider.add_span_processor(forwarder)
+    forwarder.use(tuple(processors), settings.redactor)
     from . import __version__
 
     tracer = provider.get_tracer("spanflow", __version__)
@@ -353,11 +236,17 @@ def _build(settings: Settings, tracer_provider: trace.TracerProvider | None) -> 
     )
 
 
-def _otlp_from_env() -> bool:
-    return bool(
-        os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-        or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-    )
+def otlp_exporter(
+    *,
+    endpoint: str | None,
+    protocol: str,
+    headers: Mapping[str, str] | None,
+    timeout: float,
+) -> SpanProcessor | None:
+    """spanflow's OTLP span processor (None when no endpoint is known)."""
+    from spanflow.exporters.otlp import otlp_processor
+
+    return otlp_processor(endpoint=endpoint, protocol=protocol, headers=headers, timeout=timeout)
 
 
 def configure(
@@ -422,7 +311,7 @@ def configure(
     }.items():
         if value is not None:
             kwargs[key] = value
-    settings = _resolve(kwargs)  # validate before touching the current runtime
+    settings = resolve(kwargs)  # validate before touching the current runtime
     global _runtime
     with _lock:
         old = _runtime
@@ -440,13 +329,13 @@ def get_runtime() -> Runtime:
     with _lock:
         if _runtime is None:
             try:
-                _set(_build(_resolve({}), None))
+                install(_build(resolve({}), None))
             except Exception:
                 # Zero-config start-up never raises into the application (an environment
                 # mistake included): log it, count it, and run the calls unrecorded.
                 logger.exception("spanflow: could not start recording; running without it")
                 count("startup_errors")
-                _set(
+                install(
                     Runtime(
                         settings=Settings(enabled=False), tracer=trace.NoOpTracer(), provider=None
                     )
@@ -455,7 +344,9 @@ def get_runtime() -> Runtime:
         return _runtime
 
 
-def _set(rt: Runtime) -> None:
+def install(rt: Runtime) -> None:
+    """Make ``rt`` the live runtime (the previous one is not shut down: a worker process replaces
+    the runtime it inherited, whose processors belong to its caller)."""
     global _runtime
     _runtime = rt
     _install_hooks(rt)
@@ -488,8 +379,7 @@ def stats() -> dict[str, int]:
 
     Telemetry never raises into the application; this is where its troubles show up.
     """
-    with _counters_lock:
-        out = dict(_counters)
+    out = _stats.snapshot()
     rt = _runtime
     if rt is not None and rt.store is not None:
         try:
@@ -519,9 +409,7 @@ _SIGTERM_FLUSH_S = 3.0
 def _install_hooks(rt: Runtime) -> None:
     """Flush at exit and on SIGTERM; capture log records. Done once per process."""
     global _hooks_installed
-    from .logs import install_log_capture
-
-    install_log_capture()
+    install_log_capture(_log_settings)
     if _hooks_installed or not rt.enabled:
         return
     _hooks_installed = True
@@ -532,6 +420,11 @@ def _install_hooks(rt: Runtime) -> None:
                 signal.signal(signal.SIGTERM, _on_sigterm)
         except (ValueError, OSError):  # pragma: no cover - embedded interpreters
             pass
+
+
+def _log_settings() -> Settings | None:
+    rt = _runtime
+    return rt.settings if rt is not None and rt.enabled else None
 
 
 def _at_exit() -> None:
@@ -556,7 +449,6 @@ def reset_for_tests() -> None:
     global _runtime
     with _lock:
         old, _runtime = _runtime, None
-        with _counters_lock:
-            _counters.clear()
+        _stats.reset()
     if old is not None:
         old.shutdown()

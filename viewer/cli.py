@@ -226,8 +226,9 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     """``spanflow replay RUN``: run the recorded workflow again with today's code."""
     # The one place the viewer loads the runtime: replaying means running the user's code.
-    engine = importlib.import_module("spanflow.replayer")
-    job = engine.load(args.run, db_path(args), args.from_step)
+    from spanflow.replayer import runner
+
+    job = runner.load(args.run, db_path(args), args.from_step)
     where = (
         f"from {job.workflow_file}"
         if job.workflow_file
@@ -237,7 +238,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         render.clean(f"replaying run {job.run_id}: importing {job.entrypoint} {where}") + "\n"
     )
     sys.stdout.flush()
-    outcome = engine.run(job)
+    outcome = runner.run(job)
     plan = outcome.plan
     console = render.make_console()
     summary = Text()

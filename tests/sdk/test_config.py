@@ -270,7 +270,8 @@ def test_reading_tools_do_not_load_the_recording_runtime() -> None:
     code = (
         "import sys, spanflow.viewer.cli, spanflow.exporters.store, spanflow.viewer.web;"
         "print(sorted(m for m in sys.modules if m.startswith(('spanflow.decorators',"
-        " 'spanflow.runtime', 'spanflow.recording', 'opentelemetry.sdk.trace'))))"
+        " 'spanflow.runtime', 'spanflow.recording', 'spanflow.replayer', 'spanflow.distributed',"
+        " 'spanflow.values', 'opentelemetry.sdk.trace'))))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -456,7 +456,7 @@ def test_store_reads_the_worker_resource(
 
 def test_executor_options_are_checked_early(fork_pool: ProcessPoolExecutor) -> None:
     with pytest.raises(spanflow.ConfigurationError, match="is not an executor"):
-        spanflow.step(executor="ray")(ec.body(ec.square))
+        spanflow.step(executor="ray")(ec.body(ec.square))  # type: ignore[call-overload]
     with pytest.raises(spanflow.ConfigurationError, match="resources= must be a mapping"):
         spanflow.step(executor=fork_pool, resources=["gpu"])(ec.body(ec.square))  # type: ignore[call-overload]
 

@@ -108,7 +108,7 @@ def test_retry_accepts_tenacity_building_blocks(recorded: Recorded) -> None:
 
 def test_retry_rejects_unknown_strategy() -> None:
     with pytest.raises(spanflow.ConfigurationError, match="tenacity strategies"):
-        spanflow.step(retry="thrice")(lambda: None)
+        spanflow.step(retry="thrice")(lambda: None)  # type: ignore[call-overload]
 
 
 async def test_async_retries(recorded: Recorded) -> None:

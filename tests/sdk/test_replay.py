@@ -20,8 +20,9 @@ from pydantic import BaseModel, field_validator
 from spanflow import attributes as attr
 from spanflow.exporters.records import SpanRecord
 from spanflow.exporters.store import Store
-from spanflow.replayer import ReplayPlan, build_plan, check_entrypoint, load_workflow
-from spanflow.serialize import encode
+from spanflow.replayer.plan import ReplayPlan, build_plan
+from spanflow.replayer.runner import check_entrypoint, load_workflow
+from spanflow.values.serialize import encode
 
 PIPELINE = """
 from __future__ import annotations
@@ -287,7 +288,7 @@ def test_replay_reruns_steps_whose_value_came_from_a_default_and_never_reuses_ge
 FANPIPE = """
 import anyio
 import spanflow
-from spanflow.recording import running_async_library
+from spanflow.recording.call import running_async_library
 
 ORDER = list(range(8))
 BROKEN = True

@@ -24,8 +24,9 @@ from opentelemetry.sdk.trace.sampling import (
 from opentelemetry.trace import Link, SpanKind
 from opentelemetry.util.types import Attributes
 from spanflow import attributes as attr
-from spanflow import runtime, span_values
-from spanflow.span_values import attribute_blind, set_values
+from spanflow import runtime
+from spanflow.recording import span_values
+from spanflow.recording.span_values import attribute_blind, set_values
 
 
 class SeesAttributes(Sampler):

@@ -17,7 +17,7 @@ import jsonpatch
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
-from spanflow.state_diff import apply_patch, escape_pointer_token, make_patch
+from spanflow.values.state_diff import apply_patch, escape_pointer_token, make_patch
 
 Json = Any
 

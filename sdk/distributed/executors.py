@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Executor, Future
 from typing import Any
 
-from .errors import ConfigurationError
+from ..errors import ConfigurationError
 
 #: Ray ``.options()`` keywords; any other key of ``resources=`` is a custom Ray resource.
 RAY_TASK_OPTIONS = frozenset(
@@ -40,16 +40,6 @@ RAY_TASK_OPTIONS = frozenset(
         "scheduling_strategy",
     }
 )
-
-
-def check_executor(executor: Any, *, where: str) -> None:
-    """Raise ConfigurationError unless ``executor`` can take tasks (has ``submit``)."""
-    if not callable(getattr(executor, "submit", None)):
-        raise ConfigurationError(
-            f"{where}: executor={executor!r} is not an executor; pass a "
-            "concurrent.futures.Executor (ProcessPoolExecutor, Dask's client.get_executor()) "
-            "or spanflow.RayExecutor()"
-        )
 
 
 def submit(

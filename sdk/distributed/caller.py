@@ -2,7 +2,7 @@
 
 :class:`RemoteFunction` wraps one function and one executor. Each call injects W3C trace context
 (plus the run id and call path) into a plain dict, ships the function as a reference or by value
-with its arguments, waits for the :class:`~spanflow.remote.Outcome`, re-creates the worker's spans
+with its arguments, waits for the :class:`~spanflow.distributed.task.Outcome`, re-creates the worker's spans
 as ordinary finished spans of the caller's provider (so the store, OTLP and the application's own
 processors all see one trace), and returns the value or raises :class:`RemoteStepError`.
 """
@@ -24,12 +24,12 @@ import anyio
 from opentelemetry import context as otel_context
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 
-from . import executors, runtime
-from .context import RunState, current_frame, current_run
-from .errors import RemoteStepError, StepTimeout
-from .remote import run_task
-from .span_wire import Decoder, WireSpan
-from .state import State, adopt
+from .. import runtime
+from .._stats import count
+from ..context import RunState, current_frame, current_run
+from ..errors import RemoteStepError, StepTimeout
+from ..state import State, adopt
+from . import executors
 from .task import (
     PATH_KEY,
     PROPAGATOR,
@@ -41,6 +41,8 @@ from .task import (
     redactor_state,
     shippable,
 )
+from .wire import Decoder, WireSpan
+from .worker import run_task
 
 logger = logging.getLogger("spanflow")
 
@@ -107,7 +109,7 @@ class RemoteFunction:
         return sent.finish(outcome)
 
     def _send(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Sent:
-        rt = runtime._runtime or runtime.get_runtime()
+        rt = runtime.get_runtime()
         ctx = otel_context.get_current()
         carrier: dict[str, str] | None = None
         config: WorkerConfig | None = None
@@ -117,7 +119,7 @@ class RemoteFunction:
                 carrier, run = _carrier(ctx)
                 config = worker_config(rt)
             except Exception:
-                runtime.count("remote_context_errors")
+                count("remote_context_errors")
                 logger.exception("spanflow: could not send the trace context with %s", self.name)
                 carrier = config = None
         task = Task(
@@ -173,7 +175,7 @@ class _Sent:
             if isinstance(outcome, Outcome) and outcome.spans:
                 import_spans(self.rt, outcome.spans, worker_exports=self._worker_exports)
         except Exception:
-            runtime.count("remote_span_errors")
+            count("remote_span_errors")
             logger.debug("spanflow: spans of an abandoned task were lost", exc_info=True)
 
     @property
@@ -266,7 +268,7 @@ def import_spans(
         spans = _decoder.decode_all(wires)
         targets = _targets(rt, provider, worker_exports)
     except Exception:
-        runtime.count("remote_span_errors")
+        count("remote_span_errors")
         logger.exception("spanflow: could not re-create the spans of a remote step")
         return
     for span in spans:
@@ -274,7 +276,7 @@ def import_spans(
             try:
                 processor.on_end(span)
             except Exception:
-                runtime.count("remote_span_errors")
+                count("remote_span_errors")
                 logger.exception("spanflow: span processor %r refused a worker span", processor)
 
 
@@ -284,10 +286,12 @@ def _targets(
     active = provider._active_span_processor
     if not worker_exports:
         return (active,)
-    fanout = runtime._fanouts.get(provider)
-    targets: list[SpanProcessor] = [p for p in active._span_processors if p is not fanout]
+    forwarder = runtime.forwarder_of(provider)
+    targets: list[SpanProcessor] = [p for p in active._span_processors if p is not forwarder]
     if rt.store is not None:
-        targets.append(rt.store)
+        to_store = runtime.Forwarder()  # the store gets them scrubbed, as through the forwarder
+        to_store.use((rt.store,), rt.settings.redactor)
+        targets.append(to_store)
     return targets
 
 
@@ -317,7 +321,7 @@ def _adopt_states(
         try:
             adopt(original, changed)
         except Exception:
-            runtime.count("remote_state_errors")
+            count("remote_state_errors")
             logger.warning(
                 "spanflow: could not bring back the changes made to %s", key, exc_info=True
             )

@@ -1,103 +1,42 @@
 """One step call's span: start it in the right place, record what happened, end it.
 
-``StepSpec`` holds what is fixed when a function is decorated; ``StepCall`` is one invocation.
-The decorators (``decorators.py``) drive them; everything here swallows its own failures, because
-recording must never change what the user's function does.
+``StepCall`` is one invocation of a decorated callable (its ``StepSpec`` is fixed at decoration).
+The decorators drive it; everything here swallows its own failures, because recording must
+never change what the user's function does.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import json
 import logging
 import sys
-import traceback
-from collections.abc import Mapping
-from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-import tenacity
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import INVALID_SPAN, Link, Span, Status, StatusCode
 
-from . import attributes as attr
-from .binding import Binder
-from .context import CallFrame, RunState, current_frame, with_run
-from .redact import REDACTED
-from .retry import RetryPolicy
-from .runtime import Runtime, count
-from .serialize import Encoded, encode, to_jsonable
+from .. import attributes as attr
+from .._stats import count
+from ..config import DEFAULT_DB
+from ..context import CallFrame, RunState, current_frame, current_replay, with_run
+from ..state import State
+from ..values.redact import REDACTED
+from ..values.serialize import Encoded, encode, to_jsonable
+from ..values.state_diff import JsonValue, make_patch
+from .failures import record_exception, record_failure
 from .span_values import AttributeValue, set_values
-from .state import State
-from .state_diff import JsonValue, make_patch
+from .spec import StepSpec
 
 if TYPE_CHECKING:
-    from .replayer import ReplayPlan
+    from ..runtime import Runtime
+
+__all__ = ["StepCall", "end_span", "is_cancellation", "running_async_library"]
 
 logger = logging.getLogger("spanflow")
 
-MISSING: Any = object()
-_REPLAY_KEY = otel_context.create_key("spanflow.replay")
 _NOTE_MARK = "__spanflow_run_note__"
-_MAX_TRACEBACK = 16_000
-
-
-@dataclass(frozen=True, eq=False)
-class StepSpec:
-    """Everything about a decorated callable that does not change between calls."""
-
-    fn: Any
-    name: str
-    step_type: str
-    span_kind: str
-    capture: frozenset[str]
-    policy: RetryPolicy | None
-    timeout: float | None
-    fallback: Any
-    default: Any
-    binder: Binder
-    static_attributes: dict[str, Any]
-    executor: Any = None
-    resources: Mapping[str, Any] | None = None
-    options: Mapping[str, Any] | None = None  # the decorator's own arguments, to rebuild it
-    streams: bool = False  # a generator: its items are consumed as it runs, never replayed
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # A step pickled by value (a script's function shipped to a worker) is rebuilt there from
-        # its function and options, without the executor: it runs where it lands.
-        options = {
-            k: v for k, v in (self.options or {}).items() if k not in ("executor", "resources")
-        }
-        return (_rebuild_spec, (self.fn, self.step_type, options))
-
-    @property
-    def is_workflow(self) -> bool:
-        return self.step_type == attr.STEP_TYPE_WORKFLOW
-
-    @property
-    def handles_failure(self) -> bool:
-        return self.fallback is not None or self.default is not MISSING
-
-
-def _rebuild_spec(fn: Any, step_type: str, options: Mapping[str, Any]) -> StepSpec:
-    from .decorators import build_spec
-
-    return build_spec(fn, step_type, options)
-
-
-def entrypoint_of(fn: Any) -> tuple[str, str | None]:
-    """``module:qualname`` for replay; a script's functions are named after the file's stem."""
-    module = getattr(fn, "__module__", None) or "__main__"
-    qualname = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", "unknown")
-    if module == "__main__":
-        main_file = getattr(sys.modules.get("__main__"), "__file__", None)
-        if main_file:
-            path = Path(main_file).resolve()
-            return f"{path.stem}:{qualname}", str(path)
-    return f"{module}:{qualname}", None
 
 
 def _state_json(state: State, rt: Runtime) -> JsonValue:
@@ -107,48 +46,6 @@ def _state_json(state: State, rt: Runtime) -> JsonValue:
     except Exception:  # a field pydantic cannot serialise
         value, _ = to_jsonable(state, redactor=rt.settings.redactor)
         return cast("JsonValue", value)
-
-
-# Frames of spanflow's wrappers and of tenacity's retry loop (plus the Future it re-raises from)
-# explain nothing about the user's failure. Editable installs may reach spanflow through a link.
-_HIDDEN_DIRS = tuple(
-    {
-        str(Path(__file__).parent),
-        str(Path(__file__).resolve().parent),
-        str(Path(tenacity.__file__).parent),
-    }
-)
-_FUTURES_FILE = str(Path(concurrent.futures.__file__).parent / "_base.py")
-
-
-def _hidden(frames: traceback.StackSummary) -> list[traceback.FrameSummary]:
-    kept: list[traceback.FrameSummary] = []
-    previous_hidden = False
-    for frame in frames:
-        name = frame.filename or ""
-        hidden = name.startswith(_HIDDEN_DIRS) or (previous_hidden and name == _FUTURES_FILE)
-        if not hidden:
-            kept.append(frame)
-        previous_hidden = hidden
-    return kept
-
-
-def format_user_traceback(exc: BaseException) -> str:
-    """The exception's traceback without spanflow's own wrapper frames (they explain nothing)."""
-    te = traceback.TracebackException.from_exception(exc)
-    seen: set[int] = set()
-    pending = [te]
-    while pending:
-        current = pending.pop()
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        kept = _hidden(current.stack)
-        if kept:  # keep everything if the failure is inside spanflow itself
-            current.stack = traceback.StackSummary.from_list(kept)
-        pending.extend(e for e in (current.__cause__, current.__context__) if e is not None)
-        pending.extend(current.exceptions or ())
-    return "".join(te.format())
 
 
 def end_span(span: Span) -> None:
@@ -195,13 +92,6 @@ def is_cancellation(exc: BaseException) -> bool:
     return cls.__name__ == "Cancelled" and cls.__module__.startswith("trio")
 
 
-def type_name(exc: BaseException) -> str:
-    cls = type(exc)
-    return (
-        cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
-    )
-
-
 class StepCall:
     """One call of a decorated function, from span start to span end."""
 
@@ -242,7 +132,7 @@ class StepCall:
             if outer.is_valid:
                 links = [Link(outer, {"spanflow.link": "caller"})]
             parent_ctx = trace.set_span_in_context(INVALID_SPAN, ctx)
-            plan = cast("ReplayPlan | None", otel_context.get_value(_REPLAY_KEY, ctx))
+            plan = current_replay(ctx)
             if plan is not None:
                 attributes[attr.REPLAY_OF] = plan.original_run_id
                 links = [*(links or []), *plan.links()]
@@ -461,12 +351,7 @@ class StepCall:
                 elif isinstance(exc, GeneratorExit):
                     span.set_attribute(attr.GENERATOR_CLOSED, True)
                 else:
-                    self.record_exception(exc, escaped=True)
-                    span.set_attribute(attr.ERROR_TYPE, type_name(exc))
-                    message = self.rt.settings.redactor.redact_text(str(exc))[0]
-                    span.set_status(
-                        Status(StatusCode.ERROR, f"{type(exc).__name__}: {message}"[:1000])
-                    )
+                    record_failure(span, exc, self.rt.settings.redactor)
             if self.is_root and self.spec.is_workflow and not is_cancellation(exc):
                 self._add_run_note(exc)
         except Exception:
@@ -476,35 +361,13 @@ class StepCall:
             )
         self._end()
 
-    def record_exception(
-        self, exc: BaseException, *, escaped: bool = False, span: Span | None = None
-    ) -> None:
-        """Add an OTel ``exception`` event (redacted) to this call's span or to ``span``."""
-        target = span or self.span
-        if not target.is_recording():
-            return
-        redact = self.rt.settings.redactor.redact_text
-        try:
-            stack = format_user_traceback(exc)
-        except Exception:
-            stack = f"{type(exc).__name__}: <traceback unavailable>"
-        target.add_event(
-            attr.EXCEPTION_EVENT,
-            {
-                attr.EXCEPTION_TYPE: type_name(exc),
-                attr.EXCEPTION_MESSAGE: redact(str(exc))[0][:4000],
-                attr.EXCEPTION_STACKTRACE: redact(stack[-_MAX_TRACEBACK:])[0],
-                "exception.escaped": escaped,
-            },
-        )
-
     def _add_run_note(self, exc: BaseException) -> None:
         if getattr(exc, _NOTE_MARK, None):
             return
         run_id = self.run.run_id
         db = self.rt.settings.db
         db_arg = ""
-        if db is not None and str(db) != str(Path(".spanflow") / "traces.db"):
+        if db is not None and str(db) != str(DEFAULT_DB):
             db_arg = f" --db {db}"
         try:
             setattr(exc, _NOTE_MARK, run_id)
@@ -565,15 +428,18 @@ class StepCall:
             otel_context.detach(token)  # type: ignore[arg-type]
         except Exception:
             count("context_errors")
-        if exc is not None and span.is_recording():
-            self.record_exception(exc, escaped=True, span=span)
-            span.set_attribute(attr.ERROR_TYPE, type_name(exc))
-            message = self.rt.settings.redactor.redact_text(str(exc))[0]
-            span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {message}"[:1000]))
+        if exc is not None:
+            try:
+                record_failure(span, exc, self.rt.settings.redactor)
+            except Exception:
+                count("capture_errors")
 
     def handled(self, exc: BaseException) -> None:
         """A failure the fallback or default may absorb: an ``exception`` event, not ERROR."""
-        self.record_exception(exc, escaped=False)
+        try:
+            record_exception(self.span, exc, self.rt.settings.redactor, escaped=False)
+        except Exception:
+            count("capture_errors")
 
     def mark(self, key: str) -> None:
         """Set a boolean flag such as ``spanflow.fallback.used`` on this call's span."""

@@ -10,15 +10,22 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias, Union
 
 import anyio
 import tenacity
-from tenacity.retry import retry_base
-from tenacity.stop import stop_base
-from tenacity.wait import wait_base
+from tenacity.retry import RetryBaseT, retry_base
+from tenacity.stop import StopBaseT, stop_base
+from tenacity.wait import WaitBaseT, wait_base
 
-from .errors import ConfigurationError
+from ..errors import ConfigurationError
+
+__all__ = ["DEFAULT_RETRIES", "RetryArg", "RetryPolicy", "RetryStrategy", "build_policy"]
+
+#: One tenacity strategy: a stop condition, a wait, a retry condition, or a whole ``Retrying``.
+RetryStrategy: TypeAlias = Union[stop_base, wait_base, retry_base, tenacity.BaseRetrying]  # noqa: UP007
+#: What ``retry=`` takes: one strategy, or a tuple or list of them.
+RetryArg: TypeAlias = Union[RetryStrategy, tuple[RetryStrategy, ...], list[RetryStrategy], None]  # noqa: UP007
 
 #: Attempts when ``retry=`` names no stop condition and ``retries=`` is not given.
 DEFAULT_RETRIES = 3
@@ -28,9 +35,9 @@ DEFAULT_RETRIES = 3
 class RetryPolicy:
     """When to try again and how long to wait; makes a fresh tenacity controller per call."""
 
-    stop: Any
-    wait: Any
-    retry: Any
+    stop: StopBaseT
+    wait: WaitBaseT
+    retry: RetryBaseT
 
     def controller(
         self, *, asynchronous: bool, before_sleep: Callable[[tenacity.RetryCallState], None]
@@ -48,7 +55,7 @@ class RetryPolicy:
         return tenacity.Retrying(**kwargs)
 
 
-def build_policy(retries: int | None, retry: Any, *, where: str) -> RetryPolicy | None:
+def build_policy(retries: int | None, retry: RetryArg, *, where: str) -> RetryPolicy | None:
     """Combine ``retries=`` and ``retry=`` into a policy (None when neither asks for retries)."""
     if retries is None and retry is None:
         return None
@@ -58,9 +65,9 @@ def build_policy(retries: int | None, retry: Any, *, where: str) -> RetryPolicy 
         raise ConfigurationError(
             f"{where}: retries={retries!r} must be an int >= 0 (retries after the first attempt)"
         )
-    stop: Any = None
-    wait: Any = None
-    condition: Any = None
+    stop: StopBaseT | None = None
+    wait: WaitBaseT | None = None
+    condition: RetryBaseT | None = None
     for part in _parts(retry):
         if isinstance(part, tenacity.BaseRetrying):
             stop, wait, condition = part.stop, part.wait, part.retry
@@ -77,7 +84,8 @@ def build_policy(retries: int | None, retry: Any, *, where: str) -> RetryPolicy 
             )
     if retries is not None:
         by_count = tenacity.stop_after_attempt(retries + 1)
-        stop = by_count if stop is None else (by_count | stop)
+        # stop_any calls each condition: tenacity's plain-callable stops work in it too.
+        stop = by_count if stop is None else tenacity.stop_any(by_count, stop)  # type: ignore[arg-type]
     if stop is None:
         stop = tenacity.stop_after_attempt(DEFAULT_RETRIES + 1)
     if wait is None:
@@ -87,7 +95,7 @@ def build_policy(retries: int | None, retry: Any, *, where: str) -> RetryPolicy 
     return RetryPolicy(stop=stop, wait=wait, retry=condition)
 
 
-def _parts(retry: Any) -> Iterable[Any]:
+def _parts(retry: RetryArg) -> Iterable[object]:
     if retry is None:
         return ()
     if isinstance(retry, (tuple, list)):

@@ -23,9 +23,9 @@ from typing import Any
 from opentelemetry.context import Context
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from .redact import Redactor
-from .span_wire import WireSpan
-from .state import State
+from ..state import State
+from ..values.redact import Redactor
+from .wire import WireSpan
 
 logger = logging.getLogger("spanflow")
 

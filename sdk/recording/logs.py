@@ -8,19 +8,29 @@ logger would silence Python's last-resort stderr output for applications that co
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
 
-from . import attributes as attr
-from .context import current_run
+from .. import attributes as attr
+from .._stats import count
+from ..context import current_run
+
+if TYPE_CHECKING:
+    from ..config import Settings
+
+__all__ = ["install_log_capture"]
 
 _MAX_MESSAGE = 2000
 _installed = False
 
 
-def install_log_capture() -> None:
-    """Chain spanflow's hook in front of the current log record factory (once per process)."""
+def install_log_capture(settings: Callable[[], Settings | None]) -> None:
+    """Chain spanflow's hook in front of the current log record factory (once per process).
+
+    ``settings`` gives the live settings at each record (None while recording is off).
+    """
     global _installed
     if _installed:
         return
@@ -30,7 +40,7 @@ def install_log_capture() -> None:
     def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
         record = previous(*args, **kwargs)
         try:
-            _attach(record)
+            _attach(record, settings())
         except Exception:  # never let telemetry break logging
             logging.getLogger("spanflow").debug("spanflow: log capture failed", exc_info=True)
         return record
@@ -38,13 +48,10 @@ def install_log_capture() -> None:
     logging.setLogRecordFactory(factory)
 
 
-def _attach(record: logging.LogRecord) -> None:
-    from .runtime import _runtime, count
-
-    rt = _runtime
-    if rt is None or not rt.enabled:
+def _attach(record: logging.LogRecord, settings: Settings | None) -> None:
+    if settings is None:
         return
-    level = rt.settings.log_level
+    level = settings.log_level
     if level is None or record.levelno < level or record.name.startswith("spanflow"):
         return
     if current_run() is None:
@@ -52,7 +59,7 @@ def _attach(record: logging.LogRecord) -> None:
     span = trace.get_current_span()
     if not span.is_recording():
         return
-    message, _ = rt.settings.redactor.redact_text(record.getMessage()[:_MAX_MESSAGE])
+    message = settings.redactor.redact_cut(record.getMessage(), _MAX_MESSAGE)
     attrs: dict[str, str | int] = {
         attr.LOG_LEVEL: record.levelname,
         attr.LOG_LOGGER: record.name,

@@ -1,11 +1,11 @@
 """The worker side of a remote step: run it under the caller's trace and send its spans back.
 
-A :class:`~spanflow.task.Task` carries the function, its arguments, a W3C trace-context
+A :class:`~spanflow.distributed.task.Task` carries the function, its arguments, a W3C trace-context
 carrier (plus the run id and call path) and the caller's recording settings. :func:`run_task`
 runs in the worker process (a pool process, a Ray worker, a Dask worker): it continues the
 caller's trace under a ``run/<name>`` span, collects every span that ends during the call (nested
 steps and libraries using the global tracer), and returns them with the result or the error
-(an :class:`~spanflow.task.Outcome`).
+(an :class:`~spanflow.distributed.task.Outcome`).
 
 The worker never opens the store: whatever it inherited (a forked pool process gets the caller's
 span processors and SQLite connection; spawned and Ray workers inherit ``SPANFLOW_DB``), its
@@ -22,7 +22,6 @@ import logging
 import os
 import socket
 import threading
-import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -32,15 +31,16 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import HOST_NAME, PROCESS_PID, Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import SpanKind
 
-from . import attributes as attr
-from . import runtime
-from .context import CallFrame, RunState, current_run, with_run
-from .recording import type_name
-from .redact import Redactor
-from .span_wire import WireSpan, encode
-from .state import State
+from .. import attributes as attr
+from .. import runtime
+from .._stats import count
+from ..config import Settings
+from ..context import CallFrame, RunState, current_run, with_run
+from ..recording.failures import format_user_traceback, message_of, record_failure, type_name
+from ..state import State
+from ..values.redact import Redactor
 from .task import (
     PATH_KEY,
     PROPAGATOR,
@@ -52,10 +52,10 @@ from .task import (
     process_identity,
     rebuild_redactor,
 )
+from .wire import WireSpan, encode
 
 logger = logging.getLogger("spanflow")
 
-_MAX_TRACEBACK = 16_000
 _HOST = socket.gethostname()
 
 
@@ -99,7 +99,7 @@ class _Capture(SpanProcessor):
                 self._owner[span.context.span_id] = task
                 task.ids.append(span.context.span_id)
         except Exception:
-            runtime.count("remote_capture_errors")
+            count("remote_capture_errors")
 
     def on_end(self, span: ReadableSpan) -> None:
         try:
@@ -122,7 +122,7 @@ class _Capture(SpanProcessor):
             if wire is not None:
                 task.spans.append(wire)
         except Exception:
-            runtime.count("remote_capture_errors")
+            count("remote_capture_errors")
             logger.debug("spanflow: collecting a worker span failed", exc_info=True)
 
     def _resource(self, span: ReadableSpan) -> dict[str, Any]:
@@ -175,11 +175,15 @@ def _prepare(config: WorkerConfig) -> _Worker:
         w = _worker
         if w is not None and w.pid == os.getpid() and w.key == config.key:
             return w
+        redactor = rebuild_redactor(config.redactor)
         processors: list[SpanProcessor] = [_capture]
         if config.otlp is not None:
-            from spanflow.exporters.otlp import otlp_processor
-
-            processors.append(otlp_processor(**config.otlp))
+            exporter = runtime.otlp_exporter(**config.otlp)
+            if exporter is not None:
+                # Spans leave this process over OTLP too: scrubbed as the caller would.
+                forwarder = runtime.Forwarder()
+                forwarder.use((exporter,), redactor)
+                processors.append(forwarder)
         provider = trace.get_tracer_provider()
         if isinstance(provider, TracerProvider):
             # Inherited over fork (the caller's own processors and store) or installed by the
@@ -188,14 +192,13 @@ def _prepare(config: WorkerConfig) -> _Worker:
             multi = provider._active_span_processor
             with multi._lock:
                 multi._span_processors = tuple(processors)
-            runtime._fanouts.pop(provider, None)
+            runtime.forget_forwarder(provider)
         else:
             provider = TracerProvider(resource=Resource(dict(config.resource)))
             for p in processors:
                 provider.add_span_processor(p)
             trace.set_tracer_provider(provider)
-        redactor = rebuild_redactor(config.redactor)
-        settings = runtime.Settings(
+        settings = Settings(
             enabled=True,
             db=None,
             capture=config.capture,
@@ -204,7 +207,7 @@ def _prepare(config: WorkerConfig) -> _Worker:
             redactor=redactor,
             log_level=config.log_level,
         )
-        from . import __version__
+        from .. import __version__
 
         rt = runtime.Runtime(
             settings=settings,
@@ -212,7 +215,9 @@ def _prepare(config: WorkerConfig) -> _Worker:
             provider=provider,
             processors=tuple(processors[1:]),
         )
-        runtime._set(rt)  # the inherited runtime's processors belong to the caller: not shut down
+        runtime.install(
+            rt
+        )  # the inherited runtime's processors belong to the caller: not shut down
         _worker = _Worker(pid=os.getpid(), key=config.key, rt=rt, redactor=redactor)
         return _worker
 
@@ -236,7 +241,7 @@ def run_task(task: Task) -> Outcome:
     try:
         worker = _prepare(task.config)
     except Exception:
-        runtime.count("remote_setup_errors")
+        count("remote_setup_errors")
         logger.exception("spanflow: could not set up recording in this worker; running unrecorded")
         return _run_plain(fn, task)
     return _run_recorded(fn, task, worker)
@@ -328,7 +333,7 @@ def _call_traced(
             ctx = with_run(ctx, run, CallFrame(path=carrier.get(PATH_KEY, task.name), span=span))
         token = otel_context.attach(ctx)
     except Exception:
-        runtime.count("remote_capture_errors")
+        count("remote_capture_errors")
         logger.exception("spanflow: could not start the worker span of %s", task.name)
     try:
         return _invoke(fn, task.args, task.kwargs), None, run
@@ -377,38 +382,14 @@ def _states(task: Task) -> dict[int | str, State] | None:
 
 
 def _error_data(exc: BaseException) -> tuple[str, str, str]:
-    try:
-        message = str(exc)
-    except Exception:
-        message = f"<unprintable {type(exc).__name__}>"
-    tb = exc.__traceback__
-    while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
-        tb = tb.tb_next  # the user's frames are the story; this module's are plumbing
-    try:
-        stack = "".join(traceback.format_exception(type(exc), exc, tb or exc.__traceback__))
-    except Exception:
-        stack = ""
-    return (type_name(exc), message, stack[-_MAX_TRACEBACK:])
+    return (type_name(exc), message_of(exc), format_user_traceback(exc))
 
 
 def _record_failure(span: Any, exc: BaseException, redactor: Redactor) -> None:
     try:
-        if not span.is_recording():
-            return
-        name, message, stack = _error_data(exc)
-        message = redactor.redact_text(message)[0]
-        span.add_event(
-            attr.EXCEPTION_EVENT,
-            {
-                attr.EXCEPTION_TYPE: name,
-                attr.EXCEPTION_MESSAGE: message[:4000],
-                attr.EXCEPTION_STACKTRACE: redactor.redact_text(stack)[0],
-            },
-        )
-        span.set_attribute(attr.ERROR_TYPE, name)
-        span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {message}"[:1000]))
+        record_failure(span, exc, redactor)
     except Exception:
-        runtime.count("remote_capture_errors")
+        count("remote_capture_errors")
 
 
 def _where() -> tuple[str, int]:

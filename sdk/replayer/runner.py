@@ -1,0 +1,291 @@
+"""The replay driver: read a run from the store, import its workflow, call it under a plan.
+
+The recorded entrypoint is imported (never evaluated: it must be ``module:qualname`` of dotted
+identifiers and, once imported, a spanflow workflow) and called with its recorded arguments,
+rebuilt from JSON through the type hints, as a new run linked to the original; the plan
+(``replayer.plan``) decides which step calls reuse their recorded outputs.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.util
+import inspect
+import json
+import logging
+import os
+import re
+import sys
+import typing
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from opentelemetry import context as otel_context
+from pydantic import TypeAdapter, ValidationError
+
+from .. import attributes as attr
+from .. import runtime
+from ..config import db_from_env
+from ..context import with_replay
+from ..errors import ReplayError
+from ..recording.spec import spec_of
+from .plan import ReplayPlan, build_plan
+
+__all__ = [
+    "ReplayJob",
+    "ReplayResult",
+    "check_entrypoint",
+    "load",
+    "load_workflow",
+    "replay",
+    "run",
+]
+
+logger = logging.getLogger("spanflow")
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+_LOSSY_MARKS = ("[REDACTED]", "…[+", '"__truncated__"', '"__bytes__"', '"__type__"', '"[cycle]"')
+
+
+# -- resolving the entrypoint ----------------------------------------------------------------
+
+
+def check_entrypoint(entrypoint: str) -> tuple[str, str]:
+    """Split ``module:qualname``; refuse anything that is not dotted identifiers."""
+    module, sep, qualname = entrypoint.partition(":")
+    if not sep or not _IDENT.match(module) or not _IDENT.match(qualname):
+        raise ReplayError(
+            f"entrypoint {entrypoint!r} is not module:qualname of dotted identifiers; refusing to import it"
+        )
+    if "<locals>" in qualname:
+        raise ReplayError(
+            f"entrypoint {entrypoint!r} is defined inside a function and cannot be imported"
+        )
+    return module, qualname
+
+
+@contextmanager
+def _import_paths(workflow_file: str | None) -> Iterator[None]:
+    extra = [os.getcwd()]
+    if workflow_file:
+        extra.insert(0, str(Path(workflow_file).parent))
+    added = [p for p in extra if p not in sys.path]
+    sys.path[:0] = added
+    try:
+        yield
+    finally:
+        for p in added:
+            if p in sys.path:
+                sys.path.remove(p)
+
+
+def load_workflow(entrypoint: str, workflow_file: str | None) -> Any:
+    """Import the recorded entrypoint and make sure it is a spanflow workflow."""
+    module_name, qualname = check_entrypoint(entrypoint)
+    with _import_paths(workflow_file):
+        try:
+            obj: Any = importlib.import_module(module_name)
+        except Exception as exc:
+            raise ReplayError(
+                f"cannot import {module_name!r} for {entrypoint}: {type(exc).__name__}: {exc}"
+            ) from exc
+    for part in qualname.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ReplayError(
+                f"{entrypoint}: {module_name} has no attribute path {qualname!r} today"
+            ) from None
+    spec = spec_of(obj)
+    if spec is None or not spec.is_workflow:
+        raise ReplayError(f"{entrypoint} is not a @spanflow.workflow; refusing to call it")
+    return obj
+
+
+def rebuild_arguments(
+    fn: Any, input_json: str | None, lossy: frozenset[str]
+) -> tuple[list[Any], dict[str, Any]]:
+    """The workflow's arguments from its recorded ``input.value``, validated by its type hints."""
+    if input_json is None:
+        raise ReplayError(
+            "the run's inputs were not captured (capture= excluded them); it cannot be replayed"
+        )
+    recorded = json.loads(input_json)
+    if not isinstance(recorded, dict):
+        raise ReplayError("the run's recorded inputs are not an object of parameters")
+    if attr.INPUT_VALUE in lossy:
+        spoiled = [
+            k
+            for k, v in recorded.items()
+            if any(m in json.dumps(v, ensure_ascii=False) for m in _LOSSY_MARKS)
+        ]
+        raise ReplayError(
+            "the run's argument(s) "
+            + ", ".join(repr(k) for k in spoiled or recorded)
+            + " were truncated or redacted when recorded; replay cannot rebuild them"
+        )
+    target = inspect.unwrap(fn)
+    signature = inspect.signature(target)
+    try:
+        hints = typing.get_type_hints(target)
+    except Exception:
+        hints = {}
+    args: list[Any] = []
+    kwargs: dict[str, Any] = {}
+    for name, param in signature.parameters.items():
+        if name not in recorded:
+            continue
+        value = recorded[name]
+        hint = hints.get(name)
+        if hint is not None:
+            try:
+                if param.kind is param.VAR_POSITIONAL:
+                    value = [TypeAdapter(hint).validate_python(v) for v in value]
+                elif param.kind is param.VAR_KEYWORD:
+                    value = {k: TypeAdapter(hint).validate_python(v) for k, v in value.items()}
+                else:
+                    value = TypeAdapter(hint).validate_python(value)
+            except ValidationError as exc:
+                raise ReplayError(
+                    f"recorded argument {name!r} no longer fits {hint!r}: {exc.errors()[0]['msg']}"
+                ) from None
+        if param.kind is param.POSITIONAL_ONLY:
+            args.append(value)
+        elif param.kind is param.VAR_POSITIONAL:
+            args.extend(value)
+        elif param.kind is param.VAR_KEYWORD:
+            kwargs.update(value)
+        else:
+            kwargs[name] = value
+    return args, kwargs
+
+
+# -- the public entry point ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReplayJob:
+    """A recorded run, read from the store and ready to be replayed (nothing imported yet)."""
+
+    run_id: str
+    entrypoint: str
+    workflow_file: str | None
+    db: Path
+    plan: ReplayPlan
+    input_json: str | None
+    lossy: frozenset[str]
+    async_library: str = "asyncio"  # an async workflow runs on the event loop it was recorded on
+
+
+@dataclass
+class ReplayResult:
+    """What a replay did, for the CLI's summary."""
+
+    plan: ReplayPlan
+    run_id: str | None = None
+    value: Any = None
+    error: BaseException | None = None
+
+
+def load(
+    run_id: str, db: str | os.PathLike[str] | None = None, from_step: str | None = None
+) -> ReplayJob:
+    """Read the run and its recorded calls from the store; imports nothing."""
+    from spanflow.exporters.store import Store
+
+    path = Path(db) if db is not None else _default_db()
+    with Store.open(path) as store:
+        run_record = store.get_run(run_id)
+        spans = store.spans(run_record.id)
+    plan, root = build_plan(run_record.id, spans, from_step)
+    if root.attributes.get(attr.STEP_TYPE) != attr.STEP_TYPE_WORKFLOW:
+        raise ReplayError(
+            f"run {run_record.id} is a lone step call, not a workflow run; "
+            "only workflows can be replayed"
+        )
+    entrypoint = root.attributes.get(attr.WORKFLOW_ENTRYPOINT)
+    if not entrypoint:
+        raise ReplayError(f"run {run_record.id} recorded no entrypoint")
+    check_entrypoint(str(entrypoint))
+    return ReplayJob(
+        run_id=run_record.id,
+        entrypoint=str(entrypoint),
+        workflow_file=root.attributes.get(attr.WORKFLOW_FILE),
+        db=path,
+        plan=plan,
+        input_json=root.attributes.get(attr.INPUT_VALUE),
+        lossy=frozenset(x for x in str(root.attributes.get(attr.LOSSY, "")).split(",") if x),
+        async_library=str(root.attributes.get(attr.WORKFLOW_ASYNC_LIBRARY) or "asyncio"),
+    )
+
+
+def _default_db() -> Path:
+    return runtime.store_path() or db_from_env()
+
+
+def run(job: ReplayJob) -> ReplayResult:
+    """Import the workflow, rebuild its arguments and call it as a new run linked to the original.
+
+    Raises ReplayError before anything is called when the entrypoint or the arguments cannot be
+    rebuilt; the workflow's own exception is returned in the result, not raised.
+    """
+    fn = load_workflow(job.entrypoint, job.workflow_file)
+    args, kwargs = rebuild_arguments(fn, job.input_json, job.lossy)
+    is_async = inspect.iscoroutinefunction(fn)
+    if is_async and (
+        job.async_library not in ("asyncio", "trio")
+        or importlib.util.find_spec(job.async_library) is None
+    ):
+        raise ReplayError(
+            f"run {job.run_id} ran on the {job.async_library} event loop, which is not available here"
+        )
+    runtime.use_store(job.db)
+    plan = job.plan
+    result = ReplayResult(plan=plan)
+    token = otel_context.attach(with_replay(otel_context.get_current(), plan))
+    try:
+        call = functools.partial(fn, *args, **kwargs)
+        if is_async:
+            import anyio
+
+            result.value = anyio.run(_await, call, backend=job.async_library)
+        else:
+            result.value = call()
+    except Exception as exc:
+        result.error = exc
+    finally:
+        otel_context.detach(token)
+        runtime.flush()
+    result.run_id = plan.new_run_id
+    return result
+
+
+async def _await(call: Any) -> Any:
+    return await call()
+
+
+def replay(
+    run_id: str, db: str | os.PathLike[str] | None = None, from_step: str | None = None
+) -> Any:
+    """Re-run a recorded run with today's code, reusing the outputs of steps that succeeded.
+
+    Args:
+        run_id: the run to replay (a unique prefix of at least 4 hex characters is enough).
+        db: the store to read it from and record the replay in (default: the configured store).
+        from_step: run this step and everything after it live, even where it succeeded.
+
+    Returns:
+        What the workflow returns. Raises what it raises (with a note naming the new run).
+
+    Raises:
+        ReplayError: the run cannot be replayed (entrypoint, arguments); StoreError /
+            UnknownRunError: the store or the run cannot be read.
+    """
+    outcome = run(load(run_id, db, from_step))
+    if outcome.error is not None:
+        raise outcome.error
+    return outcome.value
