@@ -28,8 +28,8 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Final
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, Final, Protocol
 
 # The writer may create the store when the first run starts: load sqlite-utils now, so its import
 # does not eat into the half second a finished span has to reach the disk. (Readers never load it.)
@@ -38,6 +38,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from spanflow.attributes import RUN_ID
 from spanflow.errors import ConfigurationError, StoreError
+from spanflow.values.redact import Redactor
 
 from . import schema as s
 from ._batch import RUN_ROW_SERVICE, BatchWriter
@@ -54,6 +55,13 @@ from ._span_rows import (
 )
 
 __all__ = ["SQLiteSpanProcessor", "run_row", "span_extra", "span_row"]
+
+
+class Scrubber(Protocol):
+    """What the writer needs of a ``Redactor``: attributes with their secrets replaced."""
+
+    def scrub_attributes(self, attributes: Mapping[str, Any]) -> dict[str, object] | None: ...
+
 
 logger = logging.getLogger("spanflow")
 
@@ -179,6 +187,7 @@ class SQLiteSpanProcessor(SpanProcessor):
         flush_interval: float = 0.2,
         max_queue: int = 100_000,
         service_name: str | None = None,
+        redactor: Scrubber | None = None,
         busy_timeout: float = s.BUSY_TIMEOUT_S,
     ) -> None:
         if not 0 < flush_interval <= 0.5:
@@ -192,6 +201,7 @@ class SQLiteSpanProcessor(SpanProcessor):
             raise ConfigurationError(f"busy_timeout must be positive seconds; got {busy_timeout!r}")
         self._busy_timeout = busy_timeout
         self._path = pathlib.Path(path)
+        self._redactor: Scrubber = redactor or Redactor()
         self._interval = flush_interval
         self._max_queue = max_queue
         self._service = service_name
@@ -543,7 +553,10 @@ class SQLiteSpanProcessor(SpanProcessor):
                     extras.append(item)
                 elif kind is _RunStart:
                     # Read now, not at start: names are often set just after a span starts.
-                    attrs = attributes(item.span)
+                    # The live span: what the application set since its start is not scrubbed yet.
+                    attrs = self._redactor.scrub_attributes(attributes(item.span)) or attributes(
+                        item.span
+                    )
                     runs.append(run_row(item.span, attrs, ended=False))
                     starts.append(start_row(item.span, attrs))
                 elif kind is _Flush:

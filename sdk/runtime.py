@@ -210,7 +210,11 @@ def _build(settings: Settings, tracer_provider: trace.TracerProvider | None) -> 
         from spanflow.exporters.sqlite_store import SQLiteSpanProcessor
 
         service = provider.resource.attributes.get("service.name")
-        store = SQLiteSpanProcessor(settings.db, service_name=str(service) if service else None)
+        store = SQLiteSpanProcessor(
+            settings.db,
+            service_name=str(service) if service else None,
+            redactor=settings.redactor,
+        )
         processors.append(store)
     otlp: SpanProcessor | None = None
     if not settings.otlp_off and (settings.otlp_explicit or (installed and otlp_from_env())):

@@ -412,6 +412,21 @@ def cmd_ui(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """``spanflow serve``: receive OTLP/HTTP traces into the store and serve the web viewer."""
+    try:
+        receiver = importlib.import_module("spanflow.viewer.serve")
+    except ImportError as exc:
+        raise CliError(f"the OTLP receiver cannot be loaded: {exc}") from None
+    options: dict[str, Any] = {"open_browser": not args.no_open}
+    if args.port is not None:
+        options["port"] = args.port
+    if args.otlp_port is not None:
+        options["otlp_port"] = args.otlp_port
+    receiver.serve(db_path(args), **options)
+    return EXIT_OK
+
+
 # -- the parser -----------------------------------------------------------------------------------
 
 
@@ -515,6 +530,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--port", type=port_number, default=None, metavar="N", help="port (0: any free one)"
     )
     p.add_argument("--no-open", action="store_true", help="do not open a browser")
+
+    p = command("serve", cmd_serve, "Receive OTLP/HTTP traces into the store and serve the viewer.")
+    p.add_argument(
+        "--port", type=port_number, default=None, metavar="N", help="viewer port (0: any free one)"
+    )
+    p.add_argument(
+        "--otlp-port",
+        type=port_number,
+        default=None,
+        metavar="N",
+        help="OTLP/HTTP receiver port (default 4318; 0: any free one)",
+    )
+    p.add_argument("--no-open", action="store_true", help="do not open a browser")
     return parser
 
 
@@ -537,7 +565,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         handler = getattr(args, "handler", None)
         if handler is None:
             raise CliError(
-                "choose a command: runs, show, replay, export, import, gc, ui "
+                "choose a command: runs, show, replay, export, import, gc, ui, serve "
                 f"(see `{PROG} --help`)"
             )
         return int(handler(args))

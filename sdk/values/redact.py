@@ -393,20 +393,32 @@ class Redactor:
         for key, value in attributes.items():
             if key in skip:
                 continue
-            clean: object = value
-            if self.redact_key(key)[1]:
-                clean = REDACTED
-            elif isinstance(value, str):
-                clean = self.redact_text(value)[0]
-            elif isinstance(value, (tuple, list)) and any(isinstance(v, str) for v in value):
-                clean = tuple(self.redact_text(v)[0] if isinstance(v, str) else v for v in value)
-                if clean == tuple(value):
-                    clean = value
+            clean = REDACTED if self.redact_key(key)[1] else self._scrub_value(value, 0)
             if clean is not value and clean != value:
                 if out is None:
                     out = dict(attributes)
                 out[key] = clean
         return out
+
+    def _scrub_value(self, value: object, depth: int) -> object:
+        # Attribute values are strings, numbers and sequences of them; OTLP's received ones may
+        # also nest key/value lists (dicts here). Unchanged values come back as the same object.
+        if isinstance(value, str):
+            return self.redact_text(value)[0]
+        if depth > 32 or not isinstance(value, (tuple, list, dict)):
+            return value
+        if isinstance(value, dict):
+            items = {
+                k: REDACTED
+                if isinstance(k, str) and self.redact_key(k)[1]
+                else self._scrub_value(v, depth + 1)
+                for k, v in value.items()
+            }
+            return value if items == value else items
+        clean = [self._scrub_value(v, depth + 1) for v in value]
+        if all(c is v for c, v in zip(clean, value, strict=True)):
+            return value
+        return tuple(clean) if isinstance(value, tuple) else clean
 
     def _redact(self, text: str) -> tuple[str, bool]:
         changed = False
