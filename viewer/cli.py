@@ -139,7 +139,7 @@ def _print_json(value: Any) -> None:
 
 
 def _one_line(message: str) -> str:
-    return render.clean(" ".join(message.split()))
+    return render.clean(" ".join(message.split()), newlines=False)
 
 
 # -- the store ------------------------------------------------------------------------------------
@@ -168,6 +168,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     with Store.open(db_path(args)) as store:
         runs = store.list_runs(limit=args.limit, **filters)
         total = store.count_runs(**filters) if len(runs) == args.limit else len(runs)
+        id_chars = 0 if args.json else _unique_prefix_length(store, runs)
     if args.json:
         _print_json(
             [
@@ -186,18 +187,35 @@ def cmd_runs(args: argparse.Namespace) -> int:
     console = render.make_console()
     if not runs:
         if any(v is not None for v in filters.values()):
-            console.print(Text(f"no runs match those filters in {db_path(args)}"))
+            console.print(Text(render.clean(f"no runs match those filters in {db_path(args)}")))
         else:
             console.print(
-                Text(f"no runs in {db_path(args)} yet: call a @spanflow.workflow to record one")
+                Text(
+                    render.clean(
+                        f"no runs in {db_path(args)} yet: call a @spanflow.workflow to record one"
+                    )
+                )
             )
         return EXIT_OK
-    console.print(render.runs_table(runs))
+    console.print(render.runs_table(runs, width=console.width, id_chars=id_chars))
     if total > len(runs):
         console.print(
             Text(f"{len(runs)} of {total} runs shown; --limit {total} lists all", style="dim")
         )
     return EXIT_OK
+
+
+def _unique_prefix_length(store: Store, runs: Sequence[Any], shortest: int = 12) -> int:
+    """The shortest id prefix (``shortest`` at least) that names each listed run in ``store``."""
+    length = shortest
+    for run in runs:
+        while length < len(run.id):
+            try:
+                store.get_run(run.id[:length])
+                break
+            except UnknownRunError:  # another run shares that prefix
+                length = min(len(run.id), length + 4)
+    return length
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -219,7 +237,9 @@ def cmd_show(args: argparse.Namespace) -> int:
     if run.status in ("failed", "crashed") and run.entrypoint:
         console.print()
         hint = f"replay it after a fix: spanflow replay {run.id}{_db_option(args)}"
-        console.print(Text(hint, style="dim"), soft_wrap=True)  # a command to copy: no breaks
+        console.print(
+            Text(render.clean(hint, newlines=False), style="dim"), soft_wrap=True
+        )  # a command to copy: no breaks
     return EXIT_OK
 
 
@@ -253,7 +273,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         for note in plan.notes:
             summary.append(f"  {render.clean(note)}\n", style="yellow")
     summary.append("new run: ", style="bold")
-    summary.append(f"{outcome.run_id or '(not recorded)'}\n")
+    summary.append(f"{render.clean(outcome.run_id or '(not recorded)', newlines=False)}\n")
     if outcome.error is None:
         result = pydantic_core.to_jsonable_python(outcome.value, fallback=repr)
         summary.append("result: ", style="bold green")
@@ -263,7 +283,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         summary.append("failed again: ", style="bold red")
         summary.append(render.clean(render.shorten(error)), style="red")
     if outcome.run_id:
-        summary.append(f"\nsee it: spanflow show {outcome.run_id}{_db_option(args)}", style="dim")
+        see = f"see it: spanflow show {outcome.run_id}{_db_option(args)}"
+        summary.append("\n" + render.clean(see, newlines=False), style="dim")
     console.print(summary, soft_wrap=True)
     return EXIT_OK if outcome.error is None else EXIT_REPLAY_FAILED
 
@@ -283,7 +304,9 @@ def cmd_export(args: argparse.Namespace) -> int:
         target.write_text(text, encoding="utf-8")
     except OSError as exc:
         raise CliError(f"cannot write {target}: {exc.strerror or exc}") from None
-    render.write(f"wrote run {run.id} ({len(spans)} spans) as {args.format} to {target}\n")
+    render.write(
+        render.clean(f"wrote run {run.id} ({len(spans)} spans) as {args.format} to {target}") + "\n"
+    )
     return EXIT_OK
 
 
@@ -301,7 +324,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     path = db_path(args)
     run_ids = sorted({span.run_id for span in spans})
     if not spans:
-        render.write(f"{source} holds no spans; nothing imported\n")
+        render.write(render.clean(f"{source} holds no spans; nothing imported") + "\n")
         return EXIT_OK
     with Store.open(path, readonly=False) as store:
         new_runs = sum(1 for run_id in run_ids if not _has_run(store, run_id))
@@ -313,7 +336,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     )
     if skipped:
         line += f"; {_count(skipped, 'span')} already stored, skipped"
-    render.write(line + "\n")
+    render.write(render.clean(line) + "\n")
     return EXIT_OK
 
 

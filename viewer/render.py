@@ -29,6 +29,10 @@ TRACEBACK_LINES: Final = 6
 #: Items of one kind (patch operations, log lines) listed per span before "... N more".
 MAX_ITEMS: Final = 20
 ERROR_CHARS_IN_TABLE: Final = 70
+#: The run table shortens the error before this many characters of it are left.
+MIN_ERROR_CHARS: Final = 16
+#: From this width on, the run table shows start times with the year and seconds.
+WIDE_TABLE: Final = 100
 #: Nesting levels drawn as a tree; deeper spans are listed at this level with their depth.
 MAX_DEPTH: Final = 12
 #: Width of rich output when stdout is not a terminal and COLUMNS does not say.
@@ -40,7 +44,14 @@ STATUS_STYLES: Final = {
     "running": "yellow",
     "crashed": "bold magenta",
 }
-_CONTROL: Final = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# What a stored string must not send to a terminal: C0 controls (tab too: it moves the cursor),
+# DEL, C1 controls (U+0080-U+009F, among them the one-byte CSI U+009B), and the bidirectional
+# and line-separator controls that reorder or split what is shown (Trojan Source).
+_UNSAFE: Final = (
+    "\\x00-\\x09\\x0b-\\x1f\\x7f-\\x9f\\u061c\\u200e\\u200f\\u2028-\\u202e\\u2066-\\u2069"
+)
+_CONTROL: Final = re.compile(f"[{_UNSAFE}]")
+_CONTROL_OR_NEWLINE: Final = re.compile(f"[{_UNSAFE}\\n]")
 _CARETS: Final = re.compile(r"^\s*[\^~\s]+$")
 _FRAME: Final = re.compile(r'^\s*File "(.*)", line \d+')
 # spanflow's recording modules, wherever the recording process had them installed.
@@ -52,11 +63,33 @@ _OWN_FRAME: Final = re.compile(
 # -- text helpers ---------------------------------------------------------------------------------
 
 
-def clean(text: str) -> str:
-    """``text`` safe for a terminal: control characters (but newline and tab) shown escaped."""
-    text = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+def clean(text: object, *, newlines: bool = True) -> str:
+    """``text`` (any stored value, as ``str``) safe for a terminal.
+
+    Every control character is shown escaped (``\\x1b``, ``\\x9b``, ``\\u202e``), so no escape
+    sequence, clipboard write (OSC 52), title change or bidi reordering gets through, and the
+    reader sees that something was there. Newlines are kept where text is shown on several
+    lines on purpose (``newlines=False`` escapes them too). This is the one function every
+    stored string passes through on its way to the terminal.
+    """
+    pattern = _CONTROL if newlines else _CONTROL_OR_NEWLINE
+    text = pattern.sub(_escape, str(text))
     # A lone surrogate (possible in stored JSON) cannot be encoded for output.
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _escape(m: re.Match[str]) -> str:
+    code = ord(m.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def safe_json(text: str) -> str:
+    """JSON text with the code points :func:`clean` escapes written as ``\\uXXXX`` escapes.
+
+    ``json.dumps`` already escapes C0 controls but not DEL, C1 or bidi controls; outside
+    strings JSON text has none of these, so the substitution keeps the document's meaning.
+    """
+    return _CONTROL.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def shorten(text: str, limit: int = VALUE_CHARS) -> str:
@@ -105,7 +138,7 @@ def iso_utc(value: _dt.datetime) -> str:
 
 def status_text(status: str) -> Text:
     """A run status, coloured."""
-    return Text(status, style=STATUS_STYLES.get(status, ""))
+    return Text(clean(status, newlines=False), style=STATUS_STYLES.get(status, ""))
 
 
 # -- output streams ---------------------------------------------------------------------------------------
@@ -147,13 +180,16 @@ def write(text: str, stream: TextIO | None = None) -> None:
 
 
 def json_text(value: Any) -> str:
-    """Indented JSON; non-ASCII kept as is unless it cannot be encoded (a lone surrogate)."""
+    """Indented JSON that is safe to print on a terminal (see :func:`safe_json`).
+
+    Non-ASCII is kept as is unless it cannot be encoded (a lone surrogate).
+    """
     try:
         text = json.dumps(value, indent=2, ensure_ascii=False)
         text.encode("utf-8")
     except UnicodeEncodeError:
         text = json.dumps(value, indent=2)
-    return text
+    return safe_json(text)
 
 
 def format_bytes(n: int) -> str:
@@ -169,23 +205,49 @@ def format_bytes(n: int) -> str:
 # -- the run list ---------------------------------------------------------------------------------
 
 
-def runs_table(runs: Sequence[RunRecord]) -> Table:
-    """Runs as a table: id (12 chars), workflow, status, started, duration, error."""
+def runs_table(runs: Sequence[RunRecord], width: int = PIPE_WIDTH, id_chars: int = 12) -> Table:
+    """Runs as a table: id prefix, workflow, status, started, duration, error, in ``width``.
+
+    The id prefix, status, start time and duration are never cut; the workflow is folded over
+    lines if it must; the error gets what room is left, shortened to one line. Below
+    ``WIDE_TABLE`` columns the start time leaves out the year and seconds.
+    """
+    started_format = "%Y-%m-%d %H:%M:%S" if width >= WIDE_TABLE else "%m-%d %H:%M"
+    rows = [
+        (
+            clean(run.id[:id_chars], newlines=False),
+            clean(one_line(run.workflow or "?", VALUE_CHARS), newlines=False),
+            run.status,
+            run.started_at.astimezone().strftime(started_format),
+            format_duration(run.duration_ms),
+            clean(one_line(run.error or "", ERROR_CHARS_IN_TABLE), newlines=False),
+        )
+        for run in runs
+    ]
+    headers = ("run id", "workflow", "status", "started", "duration", "error")
+    need = [max([len(h), *(len(row[i]) for row in rows)]) for i, h in enumerate(headers)]
+    gaps = 2 * (len(headers) - 1)
+    room = max(0, width - gaps - need[0] - need[2] - need[3] - need[4])
+    workflow_w, error_w = need[1], need[5]
+    if workflow_w + error_w > room:
+        # The workflow keeps what it needs if the error can still say something, else half.
+        workflow_w = max(min(workflow_w, room - MIN_ERROR_CHARS), min(workflow_w, room // 2), 8)
+        error_w = max(room - workflow_w, len(headers[5]))
     table = Table(box=None, header_style="bold", pad_edge=False, show_edge=False)
-    table.add_column("run id", no_wrap=True)
-    table.add_column("workflow", overflow="fold")
-    table.add_column("status", no_wrap=True)
-    table.add_column("started", no_wrap=True)
-    table.add_column("duration", justify="right", no_wrap=True)
-    table.add_column("error", overflow="ellipsis", no_wrap=True)
-    for run in runs:
+    table.add_column(headers[0], no_wrap=True, min_width=need[0])
+    table.add_column(headers[1], overflow="fold", width=workflow_w)
+    table.add_column(headers[2], no_wrap=True, min_width=need[2])
+    table.add_column(headers[3], no_wrap=True, min_width=need[3])
+    table.add_column(headers[4], justify="right", no_wrap=True, min_width=need[4])
+    table.add_column(headers[5], overflow="ellipsis", no_wrap=True, width=error_w)
+    for run_id, workflow, status, started, duration, error in rows:
         table.add_row(
-            Text(run.id[:12]),
-            Text(clean(run.workflow or "?")),
-            status_text(run.status),
-            Text(local_time(run.started_at)),
-            Text(format_duration(run.duration_ms)),
-            Text(clean(one_line(run.error or "", ERROR_CHARS_IN_TABLE)), style="red"),
+            Text(run_id),
+            Text(workflow),
+            status_text(status),
+            Text(started),
+            Text(duration),
+            Text(one_line(error, error_w), style="red"),
         )
     return table
 
@@ -197,9 +259,9 @@ def run_header(run: RunRecord, replays: Sequence[RunRecord]) -> Text:
     """The lines above the span tree: id, workflow, status, error, times, service, replays."""
     out = Text()
     out.append("run ", style="bold")
-    out.append(run.id, style="bold")
+    out.append(clean(run.id, newlines=False), style="bold")
     out.append("  ")
-    out.append(clean(run.workflow or "?"), style="bold cyan")
+    out.append(clean(run.workflow or "?", newlines=False), style="bold cyan")
     out.append("  ")
     out.append_text(status_text(run.status))
     rows: list[tuple[str, Text]] = []
@@ -208,16 +270,16 @@ def run_header(run: RunRecord, replays: Sequence[RunRecord]) -> Text:
     rows.append(("started", Text(f"{local_time(run.started_at)} (local time)")))
     rows.append(("duration", Text(format_duration(run.duration_ms))))
     if run.service:
-        rows.append(("service", Text(clean(run.service))))
+        rows.append(("service", Text(clean(run.service, newlines=False))))
     if run.entrypoint:
-        where = f"  ({clean(run.workflow_file)})" if run.workflow_file else ""
-        rows.append(("entrypoint", Text(clean(run.entrypoint) + where)))
+        where = f"  ({run.workflow_file})" if run.workflow_file else ""
+        rows.append(("entrypoint", Text(clean(run.entrypoint + where, newlines=False))))
     if run.replay_of:
-        rows.append(("replay of", Text(run.replay_of)))
+        rows.append(("replay of", Text(clean(run.replay_of, newlines=False))))
     if replays:
         listed = ", ".join(f"{r.id} ({r.status})" for r in replays[:MAX_ITEMS])
         more = f", … {len(replays) - MAX_ITEMS} more" if len(replays) > MAX_ITEMS else ""
-        rows.append(("replays", Text(listed + more)))
+        rows.append(("replays", Text(clean(listed + more, newlines=False))))
     for key, value in rows:
         out.append(f"\n  {key:<11}", style="dim")
         out.append_text(value)
@@ -299,12 +361,12 @@ def span_label(
     out = Text()
     number = a.get(attr.ATTEMPT_NUMBER)
     if number is not None:
-        out.append(f"attempt {clean(str(number))}", style="bold")
+        out.append(f"attempt {clean(number, newlines=False)}", style="bold")
     else:
-        out.append(clean(str(a.get(attr.STEP_NAME) or span.name)), style="bold")
+        out.append(clean(a.get(attr.STEP_NAME) or span.name, newlines=False), style="bold")
     kind = _kind(span)
     if kind:
-        out.append(f"  {kind}", style="dim")
+        out.append(f"  {clean(kind, newlines=False)}", style="dim")
     out.append(f"  +{format_duration((span.start_ns - base_ns) / 1e6)}", style="dim")
     out.append(f"  {format_duration((span.end_ns - span.start_ns) / 1e6)}")
     out.append("  ")

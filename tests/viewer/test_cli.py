@@ -397,7 +397,12 @@ def test_show_large_diff_and_many_logs_are_capped() -> None:
 
 def test_captured_text_cannot_drive_the_terminal() -> None:
     assert render.clean("red \x1b[31mtext\x07\r") == "red \\x1b[31mtext\\x07\\x0d"
-    assert render.clean("tab\tand\nnewline") == "tab\tand\nnewline"
+    assert render.clean("tab\tand\nnewline") == "tab\\x09and\nnewline"
+    assert render.clean("one\nline", newlines=False) == "one\\x0aline"
+    assert (
+        render.clean("\x9b2J \u202egnp.exe \u2066\u200f") == "\\x9b2J \\u202egnp.exe \\u2066\\u200f"
+    )
+    assert render.safe_json('"\x7f\x85\u202e"') == '"\\u007f\\u0085\\u202e"'
     assert render.clean("lone \ud800") == "lone \\ud800"
 
 
