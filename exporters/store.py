@@ -334,6 +334,70 @@ class Store:
         except pydantic.ValidationError as exc:
             raise StoreError(f"malformed span in run {run.id}: {exc}") from exc
 
+    def span_outline(self, run_id: str) -> list[tuple[int, str, str | None, str, int]]:
+        """``(row, span_id, parent_id, status, start_ns)`` of every span of a run, by start.
+
+        Cheap even for a run of many thousand spans; :meth:`spans_at` reads the records of
+        the rows a caller picked.
+        """
+        _, pk = self._run_rows(run_id)
+        return [
+            (int(r[0]), r[1], r[2], r[3], int(r[4]))
+            for r in self._query(
+                f"SELECT rowid, {s.SPAN_ID}, {s.SPAN_PARENT_ID}, {s.SPAN_STATUS}, "
+                f"{s.SPAN_START_NS} FROM {s.SPANS} WHERE {s.SPAN_RUN_PK} = ? "
+                f"ORDER BY {s.SPAN_START_NS}",
+                [pk],
+            )
+        ]
+
+    def spans_at(self, run_id: str, rows: Sequence[int]) -> dict[int, SpanRecord]:
+        """The span records of some rows of :meth:`span_outline`, by row."""
+        out: dict[int, SpanRecord] = {}
+        with self._snapshot():
+            run, pk = self._run_rows(run_id)
+            for chunk in _chunks(sorted(set(rows)), _DELETE_CHUNK):
+                marks = ", ".join("?" * len(chunk))
+                found = self._query(
+                    _SELECT_SPANS.replace("SELECT ", "SELECT rowid, ", 1).replace(
+                        " ORDER BY", f" AND rowid IN ({marks}) ORDER BY"
+                    ),
+                    [pk, *chunk],
+                )
+                ids = sorted({r[1] for r in found})
+                id_marks = ", ".join("?" * len(ids))
+                events: dict[str, list[EventRecord]] = {}
+                for span_id, name, time_ns, attrs in self._query(
+                    f"SELECT {s.SPAN_ID}, {s.EVENT_NAME}, {s.EVENT_TIME_NS}, {s.SPAN_ATTRIBUTES} "
+                    f"FROM {s.EVENTS} WHERE {s.SPAN_RUN_PK} = ? AND {s.SPAN_ID} IN ({id_marks}) "
+                    "ORDER BY rowid",
+                    [pk, *ids],
+                ):
+                    events.setdefault(span_id, []).append(
+                        EventRecord.model_validate(
+                            {"name": name, "time_ns": time_ns, "attributes": _loads(attrs)}
+                        )
+                    )
+                links: dict[str, list[LinkRecord]] = {}
+                for span_id, trace_id, linked, attrs in self._query(
+                    f"SELECT {s.SPAN_ID}, {s.LINK_TRACE_ID}, {s.LINK_SPAN_ID}, "
+                    f"{s.SPAN_ATTRIBUTES} FROM {s.LINKS} WHERE {s.SPAN_RUN_PK} = ? "
+                    f"AND {s.SPAN_ID} IN ({id_marks}) ORDER BY rowid",
+                    [pk, *ids],
+                ):
+                    links.setdefault(span_id, []).append(
+                        LinkRecord.model_validate(
+                            {"trace_id": trace_id, "span_id": linked, "attributes": _loads(attrs)}
+                        )
+                    )
+                resources = self._resource_map({r[10] for r in found if r[10] is not None})
+                try:
+                    for row in found:
+                        out[int(row[0])] = _span_record(run.id, row[1:], events, links, resources)
+                except pydantic.ValidationError as exc:
+                    raise StoreError(f"malformed span in run {run.id}: {exc}") from exc
+        return out
+
     def _resource_map(self, pks: set[int]) -> dict[int, dict[str, Any]]:
         missing = [pk for pk in pks if pk not in self._resources]
         if missing:

@@ -22,11 +22,13 @@ from typing import Any, Final, NoReturn
 
 import pydantic_core
 from rich.text import Text
+from rich.tree import Tree
 from spanflow.errors import SpanflowError, UnknownRunError
 from spanflow.exporters.file_formats import parse_otlp_json, to_jaeger, to_otlp_json
+from spanflow.exporters.records import SpanRecord
 from spanflow.exporters.store import Store
 
-from . import render
+from . import render, span_forest
 
 PROG: Final = "spanflow"
 DEFAULT_DB: Final = Path(".spanflow") / "traces.db"
@@ -222,25 +224,55 @@ def cmd_show(args: argparse.Namespace) -> int:
     """``spanflow show RUN``: a run's header and span tree, or its records as JSON."""
     with Store.open(db_path(args)) as store:
         run = store.get_run(args.run)
-        spans = store.spans(run.id)
         replays = store.replays_of(run.id)
-    if args.json:
-        _print_json(
-            {
-                "run": run.model_dump(mode="json"),
-                "spans": [span.model_dump(mode="json") for span in spans],
-            }
-        )
-        return EXIT_OK
+        if args.json:
+            spans = store.spans(run.id)
+            _print_json(
+                {
+                    "run": run.model_dump(mode="json"),
+                    "spans": [span.model_dump(mode="json") for span in spans],
+                }
+            )
+            return EXIT_OK
+        tree, roots = _span_tree(store, run.id, everything=args.all)
     console = render.make_console()
-    console.print(render.run_view(run, spans, replays))
+    lone = render.is_lone_step(run, roots)
+    console.print(render.run_view(run, replays, tree, lone_step=lone))
     if run.status in ("failed", "crashed") and run.entrypoint:
         console.print()
         hint = f"replay it after a fix: spanflow replay {run.id}{_db_option(args)}"
-        console.print(
-            Text(render.clean(hint, newlines=False), style="dim"), soft_wrap=True
-        )  # a command to copy: no breaks
+        console.print(Text(render.clean(hint, newlines=False), style="dim"), soft_wrap=True)
+    elif lone:
+        console.print()
+        note = "a step called outside any workflow is its own one-step run: replay needs a workflow"
+        console.print(Text(note, style="dim"))
     return EXIT_OK
+
+
+def _span_tree(
+    store: Store, run_id: str, *, everything: bool
+) -> tuple[Tree | None, list[SpanRecord]]:
+    """The span tree to draw and the run's root spans.
+
+    Only the spans drawn are read in full, so a run of 200,000 spans shows as quickly as a
+    small one; ``everything`` reads and draws them all.
+    """
+    if everything:
+        spans = store.spans(run_id)
+        forest = span_forest.build(spans)
+        record: Callable[[int], SpanRecord] = spans.__getitem__
+    else:
+        outline = [span_forest.Outline(*row) for row in store.span_outline(run_id)]
+        forest = span_forest.build(outline)
+    if not forest.spans:
+        return None, []
+    entries = span_forest.layout(forest, everything=everything)
+    if not everything:
+        wanted = span_forest.needed(forest, entries)
+        by_row = store.spans_at(run_id, [outline[i].row for i in wanted])
+        record = lambda i: by_row[outline[i].row]  # noqa: E731
+    roots = [record(i) for i, why in forest.why.items() if why == ""]
+    return render.draw_tree(forest, entries, record), roots
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -427,6 +459,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("show", cmd_show, "Show one run: its span tree, errors, diffs and outputs.")
     p.add_argument("run", metavar="RUN", help="run id, or a unique prefix of at least 4 chars")
     p.add_argument("--json", action="store_true", help="print the run and span records as JSON")
+    p.add_argument(
+        "--all",
+        action="store_true",
+        help="draw every span (by default long lists of siblings are collapsed)",
+    )
 
     p = command("replay", cmd_replay, "Re-run a recorded run with today's code.")
     p.add_argument("run", metavar="RUN", help="run id, or a unique prefix of at least 4 chars")

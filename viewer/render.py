@@ -12,7 +12,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final, TextIO
 
 from rich.console import Console, Group, RenderableType
@@ -21,6 +21,8 @@ from rich.text import Text
 from rich.tree import Tree
 from spanflow import attributes as attr
 from spanflow.exporters.records import RunRecord, SpanRecord, error_text
+
+from . import span_forest
 
 #: Captured values (outputs, inputs, state values) keep at least this many characters.
 VALUE_CHARS: Final = 300
@@ -255,8 +257,12 @@ def runs_table(runs: Sequence[RunRecord], width: int = PIPE_WIDTH, id_chars: int
 # -- one run --------------------------------------------------------------------------------------
 
 
-def run_header(run: RunRecord, replays: Sequence[RunRecord]) -> Text:
-    """The lines above the span tree: id, workflow, status, error, times, service, replays."""
+def run_header(run: RunRecord, replays: Sequence[RunRecord], *, lone_step: bool = False) -> Text:
+    """The lines above the span tree: id, workflow, status, error, times, service, replays.
+
+    A run whose root span is a step (a step called outside any workflow) says so: it is a
+    one-step run, with no workflow for replay to call.
+    """
     out = Text()
     out.append("run ", style="bold")
     out.append(clean(run.id, newlines=False), style="bold")
@@ -269,6 +275,16 @@ def run_header(run: RunRecord, replays: Sequence[RunRecord]) -> Text:
         rows.append(("error", Text(clean(shorten(run.error)), style="red")))
     rows.append(("started", Text(f"{local_time(run.started_at)} (local time)")))
     rows.append(("duration", Text(format_duration(run.duration_ms))))
+    if lone_step:
+        rows.append(
+            (
+                "kind",
+                Text(
+                    "one-step run: a step called outside any workflow (no workflow to replay)",
+                    style="yellow",
+                ),
+            )
+        )
     if run.service:
         rows.append(("service", Text(clean(run.service, newlines=False))))
     if run.entrypoint:
@@ -286,70 +302,99 @@ def run_header(run: RunRecord, replays: Sequence[RunRecord]) -> Text:
     return out
 
 
-def run_view(run: RunRecord, spans: Sequence[SpanRecord], replays: Sequence[RunRecord]) -> Group:
-    """The header and the span tree of one run."""
-    parts: list[RenderableType] = [run_header(run, replays), Text()]
-    if spans:
-        parts.append(span_tree(spans))
+def is_lone_step(run: RunRecord, roots: Iterable[SpanRecord]) -> bool:
+    """Whether ``run`` is a step called outside any workflow (its root span is a step)."""
+    if run.entrypoint:
+        return False
+    return any(
+        s.parent_id is None and s.attributes.get(attr.STEP_TYPE) == attr.STEP_TYPE_STEP
+        for s in roots
+    )
+
+
+def run_view(
+    run: RunRecord, replays: Sequence[RunRecord], tree: Tree | None, *, lone_step: bool = False
+) -> Group:
+    """The header and the span tree (None: the run has no spans yet) of one run."""
+    parts: list[RenderableType] = [run_header(run, replays, lone_step=lone_step), Text()]
+    if tree is not None:
+        parts.append(tree)
     else:
         parts.append(Text("no spans stored for this run yet", style="dim"))
     return Group(*parts)
 
 
-def span_tree(spans: Sequence[SpanRecord]) -> Tree:
-    """Spans nested by parent, children in start order.
+def span_tree(spans: Sequence[SpanRecord], *, everything: bool = False) -> Tree:
+    """Spans nested by parent, children in start order (see :func:`draw_tree`)."""
+    forest = span_forest.build(spans)
+    return draw_tree(forest, span_forest.layout(forest, everything=everything), spans.__getitem__)
 
-    A span whose parent is not stored is shown at the top level, marked ``(orphan)``; offsets
-    are from the start of the run and clamped at zero, so clock skew between processes (a child
-    that seems to start before its parent) cannot produce negative times.
+
+def draw_tree(
+    forest: span_forest.Forest,
+    entries: Sequence[span_forest.Entry],
+    record: Callable[[int], SpanRecord],
+) -> Tree:
+    """The tree of ``entries`` (from ``span_forest.layout``); ``record(i)`` is span ``i``.
+
+    A span whose parent is not stored is shown at the top level, marked ``(orphan)``, and so
+    are spans whose parents form a cycle or that name themselves as parent; a repeated span id
+    is marked too. Offsets are from the start of the run and clamped at zero, so clock skew
+    between processes (a child that seems to start before its parent) cannot produce negative
+    times. A long list of siblings left out is one ``… N more spans`` line.
     """
-    by_id = {s.span_id: s for s in spans}
-    children: dict[str, list[SpanRecord]] = {}
-    tops: list[SpanRecord] = []
-    for span in spans:
-        if (
-            span.parent_id is not None
-            and span.parent_id in by_id
-            and span.parent_id != span.span_id
-        ):
-            children.setdefault(span.parent_id, []).append(span)
-        else:
-            tops.append(span)
-    roots = [s for s in spans if s.parent_id is None]
-    base = min(s.start_ns for s in (roots or spans))
+    nodes = forest.spans
+    roots = [n.start_ns for n in nodes if n.parent_id is None]
+    base = min(roots or [n.start_ns for n in nodes])
     tree = Tree(Text("spans", style="bold"), guide_style="dim")
-    shown: set[str] = set()
-
-    def attach(node: Tree, top: Sequence[SpanRecord], orphan: bool) -> None:
-        # Iterative, so a very deep call tree cannot exhaust the Python stack.
-        stack: list[tuple[Tree, SpanRecord, bool, int]] = [
-            (node, s, orphan and s.parent_id is not None, 1) for s in reversed(_by_start(top))
-        ]
-        while stack:
-            parent_node, span, is_orphan, depth = stack.pop()
-            if span.span_id in shown:
-                continue
-            shown.add(span.span_id)
-            kids = children.get(span.span_id, [])
-            label = span_label(span, base, kids, orphan=is_orphan)
-            if depth > MAX_DEPTH:
-                # Deeper levels would indent the text off the screen: keep them at this
-                # indentation, in call order, saying how deep they are.
-                label = Text(f"[depth {depth}] ", style="dim") + label
-            branch = parent_node.add(label)
-            under = branch if depth < MAX_DEPTH else parent_node
-            stack.extend((under, kid, False, depth + 1) for kid in reversed(_by_start(kids)))
-
-    attach(tree, tops, orphan=True)
-    # Spans whose parents form a cycle are reachable from no top-level span: still show them.
-    rest = [s for s in spans if s.span_id not in shown]
-    if rest:
-        attach(tree, rest, orphan=True)
+    # levels[d] is the node that spans at depth d + 1 hang from.
+    levels: list[Tree] = [tree]
+    for entry in entries:
+        depth = entry.depth
+        parent_node = levels[min(depth, MAX_DEPTH) - 1]
+        if entry.hidden is not None:
+            parent_node.add(_hidden_label(entry.hidden))
+            continue
+        if entry.span < 0:
+            tree.add(
+                Text(
+                    f"… {entry.undrawn:,} more spans not drawn: --all draws every span, "
+                    "--json prints them all",
+                    style="yellow",
+                )
+            )
+            continue
+        i = entry.span
+        failed = [k for k in forest.children[i] if nodes[k].status == "ERROR"]
+        why = forest.why.get(i, "")
+        label = span_label(
+            record(i),
+            base,
+            [record(k) for k in failed[: span_forest.FAILED]],
+            orphan=why == "orphan",
+        )
+        if why and why != "orphan":
+            label.append(f"  ({why})", style="yellow")
+        if i in forest.duplicates:
+            label.append("  (duplicate span id)", style="yellow")
+        if depth > MAX_DEPTH:
+            # Deeper levels would indent the text off the screen: keep them at this
+            # indentation, in call order, saying how deep they are.
+            label = Text(f"[depth {depth}] ", style="dim") + label
+        branch = parent_node.add(label)
+        if depth < MAX_DEPTH:
+            del levels[depth:]
+            levels.append(branch)
     return tree
 
 
-def _by_start(spans: Iterable[SpanRecord]) -> list[SpanRecord]:
-    return sorted(spans, key=lambda s: (s.start_ns, s.span_id))
+def _hidden_label(hidden: span_forest.Hidden) -> Text:
+    noun = "span" if hidden.spans == 1 else "spans"
+    text = Text(f"… {hidden.spans:,} more {noun}", style="dim")
+    if hidden.failed:
+        text.append(f" ({hidden.failed:,} with failures not shown)", style="yellow")
+    text.append(" (--all shows them)", style="dim")
+    return text
 
 
 def span_label(
