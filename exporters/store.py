@@ -358,9 +358,11 @@ class Store:
             run, pk = self._run_rows(run_id)
             for chunk in _chunks(sorted(set(rows)), _DELETE_CHUNK):
                 marks = ", ".join("?" * len(chunk))
+                # By rowid alone: a term on run_pk would make SQLite walk the run's index.
                 found = self._query(
                     _SELECT_SPANS.replace("SELECT ", "SELECT rowid, ", 1).replace(
-                        " ORDER BY", f" AND rowid IN ({marks}) ORDER BY"
+                        f" WHERE {s.SPAN_RUN_PK} = ? ORDER BY {s.SPAN_START_NS}",
+                        f" WHERE +{s.SPAN_RUN_PK} = ? AND rowid IN ({marks})",
                     ),
                     [pk, *chunk],
                 )
@@ -397,6 +399,25 @@ class Store:
                 except pydantic.ValidationError as exc:
                     raise StoreError(f"malformed span in run {run.id}: {exc}") from exc
         return out
+
+    def iter_spans(
+        self, run_id: str, *, by_resource: bool = False, batch: int = 500
+    ) -> Iterator[SpanRecord]:
+        """The spans of a run, ``batch`` at a time, so a huge run never sits in memory whole.
+
+        In start order, or with ``by_resource`` grouped by resource (then by start).
+        """
+        _, pk = self._run_rows(run_id)
+        order = f"{s.SPAN_RESOURCE_PK}, {s.SPAN_START_NS}" if by_resource else s.SPAN_START_NS
+        rows = [
+            int(r[0])
+            for r in self._query(
+                f"SELECT rowid FROM {s.SPANS} WHERE {s.SPAN_RUN_PK} = ? ORDER BY {order}", [pk]
+            )
+        ]
+        for chunk in _chunks(rows, batch):
+            found = self.spans_at(run_id, chunk)
+            yield from (found[row] for row in chunk if row in found)
 
     def _resource_map(self, pks: set[int]) -> dict[int, dict[str, Any]]:
         missing = [pk for pk in pks if pk not in self._resources]

@@ -24,7 +24,7 @@ import pydantic_core
 from rich.text import Text
 from rich.tree import Tree
 from spanflow.errors import SpanflowError, UnknownRunError
-from spanflow.exporters.file_formats import parse_otlp_json, to_jaeger, to_otlp_json
+from spanflow.exporters.file_formats import parse_otlp_json, write_jaeger, write_otlp_json
 from spanflow.exporters.records import SpanRecord
 from spanflow.exporters.store import Store
 
@@ -322,23 +322,25 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    """``spanflow export RUN``: a run as Jaeger JSON or OTLP/JSON, to stdout or a file."""
+    """``spanflow export RUN``: a run as Jaeger JSON or OTLP/JSON, to stdout or a file.
+
+    Spans are written as they are read, so a run of any size needs the memory of one span.
+    """
     with Store.open(db_path(args)) as store:
         run = store.get_run(args.run)
-        spans = store.spans(run.id)
-    convert = to_jaeger if args.format == "jaeger" else to_otlp_json
-    text = render.json_text(convert(run, spans)) + "\n"
-    if args.output is None or args.output == "-":
-        render.write(text)
-        return EXIT_OK
-    target = Path(args.output)
-    try:
-        target.write_text(text, encoding="utf-8")
-    except OSError as exc:
-        raise CliError(f"cannot write {target}: {exc.strerror or exc}") from None
-    render.write(
-        render.clean(f"wrote run {run.id} ({len(spans)} spans) as {args.format} to {target}") + "\n"
-    )
+        spans = store.iter_spans(run.id, by_resource=args.format == "otlp-json")
+        convert = write_jaeger if args.format == "jaeger" else write_otlp_json
+        if args.output is None or args.output == "-":
+            convert(run, spans, lambda text: render.write(render.safe_json(text)))
+            return EXIT_OK
+        target = Path(args.output)
+        try:
+            with target.open("w", encoding="utf-8") as out:
+                count = convert(run, spans, out.write)
+        except OSError as exc:
+            raise CliError(f"cannot write {target}: {exc.strerror or exc}") from None
+    line = f"wrote run {run.id} ({_count(count, 'span')}) as {args.format} to {target}"
+    render.write(render.clean(line) + "\n")
     return EXIT_OK
 
 

@@ -186,3 +186,80 @@ def test_show_all_of_a_run_draws_every_span(tmp_path: Path) -> None:
     assert len(as_json["spans"]) == 501
     with Store.open(db) as store:
         assert len(store.spans(RUN)) == 501
+
+
+#: Peak memory that exporting the huge run must stay under (it was 2.4-2.6 GB before export
+#: streamed; now about 60 MB).
+EXPORT_RSS_MB = 300
+
+
+EXPORT = [sys.executable, "-m", "spanflow.viewer.cli", "export", RUN, "--format"]
+
+
+@pytest.mark.parametrize("fmt", ["jaeger", "otlp-json"])
+def test_export_of_a_huge_run_streams_in_bounded_memory(
+    huge_db: Path, tmp_path: Path, fmt: str
+) -> None:
+    target = tmp_path / "huge.json"
+    measure = (
+        "import resource, subprocess, sys\n"
+        "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL)\n"
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", measure, *EXPORT, fmt, "--db", str(huge_db), "-o", str(target)],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    peak_mb = int(done.stdout.strip()) / 1024
+    assert peak_mb < EXPORT_RSS_MB, peak_mb
+    text = target.read_text(encoding="utf-8")
+    if fmt == "jaeger":
+        spans = json.loads(text)["data"][0]["spans"]
+        assert len(spans) == HUGE
+        failed = [
+            s["operationName"]
+            for s in spans
+            if {"key": "error", "type": "bool", "value": True} in s["tags"]
+        ]
+        assert failed == [f"item{i}" for i in FAILED_AT]
+    else:
+        assert len(parse_otlp_json(text)) == HUGE
+
+
+@pytest.mark.parametrize("fmt", ["jaeger", "otlp-json"])
+def test_streamed_export_is_the_document_to_jaeger_and_to_otlp_json_make(
+    tmp_path: Path, fmt: str
+) -> None:
+    from spanflow.exporters.file_formats import to_jaeger, to_otlp_json
+    from spanflow.exporters.records import EventRecord, LinkRecord, SpanRecord
+
+    wide = {f"k{i}": [i, str(i)] if i % 3 else i for i in range(5000)}
+    spans = [
+        workflow_root(RUN, "crafted", error="attribute of that name", x=1.5),
+        SpanRecord(
+            run_id=RUN,
+            span_id="2" * 16,
+            parent_id=ROOT,
+            name="wide",
+            status="ERROR",
+            status_message="no",
+            start_ns=T0 + MS,
+            end_ns=T0 + 2 * MS,
+            attributes={attr.RUN_ID: RUN, **wide},
+            events=[EventRecord(name="log", time_ns=T0 + MS, attributes={"m": "\ud800 lone"})],
+            links=[LinkRecord(trace_id="d" * 32, span_id="3" * 16, attributes={"a": 1})],
+            resource={"service.name": "other"},
+        ),
+    ]
+    db = write_store(tmp_path / "s.db", spans)
+    done = proc("export", RUN, "--format", fmt, "--db", db, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    with Store.open(db) as store:
+        run, stored = store.get_run(RUN), store.spans(RUN)
+    expected = to_jaeger(run, stored) if fmt == "jaeger" else to_otlp_json(run, stored)
+    assert json.loads(done.stdout) == expected
