@@ -419,6 +419,33 @@ class Store:
             found = self.spans_at(run_id, chunk)
             yield from (found[row] for row in chunk if row in found)
 
+    def copy_to(self, target: str | os.PathLike[str]) -> None:
+        """Write a consistent copy of the store (its write-ahead log included) to ``target``.
+
+        The store itself is only read (SQLite's online backup).
+        """
+        with self._lock:
+            try:
+                dest = sqlite3.connect(target)
+                try:
+                    self._db().backup(dest)
+                finally:
+                    dest.close()
+            except (sqlite3.Error, OSError) as exc:
+                raise StoreError(f"cannot copy {self._path} to {target}: {exc}") from exc
+
+    def bytes_on_disk(self) -> int:
+        """The file's size plus its write-ahead log's, after moving the log into the file
+        (``wal_checkpoint(TRUNCATE)``) when the store is open for writing, so that another
+        writer's pending log does not count."""
+        with self._lock:
+            try:
+                if not self._readonly:
+                    self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+                return self._bytes_on_disk()
+            except (sqlite3.Error, OSError) as exc:
+                raise StoreError(f"cannot read {self._path}: {exc}") from exc
+
     def _resource_map(self, pks: set[int]) -> dict[int, dict[str, Any]]:
         missing = [pk for pk in pks if pk not in self._resources]
         if missing:

@@ -15,6 +15,7 @@ import os
 import re
 import shlex
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
@@ -386,25 +387,79 @@ def _has_run(store: Store, run_id: str) -> bool:
     return True
 
 
+#: Runs listed by ``spanflow gc --dry-run`` before "… N more".
+GC_LISTED: Final = 50
+
+
 def cmd_gc(args: argparse.Namespace) -> int:
-    """``spanflow gc``: delete old runs (by age and/or total size) and compact the file."""
+    """``spanflow gc``: delete old runs (by age and/or total size) and compact the file.
+
+    Sizes are measured after the write-ahead log has been moved into the file, so a
+    concurrent writer's pending log does not count. ``--dry-run`` runs the same clean-up on a
+    copy of the store in a temporary folder and lists what it deleted there.
+    """
     if args.keep_days is None and args.max_size is None:
         raise CliError("gc needs --keep-days N, --max-size SIZE, or both")
     path = db_path(args)
     # Refuse a missing or foreign file first: opening for writing would create a store there.
     Store.open(path).close()
-    with Store.open(path, readonly=False) as store:
-        result = store.gc(keep_days=args.keep_days, max_bytes=args.max_size)
-    before, after = (
-        render.format_bytes(result.bytes_before),
-        render.format_bytes(result.bytes_after),
-    )
-    render.write(
-        f"deleted {_count(result.runs_deleted, 'run')} ({_count(result.spans_deleted, 'span')}); "
-        f"{_count(result.runs_kept, 'run')} kept in {path}\n"
-        f"size: {before} -> {after}\n"
-    )
+    if args.max_size is not None:
+        smallest = _empty_store_bytes()
+        if args.max_size < smallest:
+            raise CliError(
+                f"--max-size {render.format_bytes(args.max_size)} is below the smallest "
+                f"possible store: an empty one takes {render.format_bytes(smallest)} "
+                f"({smallest} bytes)"
+            )
+    options: dict[str, Any] = {"keep_days": args.keep_days, "max_bytes": args.max_size}
+    if args.dry_run:
+        with tempfile.TemporaryDirectory(prefix="spanflow-gc-") as tmp:
+            copy = Path(tmp) / "copy.db"
+            with Store.open(path) as store:
+                runs = store.list_runs(limit=store.count_runs() + 1)
+                store.copy_to(copy)
+            with Store.open(copy, readonly=False) as trial:
+                before = trial.bytes_on_disk()
+                result = trial.gc(**options)
+                kept = {r.id for r in trial.list_runs(limit=result.runs_kept + 1)}
+        doomed = [r for r in runs if r.id not in kept]
+        lines = [
+            f"would delete {_count(result.runs_deleted, 'run')} "
+            f"({_count(result.spans_deleted, 'span')}); {_count(result.runs_kept, 'run')} "
+            f"would be kept in {path} (dry run: nothing deleted)"
+        ]
+        lines += [
+            f"  {r.id}  {r.status:<7}  {render.local_time(r.started_at)}  "
+            f"{render.one_line(r.workflow or '?', 60)}"
+            for r in doomed[:GC_LISTED]
+        ]
+        if len(doomed) > GC_LISTED:
+            lines.append(f"  … {len(doomed) - GC_LISTED} more")
+        lines.append(
+            f"size: {render.format_bytes(before)} -> {render.format_bytes(result.bytes_after)}"
+        )
+    else:
+        with Store.open(path, readonly=False) as store:
+            before = store.bytes_on_disk()
+            result = store.gc(**options)
+            after = store.bytes_on_disk()
+        lines = [
+            f"deleted {_count(result.runs_deleted, 'run')} "
+            f"({_count(result.spans_deleted, 'span')}); {_count(result.runs_kept, 'run')} "
+            f"kept in {path}",
+            f"size: {render.format_bytes(before)} -> {render.format_bytes(after)}",
+        ]
+    render.write("".join(render.clean(line, newlines=False) + "\n" for line in lines))
     return EXIT_OK
+
+
+def _empty_store_bytes() -> int:
+    """The size of a store with no runs (the schema alone), measured on a fresh one."""
+    with (
+        tempfile.TemporaryDirectory(prefix="spanflow-gc-") as tmp,
+        Store.open(Path(tmp) / "empty.db", readonly=False) as empty,
+    ):
+        return empty.bytes_on_disk()
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
@@ -493,6 +548,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=parse_size,
         metavar="SIZE",
         help="then delete the oldest runs until the store fits in SIZE (500MB, 2GB)",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="list the runs that would be deleted and the size after, deleting nothing",
     )
 
     p = command("ui", cmd_ui, "Serve the web viewer on 127.0.0.1.")

@@ -516,6 +516,64 @@ def test_gc_arguments(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert cli.parse_size("4096") == 4096
 
 
+def test_gc_refuses_a_size_below_an_empty_store(
+    stored: Stored, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spanflow.flush()
+    before = stored.db.read_bytes()
+    code, out, err = run_cli(capsys, "gc", "--max-size", "1KB", "--db", stored.db)
+    assert_one_line_error(code, out, err, "--max-size 1.0 KB", "smallest possible store")
+    smallest = int(re.search(r"\((\d+) bytes\)", err).group(1))  # type: ignore[union-attr]
+    assert smallest > 1000
+    assert stored.db.read_bytes() == before
+    # The smallest size itself is accepted, and the store still reads as a store.
+    code, out, err = run_cli(capsys, "gc", "--max-size", str(smallest), "--db", stored.db)
+    assert (code, err) == (0, ""), err
+    assert re.match(r"deleted \d runs? \(\d+ spans?\); \d runs? kept", out), out
+    with Store.open(stored.db) as store:
+        assert store.count_runs() <= 2
+
+
+def test_gc_dry_run_lists_and_deletes_nothing(
+    stored: Stored, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spanflow.flush()
+    code, out, err = run_cli(capsys, "gc", "--keep-days", "0", "--dry-run", "--db", stored.db)
+    assert (code, err) == (0, "")
+    lines = out.splitlines()
+    assert lines[0] == (
+        f"would delete 2 runs ({lines[0].split('(')[1].split(')')[0]}); 0 runs would be kept "
+        f"in {stored.db} (dry run: nothing deleted)"
+    )
+    assert {line.split()[0] for line in lines[1:3]} == {stored.good, stored.bad}
+    assert any("bad_pipeline" in line and "failed" in line for line in lines[1:3])
+    assert re.fullmatch(r"size: [\d.]+ [KM]?B -> [\d.]+ [KM]?B", lines[3]), lines
+    with Store.open(stored.db) as store:
+        assert store.count_runs() == 2
+    code, out, _ = run_cli(capsys, "gc", "--keep-days", "30", "--dry-run", "--db", stored.db)
+    assert out.startswith("would delete 0 runs (0 spans); 2 runs would be kept")
+
+
+def test_gc_sizes_leave_out_another_writers_log(tmp_path: Path) -> None:
+    db = write_store(tmp_path / "t.db", [workflow_root("a" * 32)])
+    # Another writer whose log has not been checkpointed: 40 commits of one 100 KB row.
+    writer = sqlite3.connect(db, isolation_level=None)
+    try:
+        writer.execute("PRAGMA wal_autocheckpoint = 0")
+        writer.execute("INSERT INTO meta (key, value) VALUES ('pad', '')")
+        for i in range(40):
+            writer.execute("UPDATE meta SET value = ? WHERE key = 'pad'", (str(i) * 100_000,))
+        wal = db.with_name(db.name + "-wal")
+        assert wal.stat().st_size > 3_000_000
+        done = spanflow_proc("gc", "--keep-days", "30", "--db", db, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        before, _ = re.findall(r"([\d.]+) ([KM]?B)", done.stdout.splitlines()[1])
+        assert before[1] == "KB" and float(before[0]) < 500, done.stdout  # not the 4 MB log
+        assert wal.stat().st_size == 0
+    finally:
+        writer.close()
+
+
 # -- argument and store errors ---------------------------------------------------------------------
 
 COMMANDS_ON_A_STORE = [
