@@ -406,6 +406,37 @@ def test_captured_text_cannot_drive_the_terminal() -> None:
     assert render.clean("lone \ud800") == "lone \\ud800"
 
 
+def test_a_lone_step_is_shown_as_a_one_step_run_that_replay_refuses(
+    recorded_with_store: tuple[Recorded, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, db = recorded_with_store
+    assert long_text(3) == "BEGINabc"  # called outside any workflow
+    assert spanflow.flush()
+    with Store.open(db) as store:
+        (run,) = store.list_runs()
+    assert run.workflow == "long_text"
+    code, out, err = run_cli(capsys, "show", run.id, "--db", db)
+    assert (code, err) == (0, "")
+    assert re.search(r"kind +one-step run: a step called outside any workflow", out), out
+    assert "replay needs a workflow" in out and "spanflow replay" not in out
+    code, out, err = run_cli(capsys, "show", stored_run_of(db, "long_text"), "--db", db, "--json")
+    assert code == 0 and json.loads(out)["run"]["id"] == run.id
+    code, out, err = run_cli(capsys, "replay", run.id, "--db", db)
+    assert_one_line_error(code, out, err, "lone step call", "only workflows can be replayed")
+
+
+def stored_run_of(db: Path, workflow: str) -> str:
+    with Store.open(db) as store:
+        return store.list_runs(workflow=workflow)[0].id
+
+
+def test_a_workflow_run_is_not_marked_as_one_step(
+    stored: Stored, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run_cli(capsys, "show", stored.good, "--db", stored.db)
+    assert code == 0 and "one-step run" not in out
+
+
 def test_show_ambiguous_and_unknown_runs(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
