@@ -235,8 +235,8 @@ def cmd_show(args: argparse.Namespace) -> int:
                 }
             )
             return EXIT_OK
-        tree, roots = _span_tree(store, run.id, everything=args.all)
-    console = render.make_console()
+        console = render.make_console()
+        tree, roots = _span_tree(store, run.id, everything=args.all, width=console.width)
     lone = render.is_lone_step(run, roots)
     console.print(render.run_view(run, replays, tree, lone_step=lone))
     if run.status in ("failed", "crashed") and run.entrypoint:
@@ -251,7 +251,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def _span_tree(
-    store: Store, run_id: str, *, everything: bool
+    store: Store, run_id: str, *, everything: bool, width: int
 ) -> tuple[Tree | None, list[SpanRecord]]:
     """The span tree to draw and the run's root spans.
 
@@ -273,7 +273,7 @@ def _span_tree(
         by_row = store.spans_at(run_id, [outline[i].row for i in wanted])
         record = lambda i: by_row[outline[i].row]  # noqa: E731
     roots = [record(i) for i, why in forest.why.items() if why == ""]
-    return render.draw_tree(forest, entries, record), roots
+    return render.draw_tree(forest, entries, record, width), roots
 
 
 def cmd_replay(args: argparse.Namespace) -> int:

@@ -37,6 +37,8 @@ MIN_ERROR_CHARS: Final = 16
 WIDE_TABLE: Final = 100
 #: Nesting levels drawn as a tree; deeper spans are listed at this level with their depth.
 MAX_DEPTH: Final = 12
+#: Columns a span tree keeps free of indentation for the span titles.
+TITLE_ROOM: Final = 50
 #: Width of rich output when stdout is not a terminal and COLUMNS does not say.
 PIPE_WIDTH: Final = 120
 
@@ -334,6 +336,7 @@ def draw_tree(
     forest: span_forest.Forest,
     entries: Sequence[span_forest.Entry],
     record: Callable[[int], SpanRecord],
+    width: int = PIPE_WIDTH,
 ) -> Tree:
     """The tree of ``entries`` (from ``span_forest.layout``); ``record(i)`` is span ``i``.
 
@@ -341,8 +344,11 @@ def draw_tree(
     are spans whose parents form a cycle or that name themselves as parent; a repeated span id
     is marked too. Offsets are from the start of the run and clamped at zero, so clock skew
     between processes (a child that seems to start before its parent) cannot produce negative
-    times. A long list of siblings left out is one ``… N more spans`` line.
+    times. A long list of siblings left out is one ``… N more spans`` line. On a narrow screen
+    (``width``) fewer levels are indented, so a span's title keeps room for its name, duration
+    and status.
     """
+    max_depth = max(2, min(MAX_DEPTH, (width - TITLE_ROOM) // 4))
     nodes = forest.spans
     roots = [n.start_ns for n in nodes if n.parent_id is None]
     base = min(roots or [n.start_ns for n in nodes])
@@ -351,7 +357,7 @@ def draw_tree(
     levels: list[Tree] = [tree]
     for entry in entries:
         depth = entry.depth
-        parent_node = levels[min(depth, MAX_DEPTH) - 1]
+        parent_node = levels[min(depth, max_depth) - 1]
         if entry.hidden is not None:
             parent_node.add(_hidden_label(entry.hidden))
             continue
@@ -377,12 +383,12 @@ def draw_tree(
             label.append(f"  ({why})", style="yellow")
         if i in forest.duplicates:
             label.append("  (duplicate span id)", style="yellow")
-        if depth > MAX_DEPTH:
+        if depth > max_depth:
             # Deeper levels would indent the text off the screen: keep them at this
             # indentation, in call order, saying how deep they are.
             label = Text(f"[depth {depth}] ", style="dim") + label
         branch = parent_node.add(label)
-        if depth < MAX_DEPTH:
+        if depth < max_depth:
             del levels[depth:]
             levels.append(branch)
     return tree
@@ -409,13 +415,14 @@ def span_label(
         out.append(f"attempt {clean(number, newlines=False)}", style="bold")
     else:
         out.append(clean(a.get(attr.STEP_NAME) or span.name, newlines=False), style="bold")
+    # Name, duration and status first: on a narrow screen what wraps is the kind and offset.
+    out.append(f"  {format_duration((span.end_ns - span.start_ns) / 1e6)}")
+    out.append("  ")
+    out.append("ERROR" if failed else "ok", style="bold red" if failed else "green")
     kind = _kind(span)
     if kind:
         out.append(f"  {clean(kind, newlines=False)}", style="dim")
     out.append(f"  +{format_duration((span.start_ns - base_ns) / 1e6)}", style="dim")
-    out.append(f"  {format_duration((span.end_ns - span.start_ns) / 1e6)}")
-    out.append("  ")
-    out.append("ERROR" if failed else "ok", style="bold red" if failed else "green")
     if orphan:
         out.append("  (orphan)", style="yellow")
     for line, style in detail_lines(span, children):

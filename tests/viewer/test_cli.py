@@ -361,7 +361,7 @@ def test_show_tolerates_clock_skew_orphans_and_cycles(
         assert name in out
     assert re.search(r"lost-parent .*\(orphan\)", out)
     assert not re.search(r"[+ ]-\d", out), out
-    assert re.search(r"early-child +\+0\.0 ms", out)
+    assert re.search(r"early-child .* \+0\.0 ms", out)
 
 
 def test_show_keeps_a_very_deep_tree_on_screen(

@@ -301,3 +301,57 @@ def test_runs_keeps_id_status_and_workflow_at_any_width(tmp_path: Path, columns:
         re.search(r"summarise_supp.*\n.*ort_tickets", text) or "summarise_support_tickets" in text
     )
     assert "RuntimeError:" in text and "…" in text  # the error was shortened, not the keys
+
+
+@pytest.mark.parametrize("columns", [80, 120])
+def test_show_keeps_names_durations_and_status_at_any_width(tmp_path: Path, columns: int) -> None:
+    run_id = "b" * 32
+    spans = [
+        SpanRecord(
+            run_id=run_id,
+            span_id="1" * 16,
+            name="w",
+            start_ns=T0,
+            end_ns=T0 + 50 * MS,
+            attributes={
+                attr.RUN_ID: run_id,
+                attr.STEP_NAME: "pipeline",
+                attr.STEP_TYPE: attr.STEP_TYPE_WORKFLOW,
+            },
+        )
+    ]
+    parent = "1" * 16
+    for depth in range(16):
+        span_id = f"{depth + 0x100:016x}"
+        spans.append(
+            SpanRecord(
+                run_id=run_id,
+                span_id=span_id,
+                parent_id=parent,
+                name=f"s{depth}",
+                status="ERROR" if depth == 15 else "UNSET",
+                status_message="failed deep down" if depth == 15 else None,
+                start_ns=T0 + depth * MS,
+                end_ns=T0 + depth * MS + 1234 * MS,
+                attributes={
+                    attr.RUN_ID: run_id,
+                    attr.STEP_NAME: f"retrieve_documents_level{depth}",
+                    attr.STEP_TYPE: attr.STEP_TYPE_STEP,
+                    attr.SPAN_KIND: "RETRIEVER",
+                    attr.OUTPUT_VALUE: json.dumps(["a long document " * 20]),
+                },
+            )
+        )
+        parent = span_id
+    db = write_store(tmp_path / "deep.db", spans)
+    raw = read_pty(cli("show", run_id, "--db", db), subprocess_env(), tmp_path, columns)
+    plain = assert_terminal_safe(raw)
+    lines = plain.splitlines()
+    assert all(len(line) <= columns for line in lines), max(lines, key=len)
+    for depth in range(16):
+        (title,) = [line for line in lines if f"retrieve_documents_level{depth} " in line]
+        # The name is whole and the duration and status follow on the same line.
+        assert re.search(rf"level{depth} .*1\.23 s +{'ERROR' if depth == 15 else 'ok'}", title), (
+            title
+        )
+    assert "a long document" in plain and "failed deep down" in plain
