@@ -1,6 +1,7 @@
 """Stored runs as files other tools read: Jaeger's JSON and OTLP/JSON, and OTLP/JSON back.
 
-Pure functions, no I/O. ``to_jaeger`` writes what Jaeger's UI loads with "JSON file" upload;
+Pure functions; the ``write_*`` ones write through a callable they are given, as they read the
+spans, so a run of any size is exported in the memory of one span. ``to_jaeger`` writes what Jaeger's UI loads with "JSON file" upload;
 ``to_otlp_json`` writes an ``ExportTraceServiceRequest`` in the OTLP/JSON encoding, which the
 Jaeger UI, the OpenTelemetry Collector and most backends read too. ``from_otlp_json`` reads that
 back, and also the files of the Collector's file exporter (see ``parse_otlp_json`` for JSON lines).
@@ -10,13 +11,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import itertools
 import json
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Final, cast
 
-from .records import EventRecord, LinkRecord, RunRecord, SpanRecord, SpanStatus
+from .records import AnyRun, AnySpan, EventData, EventRecord, LinkRecord, SpanRecord, SpanStatus
 
 SCOPE_NAME: Final = "spanflow"
 SERVICE_NAME: Final = "service.name"
@@ -35,7 +37,7 @@ _STATUS_NAMES: Final = {number: name for name, number in _STATUS_NUMBERS.items()
 _NON_FINITE: Final = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
 
 
-def _check_run(run: RunRecord, spans: Sequence[SpanRecord]) -> None:
+def _check_run(run: AnyRun, spans: Sequence[AnySpan]) -> None:
     for span in spans:
         if span.run_id != run.id:
             raise ValueError(f"span {span.span_id} belongs to run {span.run_id}, not to {run.id}")
@@ -77,30 +79,31 @@ def _jaeger_tag(key: str, value: Any) -> dict[str, Any]:
     return {"key": key, "type": kind, "value": converted}
 
 
-def _jaeger_tags(span: SpanRecord) -> list[dict[str, Any]]:
-    tags = {key: _jaeger_tag(key, value) for key, value in span.attributes.items()}
-    tags["otel.scope.name"] = _jaeger_tag("otel.scope.name", SCOPE_NAME)
-    tags["span.kind"] = _jaeger_tag("span.kind", span.kind.lower())
+def _jaeger_tags(span: AnySpan) -> Iterator[dict[str, Any]]:
+    """The tags one at a time (a span may carry a million attributes)."""
+    own = {"otel.scope.name": _jaeger_tag("otel.scope.name", SCOPE_NAME)}
+    own["span.kind"] = _jaeger_tag("span.kind", span.kind.lower())
     if span.status != "UNSET":
-        tags["otel.status_code"] = _jaeger_tag("otel.status_code", span.status)
+        own["otel.status_code"] = _jaeger_tag("otel.status_code", span.status)
     if span.status_message:
-        tags["otel.status_description"] = _jaeger_tag(
-            "otel.status_description", span.status_message
-        )
+        own["otel.status_description"] = _jaeger_tag("otel.status_description", span.status_message)
     if span.status == "ERROR":
         # Jaeger marks failed spans by this tag alone; it overrides an attribute of that name.
-        tags["error"] = _jaeger_tag("error", True)
-    return list(tags.values())
+        own["error"] = _jaeger_tag("error", True)
+    # As if added to a dict of the attributes: an own tag takes an attribute's place.
+    for key, value in span.attributes.items():
+        yield own.pop(key) if key in own else _jaeger_tag(key, value)
+    yield from own.values()
 
 
-def _jaeger_log(event: EventRecord) -> dict[str, Any]:
+def _jaeger_log(event: EventData | EventRecord) -> dict[str, Any]:
     fields = [_jaeger_tag(key, value) for key, value in event.attributes.items()]
     if "event" not in event.attributes:  # an `event` attribute takes precedence over the name
         fields.insert(0, _jaeger_tag("event", event.name))
     return {"timestamp": event.time_ns // 1000, "fields": fields}
 
 
-def _jaeger_span(span: SpanRecord, process_id: str) -> dict[str, Any]:
+def _jaeger_span(span: AnySpan, process_id: str) -> dict[str, Any]:
     references = []
     if span.parent_id is not None:
         references.append({"refType": "CHILD_OF", "traceID": span.run_id, "spanID": span.parent_id})
@@ -116,14 +119,35 @@ def _jaeger_span(span: SpanRecord, process_id: str) -> dict[str, Any]:
         "startTime": span.start_ns // 1000,
         "duration": max(0, span.end_ns - span.start_ns) // 1000,
         "flags": 1,  # sampled: it was recorded
-        "tags": _jaeger_tags(span),
-        "logs": [_jaeger_log(event) for event in span.events],
+        "tags": _Lazy(_jaeger_tags(span)),
+        "logs": _Lazy(_jaeger_log(event) for event in span.events),
         "processID": process_id,
         "warnings": None,
     }
 
 
-def to_jaeger(run: RunRecord, spans: Sequence[SpanRecord]) -> dict[str, Any]:
+class _Process:
+    """Jaeger processes: one per distinct resource, numbered in order of appearance."""
+
+    def __init__(self, run: AnyRun) -> None:
+        self._run = run
+        self._ids: dict[str, str] = {}
+        self.processes: dict[str, dict[str, Any]] = {}
+
+    def of(self, span: AnySpan) -> str:
+        key = _json_text(sorted(span.resource.items()))
+        process_id = self._ids.get(key)
+        if process_id is None:
+            process_id = self._ids[key] = f"p{len(self._ids) + 1}"
+            service = span.resource.get(SERVICE_NAME) or self._run.service or DEFAULT_SERVICE
+            self.processes[process_id] = {
+                "serviceName": str(service),
+                "tags": [_jaeger_tag(k, v) for k, v in span.resource.items() if k != SERVICE_NAME],
+            }
+        return process_id
+
+
+def to_jaeger(run: AnyRun, spans: Sequence[AnySpan]) -> dict[str, Any]:
     """One run as the JSON Jaeger's UI loads with "JSON file" upload (jaeger-query's format).
 
     Times are microseconds since the epoch; each distinct resource becomes a process whose service
@@ -134,24 +158,40 @@ def to_jaeger(run: RunRecord, spans: Sequence[SpanRecord]) -> dict[str, Any]:
         ValueError: a span belongs to another run.
     """
     _check_run(run, spans)
-    processes: dict[str, dict[str, Any]] = {}
-    process_ids: dict[str, str] = {}
-    out: list[dict[str, Any]] = []
-    for span in spans:
-        key = _json_text(sorted(span.resource.items()))
-        process_id = process_ids.get(key)
-        if process_id is None:
-            process_id = process_ids[key] = f"p{len(process_ids) + 1}"
-            service = span.resource.get(SERVICE_NAME) or run.service or DEFAULT_SERVICE
-            processes[process_id] = {
-                "serviceName": str(service),
-                "tags": [_jaeger_tag(k, v) for k, v in span.resource.items() if k != SERVICE_NAME],
-            }
-        out.append(_jaeger_span(span, process_id))
+    processes = _Process(run)
+    out = [_materialize(_jaeger_span(span, processes.of(span))) for span in spans]
     data = (
-        [{"traceID": run.id, "spans": out, "processes": processes, "warnings": None}] if out else []
+        [{"traceID": run.id, "spans": out, "processes": processes.processes, "warnings": None}]
+        if out
+        else []
     )
     return {"data": data, "total": 0, "limit": 0, "offset": 0, "errors": None}
+
+
+def write_jaeger(run: AnyRun, spans: Iterable[AnySpan], write: Callable[[str], Any]) -> int:
+    """Write what :func:`to_jaeger` returns, as JSON text, while reading ``spans``.
+
+    Memory stays that of one span, whatever the run's size: each span is written as soon as it
+    is read, its tags one by one. Returns the number of spans written.
+
+    Raises:
+        ValueError: a span belongs to another run (the text written so far is incomplete).
+    """
+    sink = _Sink(write)
+    processes = _Process(run)
+    count = 0
+    for span in spans:
+        _check_run(run, [span])
+        sink.write(",\n" if count else f'{{"data": [{{"traceID": {_dump(run.id)}, "spans": [\n')
+        _emit(_jaeger_span(span, processes.of(span)), sink)
+        count += 1
+    if count:
+        sink.write(f'\n], "processes": {_dump(processes.processes)}, "warnings": null}}], ')
+        sink.write('"total": 0, "limit": 0, "offset": 0, "errors": null}\n')
+    else:
+        sink.write(_dump(to_jaeger(run, [])) + "\n")
+    sink.flush()
+    return count
 
 
 # --- OTLP/JSON: writing -------------------------------------------------------------------------
@@ -188,7 +228,11 @@ def _key_values(attributes: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [{"key": str(key), "value": _any_value(value)} for key, value in attributes.items()]
 
 
-def _otlp_span(span: SpanRecord) -> dict[str, Any]:
+def _lazy_key_values(attributes: Mapping[str, Any]) -> _Lazy:
+    return _Lazy({"key": str(k), "value": _any_value(v)} for k, v in attributes.items())
+
+
+def _otlp_span(span: AnySpan) -> dict[str, Any]:
     out: dict[str, Any] = {"traceId": span.run_id, "spanId": span.span_id}
     if span.parent_id is not None:
         out["parentSpanId"] = span.parent_id
@@ -200,15 +244,15 @@ def _otlp_span(span: SpanRecord) -> dict[str, Any]:
         kind=_KIND_NUMBERS.get(span.kind.upper(), _KIND_NUMBERS["INTERNAL"]),
         startTimeUnixNano=str(span.start_ns),
         endTimeUnixNano=str(span.end_ns),
-        attributes=_key_values(span.attributes),
-        events=[
+        attributes=_lazy_key_values(span.attributes),
+        events=_Lazy(
             {
                 "timeUnixNano": str(e.time_ns),
                 "name": e.name,
-                "attributes": _key_values(e.attributes),
+                "attributes": _lazy_key_values(e.attributes),
             }
             for e in span.events
-        ],
+        ),
         links=[
             {"traceId": ln.trace_id, "spanId": ln.span_id, "attributes": _key_values(ln.attributes)}
             for ln in span.links
@@ -218,7 +262,7 @@ def _otlp_span(span: SpanRecord) -> dict[str, Any]:
     return out
 
 
-def to_otlp_json(run: RunRecord, spans: Sequence[SpanRecord]) -> dict[str, Any]:
+def to_otlp_json(run: AnyRun, spans: Sequence[AnySpan]) -> dict[str, Any]:
     """One run as an OTLP/JSON ``ExportTraceServiceRequest`` (one ``resourceSpans`` per resource).
 
     A span whose resource has no ``service.name`` is given the run's service, as OTLP receivers
@@ -230,13 +274,11 @@ def to_otlp_json(run: RunRecord, spans: Sequence[SpanRecord]) -> dict[str, Any]:
     _check_run(run, spans)
     groups: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
     for span in spans:
-        resource = dict(span.resource)
-        if SERVICE_NAME not in resource and run.service:
-            resource[SERVICE_NAME] = run.service
+        resource = _otlp_resource(run, span)
         key = _json_text(sorted(resource.items()))
         if key not in groups:
             groups[key] = (resource, [])
-        groups[key][1].append(_otlp_span(span))
+        groups[key][1].append(_materialize(_otlp_span(span)))
     return {
         "resourceSpans": [
             {
@@ -246,6 +288,130 @@ def to_otlp_json(run: RunRecord, spans: Sequence[SpanRecord]) -> dict[str, Any]:
             for resource, otlp_spans in groups.values()
         ]
     }
+
+
+def _otlp_resource(run: AnyRun, span: AnySpan) -> dict[str, Any]:
+    resource = dict(span.resource)
+    if SERVICE_NAME not in resource and run.service:
+        resource[SERVICE_NAME] = run.service
+    return resource
+
+
+def write_otlp_json(run: AnyRun, spans: Iterable[AnySpan], write: Callable[[str], Any]) -> int:
+    """Write an OTLP/JSON ``ExportTraceServiceRequest`` of ``spans`` while reading them.
+
+    Memory stays that of one span, as for :func:`write_jaeger`. Spans of one resource should
+    come together (``Store.iter_spans(by_resource=True)``): each change of resource opens a
+    new ``resourceSpans`` entry, which OTLP allows. Returns the number of spans written.
+
+    Raises:
+        ValueError: a span belongs to another run (the text written so far is incomplete).
+    """
+    sink = _Sink(write)
+    sink.write('{"resourceSpans": [')
+    current: str | None = None
+    count = 0
+    for span in spans:
+        _check_run(run, [span])
+        resource = _otlp_resource(run, span)
+        key = _json_text(sorted(resource.items()))
+        if key != current:
+            if current is not None:
+                sink.write("\n]}]},")
+            resource_json = _dump({"attributes": _key_values(resource)})
+            sink.write(f'\n{{"resource": {resource_json}, "scopeSpans": [{{"scope": ')
+            sink.write(f'{_dump({"name": SCOPE_NAME})}, "spans": [\n')
+            current = key
+        else:
+            sink.write(",\n")
+        _emit(_otlp_span(span), sink)
+        count += 1
+    sink.write("\n]}]}\n]}\n" if count else "]}\n")
+    sink.flush()
+    return count
+
+
+# --- streaming JSON -----------------------------------------------------------------------------
+
+
+#: Items of a lazy array encoded per ``json.dumps`` call.
+_BATCH: Final = 2000
+
+
+class _Lazy:
+    """A JSON array whose items are made while it is written (see :func:`_emit`)."""
+
+    def __init__(self, items: Iterable[Any]) -> None:
+        self.items = items
+
+
+def _materialize(value: Any) -> Any:
+    if isinstance(value, _Lazy):
+        return [_materialize(item) for item in value.items]
+    if isinstance(value, dict):
+        return {k: _materialize(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_materialize(item) for item in value]
+    return value
+
+
+def _dump(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: only the escaped form can be written
+        text = json.dumps(value, default=str)
+    return text
+
+
+def _emit(value: Any, sink: _Sink) -> None:
+    """Write ``value`` as JSON, its :class:`_Lazy` arrays (directly in it) in batches.
+
+    The plain fields of an object are written in one piece first, its lazy arrays after them
+    (key order carries no meaning in JSON), ``_BATCH`` items per ``json.dumps`` call.
+    """
+    if isinstance(value, _Lazy):
+        sink.write("[")
+        items = iter(value.items)
+        first = True
+        while batch := list(itertools.islice(items, _BATCH)):
+            text = _dump([_materialize(item) for item in batch])[1:-1]
+            sink.write(text if first else ", " + text)
+            first = False
+        sink.write("]")
+    elif isinstance(value, dict) and any(isinstance(v, _Lazy) for v in value.values()):
+        plain = {k: v for k, v in value.items() if not isinstance(v, _Lazy)}
+        head = _dump(plain)[:-1]
+        sink.write(head)
+        for i, (key, item) in enumerate((k, v) for k, v in value.items() if k not in plain):
+            sink.write(f"{', ' if plain or i else ''}{_dump(str(key))}: ")
+            _emit(item, sink)
+        sink.write("}")
+    else:
+        sink.write(_dump(value))
+
+
+class _Sink:
+    """Collects small pieces of text and hands them on in blocks of about 64 KiB."""
+
+    BLOCK: Final = 1 << 16
+
+    def __init__(self, write: Callable[[str], Any]) -> None:
+        self._write = write
+        self._parts: list[str] = []
+        self._size = 0
+
+    def write(self, text: str) -> None:
+        self._parts.append(text)
+        self._size += len(text)
+        if self._size >= self.BLOCK:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._parts:
+            self._write("".join(self._parts))
+            self._parts.clear()
+            self._size = 0
 
 
 # --- OTLP/JSON: reading -------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import importlib
 import os
 import sys
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
 from spanflow.attributes import ERROR_TYPE, EXCEPTION_EVENT, EXCEPTION_MESSAGE, EXCEPTION_TYPE
 
@@ -53,6 +53,11 @@ if TYPE_CHECKING:
     from ._models import (
         TraceIdHex as TraceIdHex,
     )
+
+#: A run or a span as either reader gives it: the plain records and the pydantic ones have the
+#: same fields, and the CLI draws both.
+AnyRun: TypeAlias = "RunData | RunRecord"
+AnySpan: TypeAlias = "SpanData | SpanRecord"
 
 _MODEL_NAMES: Final = frozenset(
     (

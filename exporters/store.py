@@ -388,6 +388,107 @@ class Store:
             spans.insert(0, _unfinished_root(run, start[0], spans))
         return spans
 
+    def span_outline(self, run_id: str) -> list[tuple[int, str, str | None, str, int]]:
+        """``(row, span_id, parent_id, status, start_ns)`` of every span of a run, by start.
+
+        Cheap even for a run of many thousand spans; :meth:`spans_at` reads the records of
+        the rows a caller picked.
+        """
+        _, pk = self._run_rows(run_id)
+        return [
+            (int(r[0]), r[1], r[2], r[3], int(r[4]))
+            for r in self._query(
+                f"SELECT rowid, {s.SPAN_ID}, {s.SPAN_PARENT_ID}, {s.SPAN_STATUS}, "
+                f"{s.SPAN_START_NS} FROM {s.SPANS} WHERE {s.SPAN_RUN_PK} = ? "
+                f"ORDER BY {s.SPAN_START_NS}",
+                [pk],
+            )
+        ]
+
+    def spans_at(self, run_id: str, rows: Sequence[int]) -> dict[int, SpanData]:
+        """The spans of some rows of :meth:`span_outline`, by row."""
+        out: dict[int, SpanData] = {}
+        with self._snapshot():
+            run, pk = self._run_rows(run_id)
+            for chunk in _chunks(sorted(set(rows)), _DELETE_CHUNK):
+                marks = ", ".join("?" * len(chunk))
+                # By rowid alone: a term on run_pk would make SQLite walk the run's index.
+                found = self._query(
+                    _SELECT_SPANS.replace("SELECT ", "SELECT rowid, ", 1).replace(
+                        f" WHERE {s.SPAN_RUN_PK} = ? ORDER BY {s.SPAN_START_NS}",
+                        f" WHERE +{s.SPAN_RUN_PK} = ? AND rowid IN ({marks})",
+                    ),
+                    [pk, *chunk],
+                )
+                ids = sorted({r[1] for r in found})
+                id_marks = ", ".join("?" * len(ids))
+                events: dict[str, list[EventData]] = {}
+                for span_id, name, time_ns, attrs in self._query(
+                    f"SELECT {s.SPAN_ID}, {s.EVENT_NAME}, {s.EVENT_TIME_NS}, {s.SPAN_ATTRIBUTES} "
+                    f"FROM {s.EVENTS} WHERE {s.SPAN_RUN_PK} = ? AND {s.SPAN_ID} IN ({id_marks}) "
+                    "ORDER BY rowid",
+                    [pk, *ids],
+                ):
+                    events.setdefault(span_id, []).append(EventData(name, time_ns, _loads(attrs)))
+                links: dict[str, list[LinkData]] = {}
+                for span_id, trace_id, linked, attrs in self._query(
+                    f"SELECT {s.SPAN_ID}, {s.LINK_TRACE_ID}, {s.LINK_SPAN_ID}, "
+                    f"{s.SPAN_ATTRIBUTES} FROM {s.LINKS} WHERE {s.SPAN_RUN_PK} = ? "
+                    f"AND {s.SPAN_ID} IN ({id_marks}) ORDER BY rowid",
+                    [pk, *ids],
+                ):
+                    links.setdefault(span_id, []).append(LinkData(trace_id, linked, _loads(attrs)))
+                resources = self._resource_map({r[10] for r in found if r[10] is not None})
+                for row in found:
+                    out[int(row[0])] = _span_data(run.id, row[1:], events, links, resources)
+        return out
+
+    def iter_spans(
+        self, run_id: str, *, by_resource: bool = False, batch: int = 500
+    ) -> Iterator[SpanData]:
+        """The spans of a run, ``batch`` at a time, so a huge run never sits in memory whole.
+
+        In start order, or with ``by_resource`` grouped by resource (then by start).
+        """
+        _, pk = self._run_rows(run_id)
+        order = f"{s.SPAN_RESOURCE_PK}, {s.SPAN_START_NS}" if by_resource else s.SPAN_START_NS
+        rows = [
+            int(r[0])
+            for r in self._query(
+                f"SELECT rowid FROM {s.SPANS} WHERE {s.SPAN_RUN_PK} = ? ORDER BY {order}", [pk]
+            )
+        ]
+        for chunk in _chunks(rows, batch):
+            found = self.spans_at(run_id, chunk)
+            yield from (found[row] for row in chunk if row in found)
+
+    def copy_to(self, target: str | os.PathLike[str]) -> None:
+        """Write a consistent copy of the store (its write-ahead log included) to ``target``.
+
+        The store itself is only read (SQLite's online backup).
+        """
+        with self._lock:
+            try:
+                dest = sqlite3.connect(target)
+                try:
+                    self._db().backup(dest)
+                finally:
+                    dest.close()
+            except (sqlite3.Error, OSError) as exc:
+                raise StoreError(f"cannot copy {self._path} to {target}: {exc}") from exc
+
+    def bytes_on_disk(self) -> int:
+        """The file's size plus its write-ahead log's, after moving the log into the file
+        (``wal_checkpoint(TRUNCATE)``) when the store is open for writing, so that another
+        writer's pending log does not count."""
+        with self._lock:
+            try:
+                if not self._readonly:
+                    self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+                return self._bytes_on_disk()
+            except (sqlite3.Error, OSError) as exc:
+                raise StoreError(f"cannot read {self._path}: {exc}") from exc
+
     def _resource_map(self, pks: set[int]) -> dict[int, dict[str, Any]]:
         missing = [pk for pk in pks if pk not in self._resources]
         if missing:

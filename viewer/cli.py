@@ -2,9 +2,8 @@
 
 It reads the store through ``spanflow.exporters.store`` and never loads the recording runtime,
 except ``spanflow replay``, which has to run the user's workflow again. Start-up is kept to what
-Python itself costs: the reading commands use the store's plain records (no pydantic), output
-into a pipe is drawn without rich where ``plain`` can, and anything heavier (rich for a
-terminal, file formats, the web server, package metadata) is imported by the command that
+Python itself costs: listing runs uses the store's plain records (no pydantic), and anything
+heavier (rich, file formats, the web server, package metadata) is imported by the command that
 needs it. Problems are reported as
 one line on stderr with exit status 2; a replay that fails again exits with 1.
 """
@@ -19,14 +18,19 @@ import os
 import re
 import shlex
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Final, NoReturn
+from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 from spanflow.errors import SpanflowError, UnknownRunError
 from spanflow.exporters.store import Store
 
-from . import plain, render
+from . import render, span_forest
+
+if TYPE_CHECKING:
+    from rich.tree import Tree
+    from spanflow.exporters.records import AnySpan
 
 PROG: Final = "spanflow"
 DEFAULT_DB: Final = Path(".spanflow") / "traces.db"
@@ -139,7 +143,7 @@ def _print_json(value: Any) -> None:
 
 
 def _one_line(message: str) -> str:
-    return render.clean(" ".join(message.split()))
+    return render.clean(" ".join(message.split()), newlines=False)
 
 
 # -- the store ------------------------------------------------------------------------------------
@@ -168,6 +172,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     with Store.open(db_path(args)) as store:
         runs = store.list_run_data(limit=args.limit, **filters)
         total = store.count_runs(**filters) if len(runs) == args.limit else len(runs)
+        id_chars = 0 if args.json else _unique_prefix_length(store, runs)
     if args.json:
         _print_json(
             [
@@ -183,20 +188,22 @@ def cmd_runs(args: argparse.Namespace) -> int:
             ]
         )
         return EXIT_OK
-    if _print_plain_runs(args, runs, filters, total):
-        return EXIT_OK
     from rich.text import Text
 
     console = render.make_console()
     if not runs:
         if any(v is not None for v in filters.values()):
-            console.print(Text(f"no runs match those filters in {db_path(args)}"))
+            console.print(Text(render.clean(f"no runs match those filters in {db_path(args)}")))
         else:
             console.print(
-                Text(f"no runs in {db_path(args)} yet: call a @spanflow.workflow to record one")
+                Text(
+                    render.clean(
+                        f"no runs in {db_path(args)} yet: call a @spanflow.workflow to record one"
+                    )
+                )
             )
         return EXIT_OK
-    console.print(render.runs_table(runs))
+    console.print(render.runs_table(runs, width=console.width, id_chars=id_chars))
     if total > len(runs):
         console.print(
             Text(f"{len(runs)} of {total} runs shown; --limit {total} lists all", style="dim")
@@ -204,62 +211,75 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _print_plain_runs(
-    args: argparse.Namespace, runs: Sequence[Any], filters: dict[str, Any], total: int
-) -> bool:
-    """What ``cmd_runs`` prints, drawn without rich for a pipe; False if rich has to draw it."""
-    width = plain.width_for(sys.stdout)
-    if width is None:
-        return False
-    parts: list[str | None] = []
-    if not runs:
-        if any(v is not None for v in filters.values()):
-            parts.append(plain.line(f"no runs match those filters in {db_path(args)}", width))
-        else:
-            parts.append(
-                plain.line(
-                    f"no runs in {db_path(args)} yet: call a @spanflow.workflow to record one",
-                    width,
-                )
-            )
-    else:
-        parts.append(plain.runs_table(runs, width))
-        if total > len(runs):
-            parts.append(
-                plain.line(f"{len(runs)} of {total} runs shown; --limit {total} lists all", width)
-            )
-    if any(part is None for part in parts):
-        return False
-    render.write("".join(part or "" for part in parts))
-    return True
+def _unique_prefix_length(store: Store, runs: Sequence[Any], shortest: int = 12) -> int:
+    """The shortest id prefix (``shortest`` at least) that names each listed run in ``store``."""
+    length = shortest
+    for run in runs:
+        while length < len(run.id):
+            try:
+                store.get_run_data(run.id[:length])
+                break
+            except UnknownRunError:  # another run shares that prefix
+                length = min(len(run.id), length + 4)
+    return length
 
 
 def cmd_show(args: argparse.Namespace) -> int:
     """``spanflow show RUN``: a run's header and span tree, or its records as JSON."""
-    if args.json:
-        with Store.open(db_path(args)) as store:
-            record = store.get_run(args.run)
-            span_records = store.spans(record.id)
-        _print_json(
-            {
-                "run": record.model_dump(mode="json"),
-                "spans": [span.model_dump(mode="json") for span in span_records],
-            }
-        )
-        return EXIT_OK
-    with Store.open(db_path(args)) as store:
-        run = store.get_run_data(args.run)
-        spans = store.span_data(run.id)
-        replays = store.replay_data(run.id)
     from rich.text import Text
 
-    console = render.make_console()
-    console.print(render.run_view(run, spans, replays))
+    with Store.open(db_path(args)) as store:
+        if args.json:
+            record = store.get_run(args.run)
+            spans = store.spans(record.id)
+            _print_json(
+                {
+                    "run": record.model_dump(mode="json"),
+                    "spans": [span.model_dump(mode="json") for span in spans],
+                }
+            )
+            return EXIT_OK
+        run = store.get_run_data(args.run)
+        replays = store.replay_data(run.id)
+        console = render.make_console()
+        tree, roots = _span_tree(store, run.id, everything=args.all, width=console.width)
+    lone = render.is_lone_step(run, roots)
+    console.print(render.run_view(run, replays, tree, lone_step=lone))
     if run.status in ("failed", "crashed") and run.entrypoint:
         console.print()
         hint = f"replay it after a fix: spanflow replay {run.id}{_db_option(args)}"
-        console.print(Text(hint, style="dim"), soft_wrap=True)  # a command to copy: no breaks
+        console.print(Text(render.clean(hint, newlines=False), style="dim"), soft_wrap=True)
+    elif lone:
+        console.print()
+        note = "a step called outside any workflow is its own one-step run: replay needs a workflow"
+        console.print(Text(note, style="dim"))
     return EXIT_OK
+
+
+def _span_tree(
+    store: Store, run_id: str, *, everything: bool, width: int
+) -> tuple[Tree | None, list[AnySpan]]:
+    """The span tree to draw and the run's root spans.
+
+    Only the spans drawn are read in full, so a run of 200,000 spans shows as quickly as a
+    small one; ``everything`` reads and draws them all.
+    """
+    if everything:
+        spans = store.span_data(run_id)
+        forest = span_forest.build(spans)
+        record: Callable[[int], AnySpan] = spans.__getitem__
+    else:
+        outline = [span_forest.Outline(*row) for row in store.span_outline(run_id)]
+        forest = span_forest.build(outline)
+    if not forest.spans:
+        return None, []
+    entries = span_forest.layout(forest, everything=everything)
+    if not everything:
+        wanted = span_forest.needed(forest, entries)
+        by_row = store.spans_at(run_id, [outline[i].row for i in wanted])
+        record = lambda i: by_row[outline[i].row]  # noqa: E731
+    roots = [record(i) for i, why in forest.why.items() if why == ""]
+    return render.draw_tree(forest, entries, record, width), roots
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -296,7 +316,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         for note in plan.notes:
             summary.append(f"  {render.clean(note)}\n", style="yellow")
     summary.append("new run: ", style="bold")
-    summary.append(f"{outcome.run_id or '(not recorded)'}\n")
+    summary.append(f"{render.clean(outcome.run_id or '(not recorded)', newlines=False)}\n")
     if outcome.error is None:
         result = pydantic_core.to_jsonable_python(outcome.value, fallback=repr)
         summary.append("result: ", style="bold green")
@@ -306,29 +326,34 @@ def cmd_replay(args: argparse.Namespace) -> int:
         summary.append("failed again: ", style="bold red")
         summary.append(render.clean(render.shorten(error)), style="red")
     if outcome.run_id:
-        summary.append(f"\nsee it: spanflow show {outcome.run_id}{_db_option(args)}", style="dim")
+        see = f"see it: spanflow show {outcome.run_id}{_db_option(args)}"
+        summary.append("\n" + render.clean(see, newlines=False), style="dim")
     console.print(summary, soft_wrap=True)
     return EXIT_OK if outcome.error is None else EXIT_REPLAY_FAILED
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    """``spanflow export RUN``: a run as Jaeger JSON or OTLP/JSON, to stdout or a file."""
-    from spanflow.exporters.file_formats import to_jaeger, to_otlp_json
+    """``spanflow export RUN``: a run as Jaeger JSON or OTLP/JSON, to stdout or a file.
+
+    Spans are written as they are read, so a run of any size needs the memory of one span.
+    """
+    from spanflow.exporters.file_formats import write_jaeger, write_otlp_json
 
     with Store.open(db_path(args)) as store:
         run = store.get_run(args.run)
-        spans = store.spans(run.id)
-    convert = to_jaeger if args.format == "jaeger" else to_otlp_json
-    text = render.json_text(convert(run, spans)) + "\n"
-    if args.output is None or args.output == "-":
-        render.write(text)
-        return EXIT_OK
-    target = Path(args.output)
-    try:
-        target.write_text(text, encoding="utf-8")
-    except OSError as exc:
-        raise CliError(f"cannot write {target}: {exc.strerror or exc}") from None
-    render.write(f"wrote run {run.id} ({len(spans)} spans) as {args.format} to {target}\n")
+        spans = store.iter_spans(run.id, by_resource=args.format == "otlp-json")
+        convert = write_jaeger if args.format == "jaeger" else write_otlp_json
+        if args.output is None or args.output == "-":
+            convert(run, spans, lambda text: render.write(render.safe_json(text)))
+            return EXIT_OK
+        target = Path(args.output)
+        try:
+            with target.open("w", encoding="utf-8") as out:
+                count = convert(run, spans, out.write)
+        except OSError as exc:
+            raise CliError(f"cannot write {target}: {exc.strerror or exc}") from None
+    line = f"wrote run {run.id} ({_count(count, 'span')}) as {args.format} to {target}"
+    render.write(render.clean(line) + "\n")
     return EXIT_OK
 
 
@@ -348,7 +373,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     path = db_path(args)
     run_ids = sorted({span.run_id for span in spans})
     if not spans:
-        render.write(f"{source} holds no spans; nothing imported\n")
+        render.write(render.clean(f"{source} holds no spans; nothing imported") + "\n")
         return EXIT_OK
     with Store.open(path, readonly=False) as store:
         new_runs = sum(1 for run_id in run_ids if not _has_run(store, run_id))
@@ -360,7 +385,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     )
     if skipped:
         line += f"; {_count(skipped, 'span')} already stored, skipped"
-    render.write(line + "\n")
+    render.write(render.clean(line) + "\n")
     return EXIT_OK
 
 
@@ -376,25 +401,79 @@ def _has_run(store: Store, run_id: str) -> bool:
     return True
 
 
+#: Runs listed by ``spanflow gc --dry-run`` before "… N more".
+GC_LISTED: Final = 50
+
+
 def cmd_gc(args: argparse.Namespace) -> int:
-    """``spanflow gc``: delete old runs (by age and/or total size) and compact the file."""
+    """``spanflow gc``: delete old runs (by age and/or total size) and compact the file.
+
+    Sizes are measured after the write-ahead log has been moved into the file, so a
+    concurrent writer's pending log does not count. ``--dry-run`` runs the same clean-up on a
+    copy of the store in a temporary folder and lists what it deleted there.
+    """
     if args.keep_days is None and args.max_size is None:
         raise CliError("gc needs --keep-days N, --max-size SIZE, or both")
     path = db_path(args)
     # Refuse a missing or foreign file first: opening for writing would create a store there.
     Store.open(path).close()
-    with Store.open(path, readonly=False) as store:
-        result = store.gc(keep_days=args.keep_days, max_bytes=args.max_size)
-    before, after = (
-        render.format_bytes(result.bytes_before),
-        render.format_bytes(result.bytes_after),
-    )
-    render.write(
-        f"deleted {_count(result.runs_deleted, 'run')} ({_count(result.spans_deleted, 'span')}); "
-        f"{_count(result.runs_kept, 'run')} kept in {path}\n"
-        f"size: {before} -> {after}\n"
-    )
+    if args.max_size is not None:
+        smallest = _empty_store_bytes()
+        if args.max_size < smallest:
+            raise CliError(
+                f"--max-size {render.format_bytes(args.max_size)} is below the smallest "
+                f"possible store: an empty one takes {render.format_bytes(smallest)} "
+                f"({smallest} bytes)"
+            )
+    options: dict[str, Any] = {"keep_days": args.keep_days, "max_bytes": args.max_size}
+    if args.dry_run:
+        with tempfile.TemporaryDirectory(prefix="spanflow-gc-") as tmp:
+            copy = Path(tmp) / "copy.db"
+            with Store.open(path) as store:
+                runs = store.list_runs(limit=store.count_runs() + 1)
+                store.copy_to(copy)
+            with Store.open(copy, readonly=False) as trial:
+                before = trial.bytes_on_disk()
+                result = trial.gc(**options)
+                kept = {r.id for r in trial.list_runs(limit=result.runs_kept + 1)}
+        doomed = [r for r in runs if r.id not in kept]
+        lines = [
+            f"would delete {_count(result.runs_deleted, 'run')} "
+            f"({_count(result.spans_deleted, 'span')}); {_count(result.runs_kept, 'run')} "
+            f"would be kept in {path} (dry run: nothing deleted)"
+        ]
+        lines += [
+            f"  {r.id}  {r.status:<7}  {render.local_time(r.started_at)}  "
+            f"{render.one_line(r.workflow or '?', 60)}"
+            for r in doomed[:GC_LISTED]
+        ]
+        if len(doomed) > GC_LISTED:
+            lines.append(f"  … {len(doomed) - GC_LISTED} more")
+        lines.append(
+            f"size: {render.format_bytes(before)} -> {render.format_bytes(result.bytes_after)}"
+        )
+    else:
+        with Store.open(path, readonly=False) as store:
+            before = store.bytes_on_disk()
+            result = store.gc(**options)
+            after = store.bytes_on_disk()
+        lines = [
+            f"deleted {_count(result.runs_deleted, 'run')} "
+            f"({_count(result.spans_deleted, 'span')}); {_count(result.runs_kept, 'run')} "
+            f"kept in {path}",
+            f"size: {render.format_bytes(before)} -> {render.format_bytes(after)}",
+        ]
+    render.write("".join(render.clean(line, newlines=False) + "\n" for line in lines))
     return EXIT_OK
+
+
+def _empty_store_bytes() -> int:
+    """The size of a store with no runs (the schema alone), measured on a fresh one."""
+    with (
+        tempfile.TemporaryDirectory(prefix="spanflow-gc-") as tmp,
+        Store.open(Path(tmp) / "empty.db", readonly=False) as empty,
+    ):
+        return empty.bytes_on_disk()
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
@@ -488,6 +567,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("show", cmd_show, "Show one run: its span tree, errors, diffs and outputs.")
     p.add_argument("run", metavar="RUN", help="run id, or a unique prefix of at least 4 chars")
     p.add_argument("--json", action="store_true", help="print the run and span records as JSON")
+    p.add_argument(
+        "--all",
+        action="store_true",
+        help="draw every span (by default long lists of siblings are collapsed)",
+    )
 
     p = command("replay", cmd_replay, "Re-run a recorded run with today's code.")
     p.add_argument("run", metavar="RUN", help="run id, or a unique prefix of at least 4 chars")
@@ -523,6 +607,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=parse_size,
         metavar="SIZE",
         help="then delete the oldest runs until the store fits in SIZE (500MB, 2GB)",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="list the runs that would be deleted and the size after, deleting nothing",
     )
 
     p = command("ui", cmd_ui, "Serve the web viewer on 127.0.0.1.")

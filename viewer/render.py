@@ -12,19 +12,22 @@ import json
 import os
 import re
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, TextIO
 
 from spanflow import attributes as attr
-from spanflow.exporters.records import RunData, SpanData, error_text
+from spanflow.exporters.records import AnyRun, AnySpan, error_text
+
+from . import span_forest
 
 if TYPE_CHECKING:
     # rich costs ~90 ms of start-up: it loads in the functions that draw, so the text helpers
-    # here (and the plain output for pipes, ``viewer/plain.py``) do without it.
+    # here (clean, shorten, safe_json) and the JSON outputs do without it.
     from rich.console import Console, Group, RenderableType
     from rich.table import Table
     from rich.text import Text
     from rich.tree import Tree
+
 
 #: Captured values (outputs, inputs, state values) keep at least this many characters.
 VALUE_CHARS: Final = 300
@@ -33,8 +36,14 @@ TRACEBACK_LINES: Final = 6
 #: Items of one kind (patch operations, log lines) listed per span before "... N more".
 MAX_ITEMS: Final = 20
 ERROR_CHARS_IN_TABLE: Final = 70
+#: The run table shortens the error before this many characters of it are left.
+MIN_ERROR_CHARS: Final = 16
+#: From this width on, the run table shows start times with the year and seconds.
+WIDE_TABLE: Final = 100
 #: Nesting levels drawn as a tree; deeper spans are listed at this level with their depth.
 MAX_DEPTH: Final = 12
+#: Columns a span tree keeps free of indentation for the span titles.
+TITLE_ROOM: Final = 50
 #: Width of rich output when stdout is not a terminal and COLUMNS does not say.
 PIPE_WIDTH: Final = 120
 
@@ -44,7 +53,14 @@ STATUS_STYLES: Final = {
     "running": "yellow",
     "crashed": "bold magenta",
 }
-_CONTROL: Final = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# What a stored string must not send to a terminal: C0 controls (tab too: it moves the cursor),
+# DEL, C1 controls (U+0080-U+009F, among them the one-byte CSI U+009B), and the bidirectional
+# and line-separator controls that reorder or split what is shown (Trojan Source).
+_UNSAFE: Final = (
+    "\\x00-\\x09\\x0b-\\x1f\\x7f-\\x9f\\u061c\\u200e\\u200f\\u2028-\\u202e\\u2066-\\u2069"
+)
+_CONTROL: Final = re.compile(f"[{_UNSAFE}]")
+_CONTROL_OR_NEWLINE: Final = re.compile(f"[{_UNSAFE}\\n]")
 _CARETS: Final = re.compile(r"^\s*[\^~\s]+$")
 _FRAME: Final = re.compile(r'^\s*File "(.*)", line \d+')
 # spanflow's recording modules, wherever the recording process had them installed.
@@ -56,11 +72,33 @@ _OWN_FRAME: Final = re.compile(
 # -- text helpers ---------------------------------------------------------------------------------
 
 
-def clean(text: str) -> str:
-    """``text`` safe for a terminal: control characters (but newline and tab) shown escaped."""
-    text = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+def clean(text: object, *, newlines: bool = True) -> str:
+    """``text`` (any stored value, as ``str``) safe for a terminal.
+
+    Every control character is shown escaped (``\\x1b``, ``\\x9b``, ``\\u202e``), so no escape
+    sequence, clipboard write (OSC 52), title change or bidi reordering gets through, and the
+    reader sees that something was there. Newlines are kept where text is shown on several
+    lines on purpose (``newlines=False`` escapes them too). This is the one function every
+    stored string passes through on its way to the terminal.
+    """
+    pattern = _CONTROL if newlines else _CONTROL_OR_NEWLINE
+    text = pattern.sub(_escape, str(text))
     # A lone surrogate (possible in stored JSON) cannot be encoded for output.
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _escape(m: re.Match[str]) -> str:
+    code = ord(m.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def safe_json(text: str) -> str:
+    """JSON text with the code points :func:`clean` escapes written as ``\\uXXXX`` escapes.
+
+    ``json.dumps`` already escapes C0 controls but not DEL, C1 or bidi controls; outside
+    strings JSON text has none of these, so the substitution keeps the document's meaning.
+    """
+    return _CONTROL.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def shorten(text: str, limit: int = VALUE_CHARS) -> str:
@@ -111,7 +149,7 @@ def status_text(status: str) -> Text:
     """A run status, coloured."""
     from rich.text import Text
 
-    return Text(status, style=STATUS_STYLES.get(status, ""))
+    return Text(clean(status, newlines=False), style=STATUS_STYLES.get(status, ""))
 
 
 # -- output streams ---------------------------------------------------------------------------------------
@@ -155,13 +193,16 @@ def write(text: str, stream: TextIO | None = None) -> None:
 
 
 def json_text(value: Any) -> str:
-    """Indented JSON; non-ASCII kept as is unless it cannot be encoded (a lone surrogate)."""
+    """Indented JSON that is safe to print on a terminal (see :func:`safe_json`).
+
+    Non-ASCII is kept as is unless it cannot be encoded (a lone surrogate).
+    """
     try:
         text = json.dumps(value, indent=2, ensure_ascii=False)
         text.encode("utf-8")
     except UnicodeEncodeError:
         text = json.dumps(value, indent=2)
-    return text
+    return safe_json(text)
 
 
 def format_bytes(n: int) -> str:
@@ -177,26 +218,52 @@ def format_bytes(n: int) -> str:
 # -- the run list ---------------------------------------------------------------------------------
 
 
-def runs_table(runs: Sequence[RunData]) -> Table:
-    """Runs as a table: id (12 chars), workflow, status, started, duration, error."""
+def runs_table(runs: Sequence[AnyRun], width: int = PIPE_WIDTH, id_chars: int = 12) -> Table:
+    """Runs as a table: id prefix, workflow, status, started, duration, error, in ``width``.
+
+    The id prefix, status, start time and duration are never cut; the workflow is folded over
+    lines if it must; the error gets what room is left, shortened to one line. Below
+    ``WIDE_TABLE`` columns the start time leaves out the year and seconds.
+    """
     from rich.table import Table
     from rich.text import Text
 
+    started_format = "%Y-%m-%d %H:%M:%S" if width >= WIDE_TABLE else "%m-%d %H:%M"
+    rows = [
+        (
+            clean(run.id[:id_chars], newlines=False),
+            clean(one_line(run.workflow or "?", VALUE_CHARS), newlines=False),
+            run.status,
+            run.started_at.astimezone().strftime(started_format),
+            format_duration(run.duration_ms),
+            clean(one_line(run.error or "", ERROR_CHARS_IN_TABLE), newlines=False),
+        )
+        for run in runs
+    ]
+    headers = ("run id", "workflow", "status", "started", "duration", "error")
+    need = [max([len(h), *(len(row[i]) for row in rows)]) for i, h in enumerate(headers)]
+    gaps = 2 * (len(headers) - 1)
+    room = max(0, width - gaps - need[0] - need[2] - need[3] - need[4])
+    workflow_w, error_w = need[1], need[5]
+    if workflow_w + error_w > room:
+        # The workflow keeps what it needs if the error can still say something, else half.
+        workflow_w = max(min(workflow_w, room - MIN_ERROR_CHARS), min(workflow_w, room // 2), 8)
+        error_w = max(room - workflow_w, len(headers[5]))
     table = Table(box=None, header_style="bold", pad_edge=False, show_edge=False)
-    table.add_column("run id", no_wrap=True)
-    table.add_column("workflow", overflow="fold")
-    table.add_column("status", no_wrap=True)
-    table.add_column("started", no_wrap=True)
-    table.add_column("duration", justify="right", no_wrap=True)
-    table.add_column("error", overflow="ellipsis", no_wrap=True)
-    for run in runs:
+    table.add_column(headers[0], no_wrap=True, min_width=need[0])
+    table.add_column(headers[1], overflow="fold", width=workflow_w)
+    table.add_column(headers[2], no_wrap=True, min_width=need[2])
+    table.add_column(headers[3], no_wrap=True, min_width=need[3])
+    table.add_column(headers[4], justify="right", no_wrap=True, min_width=need[4])
+    table.add_column(headers[5], overflow="ellipsis", no_wrap=True, width=error_w)
+    for run_id, workflow, status, started, duration, error in rows:
         table.add_row(
-            Text(run.id[:12]),
-            Text(clean(run.workflow or "?")),
-            status_text(run.status),
-            Text(local_time(run.started_at)),
-            Text(format_duration(run.duration_ms)),
-            Text(clean(one_line(run.error or "", ERROR_CHARS_IN_TABLE)), style="red"),
+            Text(run_id),
+            Text(workflow),
+            status_text(status),
+            Text(started),
+            Text(duration),
+            Text(one_line(error, error_w), style="red"),
         )
     return table
 
@@ -204,15 +271,19 @@ def runs_table(runs: Sequence[RunData]) -> Table:
 # -- one run --------------------------------------------------------------------------------------
 
 
-def run_header(run: RunData, replays: Sequence[RunData]) -> Text:
-    """The lines above the span tree: id, workflow, status, error, times, service, replays."""
+def run_header(run: AnyRun, replays: Sequence[AnyRun], *, lone_step: bool = False) -> Text:
+    """The lines above the span tree: id, workflow, status, error, times, service, replays.
+
+    A run whose root span is a step (a step called outside any workflow) says so: it is a
+    one-step run, with no workflow for replay to call.
+    """
     from rich.text import Text
 
     out = Text()
     out.append("run ", style="bold")
-    out.append(run.id, style="bold")
+    out.append(clean(run.id, newlines=False), style="bold")
     out.append("  ")
-    out.append(clean(run.workflow or "?"), style="bold cyan")
+    out.append(clean(run.workflow or "?", newlines=False), style="bold cyan")
     out.append("  ")
     out.append_text(status_text(run.status))
     rows: list[tuple[str, Text]] = []
@@ -220,97 +291,142 @@ def run_header(run: RunData, replays: Sequence[RunData]) -> Text:
         rows.append(("error", Text(clean(shorten(run.error)), style="red")))
     rows.append(("started", Text(f"{local_time(run.started_at)} (local time)")))
     rows.append(("duration", Text(format_duration(run.duration_ms))))
+    if lone_step:
+        rows.append(
+            (
+                "kind",
+                Text(
+                    "one-step run: a step called outside any workflow (no workflow to replay)",
+                    style="yellow",
+                ),
+            )
+        )
     if run.service:
-        rows.append(("service", Text(clean(run.service))))
+        rows.append(("service", Text(clean(run.service, newlines=False))))
     if run.entrypoint:
-        where = f"  ({clean(run.workflow_file)})" if run.workflow_file else ""
-        rows.append(("entrypoint", Text(clean(run.entrypoint) + where)))
+        where = f"  ({run.workflow_file})" if run.workflow_file else ""
+        rows.append(("entrypoint", Text(clean(run.entrypoint + where, newlines=False))))
     if run.replay_of:
-        rows.append(("replay of", Text(run.replay_of)))
+        rows.append(("replay of", Text(clean(run.replay_of, newlines=False))))
     if replays:
         listed = ", ".join(f"{r.id} ({r.status})" for r in replays[:MAX_ITEMS])
         more = f", … {len(replays) - MAX_ITEMS} more" if len(replays) > MAX_ITEMS else ""
-        rows.append(("replays", Text(listed + more)))
+        rows.append(("replays", Text(clean(listed + more, newlines=False))))
     for key, value in rows:
         out.append(f"\n  {key:<11}", style="dim")
         out.append_text(value)
     return out
 
 
-def run_view(run: RunData, spans: Sequence[SpanData], replays: Sequence[RunData]) -> Group:
-    """The header and the span tree of one run."""
+def is_lone_step(run: AnyRun, roots: Iterable[AnySpan]) -> bool:
+    """Whether ``run`` is a step called outside any workflow (its root span is a step)."""
+    if run.entrypoint:
+        return False
+    return any(
+        s.parent_id is None and s.attributes.get(attr.STEP_TYPE) == attr.STEP_TYPE_STEP
+        for s in roots
+    )
+
+
+def run_view(
+    run: AnyRun, replays: Sequence[AnyRun], tree: Tree | None, *, lone_step: bool = False
+) -> Group:
+    """The header and the span tree (None: the run has no spans yet) of one run."""
     from rich.console import Group
     from rich.text import Text
 
-    parts: list[RenderableType] = [run_header(run, replays), Text()]
-    if spans:
-        parts.append(span_tree(spans))
+    parts: list[RenderableType] = [run_header(run, replays, lone_step=lone_step), Text()]
+    if tree is not None:
+        parts.append(tree)
     else:
         parts.append(Text("no spans stored for this run yet", style="dim"))
     return Group(*parts)
 
 
-def span_tree(spans: Sequence[SpanData]) -> Tree:
-    """Spans nested by parent, children in start order.
+def span_tree(spans: Sequence[AnySpan], *, everything: bool = False) -> Tree:
+    """Spans nested by parent, children in start order (see :func:`draw_tree`)."""
+    forest = span_forest.build(spans)
+    return draw_tree(forest, span_forest.layout(forest, everything=everything), spans.__getitem__)
 
-    A span whose parent is not stored is shown at the top level, marked ``(orphan)``; offsets
-    are from the start of the run and clamped at zero, so clock skew between processes (a child
-    that seems to start before its parent) cannot produce negative times.
+
+def draw_tree(
+    forest: span_forest.Forest,
+    entries: Sequence[span_forest.Entry],
+    record: Callable[[int], AnySpan],
+    width: int = PIPE_WIDTH,
+) -> Tree:
+    """The tree of ``entries`` (from ``span_forest.layout``); ``record(i)`` is span ``i``.
+
+    A span whose parent is not stored is shown at the top level, marked ``(orphan)``, and so
+    are spans whose parents form a cycle or that name themselves as parent; a repeated span id
+    is marked too. Offsets are from the start of the run and clamped at zero, so clock skew
+    between processes (a child that seems to start before its parent) cannot produce negative
+    times. A long list of siblings left out is one ``… N more spans`` line. On a narrow screen
+    (``width``) fewer levels are indented, so a span's title keeps room for its name, duration
+    and status.
     """
     from rich.text import Text
     from rich.tree import Tree
 
-    by_id = {s.span_id: s for s in spans}
-    children: dict[str, list[SpanData]] = {}
-    tops: list[SpanData] = []
-    for span in spans:
-        if (
-            span.parent_id is not None
-            and span.parent_id in by_id
-            and span.parent_id != span.span_id
-        ):
-            children.setdefault(span.parent_id, []).append(span)
-        else:
-            tops.append(span)
-    roots = [s for s in spans if s.parent_id is None]
-    base = min(s.start_ns for s in (roots or spans))
+    max_depth = max(2, min(MAX_DEPTH, (width - TITLE_ROOM) // 4))
+    nodes = forest.spans
+    roots = [n.start_ns for n in nodes if n.parent_id is None]
+    base = min(roots or [n.start_ns for n in nodes])
     tree = Tree(Text("spans", style="bold"), guide_style="dim")
-    shown: set[str] = set()
-
-    def attach(node: Tree, top: Sequence[SpanData], orphan: bool) -> None:
-        # Iterative, so a very deep call tree cannot exhaust the Python stack.
-        stack: list[tuple[Tree, SpanData, bool, int]] = [
-            (node, s, orphan and s.parent_id is not None, 1) for s in reversed(_by_start(top))
-        ]
-        while stack:
-            parent_node, span, is_orphan, depth = stack.pop()
-            if span.span_id in shown:
-                continue
-            shown.add(span.span_id)
-            kids = children.get(span.span_id, [])
-            label = span_label(span, base, kids, orphan=is_orphan)
-            if depth > MAX_DEPTH:
-                # Deeper levels would indent the text off the screen: keep them at this
-                # indentation, in call order, saying how deep they are.
-                label = Text(f"[depth {depth}] ", style="dim") + label
-            branch = parent_node.add(label)
-            under = branch if depth < MAX_DEPTH else parent_node
-            stack.extend((under, kid, False, depth + 1) for kid in reversed(_by_start(kids)))
-
-    attach(tree, tops, orphan=True)
-    # Spans whose parents form a cycle are reachable from no top-level span: still show them.
-    rest = [s for s in spans if s.span_id not in shown]
-    if rest:
-        attach(tree, rest, orphan=True)
+    # levels[d] is the node that spans at depth d + 1 hang from.
+    levels: list[Tree] = [tree]
+    for entry in entries:
+        depth = entry.depth
+        parent_node = levels[min(depth, max_depth) - 1]
+        if entry.hidden is not None:
+            parent_node.add(_hidden_label(entry.hidden))
+            continue
+        if entry.span < 0:
+            tree.add(
+                Text(
+                    f"… {entry.undrawn:,} more spans not drawn: --all draws every span, "
+                    "--json prints them all",
+                    style="yellow",
+                )
+            )
+            continue
+        i = entry.span
+        failed = [k for k in forest.children[i] if nodes[k].status == "ERROR"]
+        why = forest.why.get(i, "")
+        label = span_label(
+            record(i),
+            base,
+            [record(k) for k in failed[: span_forest.FAILED]],
+            orphan=why == "orphan",
+        )
+        if why and why != "orphan":
+            label.append(f"  ({why})", style="yellow")
+        if i in forest.duplicates:
+            label.append("  (duplicate span id)", style="yellow")
+        if depth > max_depth:
+            # Deeper levels would indent the text off the screen: keep them at this
+            # indentation, in call order, saying how deep they are.
+            label = Text(f"[depth {depth}] ", style="dim") + label
+        branch = parent_node.add(label)
+        if depth < max_depth:
+            del levels[depth:]
+            levels.append(branch)
     return tree
 
 
-def _by_start(spans: Iterable[SpanData]) -> list[SpanData]:
-    return sorted(spans, key=lambda s: (s.start_ns, s.span_id))
+def _hidden_label(hidden: span_forest.Hidden) -> Text:
+    from rich.text import Text
+
+    noun = "span" if hidden.spans == 1 else "spans"
+    text = Text(f"… {hidden.spans:,} more {noun}", style="dim")
+    if hidden.failed:
+        text.append(f" ({hidden.failed:,} with failures not shown)", style="yellow")
+    text.append(" (--all shows them)", style="dim")
+    return text
 
 
 def span_label(
-    span: SpanData, base_ns: int, children: Sequence[SpanData], *, orphan: bool = False
+    span: AnySpan, base_ns: int, children: Sequence[AnySpan], *, orphan: bool = False
 ) -> Text:
     """One span: a title line, then what it recorded (attempts, errors, logs, diffs, output)."""
     from rich.text import Text
@@ -320,19 +436,20 @@ def span_label(
     out = Text()
     number = a.get(attr.ATTEMPT_NUMBER)
     if number is not None:
-        out.append(f"attempt {clean(str(number))}", style="bold")
+        out.append(f"attempt {clean(number, newlines=False)}", style="bold")
     else:
-        out.append(clean(str(a.get(attr.STEP_NAME) or span.name)), style="bold")
-    kind = _kind(span)
-    if kind:
-        out.append(f"  {kind}", style="dim")
-    out.append(f"  +{format_duration((span.start_ns - base_ns) / 1e6)}", style="dim")
+        out.append(clean(a.get(attr.STEP_NAME) or span.name, newlines=False), style="bold")
+    # Name, duration and status first: on a narrow screen what wraps is the kind and offset.
     out.append(f"  {format_duration((span.end_ns - span.start_ns) / 1e6)}")
     out.append("  ")
     if a.get(attr.RUN_UNFINISHED):  # rebuilt from its start record: it never ended
         out.append(clean(span.status_message or "running"), style="bold yellow")
     else:
         out.append("ERROR" if failed else "ok", style="bold red" if failed else "green")
+    kind = _kind(span)
+    if kind:
+        out.append(f"  {clean(kind, newlines=False)}", style="dim")
+    out.append(f"  +{format_duration((span.start_ns - base_ns) / 1e6)}", style="dim")
     if orphan:
         out.append("  (orphan)", style="yellow")
     for line, style in detail_lines(span, children):
@@ -341,7 +458,7 @@ def span_label(
     return out
 
 
-def _kind(span: SpanData) -> str:
+def _kind(span: AnySpan) -> str:
     a = span.attributes
     step_type = str(a.get(attr.STEP_TYPE) or "")
     if step_type == attr.STEP_TYPE_ATTEMPT:
@@ -353,7 +470,7 @@ def _kind(span: SpanData) -> str:
     return " · ".join(parts)
 
 
-def detail_lines(span: SpanData, children: Sequence[SpanData]) -> list[tuple[str, str]]:
+def detail_lines(span: AnySpan, children: Sequence[AnySpan]) -> list[tuple[str, str]]:
     """The ``(text, style)`` lines recorded on a span, most telling first."""
     a = span.attributes
     lines: list[tuple[str, str]] = []
@@ -392,11 +509,11 @@ def detail_lines(span: SpanData, children: Sequence[SpanData]) -> list[tuple[str
     return lines
 
 
-def _exceptions(span: SpanData) -> list[Mapping[str, Any]]:
+def _exceptions(span: AnySpan) -> list[Mapping[str, Any]]:
     return [e.attributes for e in span.events if e.name == attr.EXCEPTION_EVENT]
 
 
-def _error_lines(span: SpanData, children: Sequence[SpanData]) -> list[tuple[str, str]]:
+def _error_lines(span: AnySpan, children: Sequence[AnySpan]) -> list[tuple[str, str]]:
     events = [(e.name, e.attributes) for e in span.events]
     if span.status != "ERROR":
         return [
@@ -468,7 +585,7 @@ def _genai_lines(a: Mapping[str, Any]) -> list[tuple[str, str]]:
     return [("llm: " + ", ".join(parts), "dim")]
 
 
-def _log_lines(span: SpanData) -> list[tuple[str, str]]:
+def _log_lines(span: AnySpan) -> list[tuple[str, str]]:
     logs = [e.attributes for e in span.events if e.name == attr.LOG_EVENT]
     lines = [
         (
