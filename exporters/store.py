@@ -395,7 +395,7 @@ class Store:
         the rows a caller picked.
         """
         _, pk = self._run_rows(run_id)
-        return [
+        rows = [
             (int(r[0]), r[1], r[2], r[3], int(r[4]))
             for r in self._query(
                 f"SELECT rowid, {s.SPAN_ID}, {s.SPAN_PARENT_ID}, {s.SPAN_STATUS}, "
@@ -404,6 +404,19 @@ class Store:
                 [pk],
             )
         ]
+        start = self._start_record(pk)
+        if start is not None and all(r[1] != start[0] for r in rows):
+            # A root that never ended, rebuilt from its start record (row -1, see spans_at).
+            rows.insert(0, (_START_ROW, start[0], None, "UNSET", int(start[2])))
+        return rows
+
+    def _start_record(self, pk: int) -> Sequence[Any] | None:
+        found = self._query(
+            f"SELECT {s.SPAN_ID}, {s.SPAN_NAME}, {s.SPAN_START_NS}, {s.SPAN_ATTRIBUTES} "
+            f"FROM {s.RUN_STARTS} WHERE {s.SPAN_RUN_PK} = ?",
+            [pk],
+        )
+        return found[0] if found else None
 
     def spans_at(self, run_id: str, rows: Sequence[int]) -> dict[int, SpanData]:
         """The spans of some rows of :meth:`span_outline`, by row."""
@@ -441,6 +454,10 @@ class Store:
                 resources = self._resource_map({r[10] for r in found if r[10] is not None})
                 for row in found:
                     out[int(row[0])] = _span_data(run.id, row[1:], events, links, resources)
+            if _START_ROW in rows:
+                start = self._start_record(pk)
+                if start is not None:
+                    out[_START_ROW] = _unfinished_root(run, start, list(out.values()))
         return out
 
     def iter_spans(
@@ -767,6 +784,9 @@ def _span_data(
         # A copy: resources are cached and shared by many spans.
         resource=dict(resources[res_pk]) if res_pk in resources else {},
     )
+
+
+_START_ROW: Final = -1  # span_outline's row of a root rebuilt from its start record
 
 
 def _unfinished_root(run: RunData, start: Sequence[Any], spans: Sequence[SpanData]) -> SpanData:
