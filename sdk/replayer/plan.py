@@ -130,10 +130,11 @@ class ReplayPlan:
         path of the recorded call this one corresponds to, under which its own calls are matched.
         A generator (``streams``) is matched, so its own calls are, but always executes.
         """
+        shown = path.replace(_UNMATCHED + "/", "/")  # the summary prints paths without marks
         with self.lock:
             recorded, stands_for = self._counterpart(path, parent, name, inputs)
             if recorded is None and self._is_added(parent):
-                self._added.append(path)
+                self._added.append(shown)
         try:
             if streams:
                 hit, value, why = False, None, ""
@@ -145,11 +146,11 @@ class ReplayPlan:
         except Exception as exc:  # a recorded value this code cannot read: run the call live
             hit, value, why = False, None, f"runs live: {type(exc).__name__}: {exc}"
         with self.lock:
-            (self.reused if hit else self.executed).append(path)
+            (self.reused if hit else self.executed).append(shown)
             if hit and recorded is not None:
                 self._reused_recorded.add(recorded.path)
             if why:
-                self.notes.append(f"{path}: {why}")
+                self.notes.append(f"{shown}: {why}")
         return hit, value, stands_for
 
     def stopped(self, stands_for: str) -> None:

@@ -307,3 +307,12 @@ def test_a_file_that_is_no_trace_exits_2(tmp_path: Path) -> None:
     assert done.returncode == 2 and done.stderr.count("\n") == 1
     assert "bad.json" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "t.db").exists()
+
+
+def test_summary_paths_under_a_changed_step_carry_no_marks(tmp_path: Path) -> None:
+    db, run_id = record(tmp_path)
+    summary = replay_json(tmp_path, db, run_id, "--set", 'input.ticket.text="printer"')
+    # classify ran with other inputs; normalize, its child, is shown as the path a user types.
+    assert "support/classify[0]/normalize[0]" in summary["executed"]
+    assert not any("~" in p for p in summary["executed"] + summary["reused"])
+    assert summary["diverged"] == []
