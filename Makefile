@@ -14,7 +14,7 @@ DEMO_DB := .spanflow/demo.db
 .PHONY: help venv demo test lint typecheck pytest services bench profile clean
 
 help:
-	@echo "make demo   - run the example support pipeline: it fails, then replays after the fix"
+	@echo "make demo   - run the example support pipeline: it fails, replays after the fix, then forks with an edit"
 	@echo "make test   - lint, type-check and run the whole test suite (installs what it needs)"
 	@echo "make bench  - run the benchmarks in bench/ and print the figures"
 	@echo "make profile - pyinstrument call tree of one recorded step, the hot path"

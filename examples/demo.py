@@ -1,4 +1,5 @@
-"""`make demo`: a support pipeline fails part-way; inspect it, fix it, replay it.
+"""`make demo`: a support pipeline fails part-way; inspect it, fix it, replay it, then fork it
+("what if the classifier had said shipping?") by editing one recorded output.
 
 Runs every command the way a user would type it, and prints each one before its output.
 """
@@ -66,7 +67,19 @@ def main() -> None:
         raise SystemExit(f"demo: the replay was expected to succeed (exit {replayed.returncode})")
 
     banner(
-        "5. Look at it in the browser (the commands above need .venv/bin on PATH: source .venv/bin/activate)"
+        "5. Fork it: what if the classifier had said 'shipping'? (--set edits a recorded output)"
+    )
+    forked = run(
+        [spanflow, "replay", run_id, "--db", db, "--set", 'support/classify[0].output="shipping"'],
+        env={"SUPPORT_FIXED": "1", "SPANFLOW_DB": db},
+    )
+    if forked.returncode != 0:
+        raise SystemExit(
+            f"demo: the forked replay was expected to succeed (exit {forked.returncode})"
+        )
+
+    banner(
+        "6. Look at it in the browser (the commands above need .venv/bin on PATH: source .venv/bin/activate)"
     )
     print(f"$ spanflow ui --db {db}")
     print(

@@ -4,7 +4,8 @@ Pure functions; the ``write_*`` ones write through a callable they are given, as
 spans, so a run of any size is exported in the memory of one span. ``to_jaeger`` writes what Jaeger's UI loads with "JSON file" upload;
 ``to_otlp_json`` writes an ``ExportTraceServiceRequest`` in the OTLP/JSON encoding, which the
 Jaeger UI, the OpenTelemetry Collector and most backends read too. ``from_otlp_json`` reads that
-back, and also the files of the Collector's file exporter (see ``parse_otlp_json`` for JSON lines).
+back, and also the files of the Collector's file exporter (see ``parse_otlp_json`` for JSON lines);
+``from_jaeger_json`` reads Jaeger's JSON back, and ``parse_trace_file`` tells the two apart.
 """
 
 from __future__ import annotations
@@ -669,3 +670,207 @@ def parse_otlp_json(text: str | bytes) -> list[SpanRecord]:
                 raise
             raise ValueError(f"document {number}: {exc}") from None
     return spans
+
+
+# --- Jaeger JSON: reading -----------------------------------------------------------------------
+#
+# What `to_jaeger` writes and what Jaeger's UI downloads: the query API's {"data": [trace, ...]}
+# envelope, a bare trace {"traceID", "spans", "processes"}, or a list of traces. Tags become
+# attributes again except the ones the OTel mapping gives a meaning (`span.kind`,
+# `otel.status_code`, `otel.status_description`, `error`, the scope's name); logs become events
+# (their `event` field is the name); the first CHILD_OF reference is the parent and every other
+# reference a link; a process is the resource (`serviceName` is its `service.name`). Warnings
+# are ignored. Jaeger writes times in microseconds, so nanoseconds come back as whole microseconds.
+
+_JAEGER_MAPPED: Final = frozenset(
+    {
+        "span.kind",
+        "otel.status_code",
+        "otel.status_description",
+        "error",
+        "otel.scope.name",
+        "otel.scope.version",
+        "otel.library.name",
+        "otel.library.version",
+        "internal.span.format",
+    }
+)
+
+
+def _jaeger_fail(where: str, message: str) -> ValueError:
+    return ValueError(f"Jaeger JSON {where}: {message}")
+
+
+def _jaeger_id(value: Any, nbytes: int, where: str) -> str:
+    # Jaeger drops leading zeros of ids (a 64-bit trace id is 16 digits): pad them back.
+    if not isinstance(value, str) or not value or len(value) > nbytes * 2 or not _HEX.match(value):
+        raise _jaeger_fail(where, f"expected up to {nbytes * 2} hex digits, got {_describe(value)}")
+    hex_id = value.lower().rjust(nbytes * 2, "0")
+    if hex_id == "0" * (nbytes * 2):
+        raise _jaeger_fail(where, "an all-zero id is not a valid trace or span id")
+    return hex_id
+
+
+def _jaeger_number(value: Any, where: str, kind: type[int] | type[float]) -> Any:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise _jaeger_fail(where, f"expected a number, got {_describe(value)}")
+    try:
+        number = kind(value)
+    except ValueError:
+        raise _jaeger_fail(where, f"expected a number, got {_describe(value)}") from None
+    return number
+
+
+def _from_jaeger_tags(value: Any, where: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if value is None:
+        return out
+    if not isinstance(value, list):
+        raise _jaeger_fail(where, f"expected a list, got {_describe(value)}")
+    for i, item in enumerate(value):
+        at = f"{where}[{i}]"
+        if not isinstance(item, Mapping) or not isinstance(item.get("key"), str):
+            raise _jaeger_fail(at, f"expected a {{key, type, value}} tag, got {_describe(item)}")
+        kind = str(item.get("type", "string")).lower()
+        raw = item.get("value")
+        if kind == "bool":
+            out[item["key"]] = raw if isinstance(raw, bool) else str(raw).lower() == "true"
+        elif kind == "int64":
+            out[item["key"]] = _jaeger_number(raw, f"{at}.value", int)
+        elif kind == "float64":
+            out[item["key"]] = _jaeger_number(raw, f"{at}.value", float)
+        else:  # string, binary (base64 text): kept as text
+            out[item["key"]] = raw if isinstance(raw, str) else _json_text(raw)
+    return out
+
+
+def _from_jaeger_span(raw: Any, processes: Mapping[str, dict[str, Any]], where: str) -> SpanRecord:
+    if not isinstance(raw, Mapping):
+        raise _jaeger_fail(where, f"expected a span object, got {_describe(raw)}")
+    trace_id = _jaeger_id(raw.get("traceID"), 16, f"{where}.traceID")
+    tags = _from_jaeger_tags(raw.get("tags"), f"{where}.tags")
+    parent: str | None = None
+    links: list[LinkRecord] = []
+    references = raw.get("references") or []
+    if not isinstance(references, list):
+        raise _jaeger_fail(f"{where}.references", f"expected a list, got {_describe(references)}")
+    for i, ref in enumerate(references):
+        at = f"{where}.references[{i}]"
+        if not isinstance(ref, Mapping):
+            raise _jaeger_fail(at, f"expected a reference object, got {_describe(ref)}")
+        ref_trace = _jaeger_id(ref.get("traceID"), 16, f"{at}.traceID")
+        ref_span = _jaeger_id(ref.get("spanID"), 8, f"{at}.spanID")
+        if parent is None and ref.get("refType") == "CHILD_OF" and ref_trace == trace_id:
+            parent = ref_span
+        else:
+            links.append(LinkRecord(trace_id=ref_trace, span_id=ref_span, attributes={}))
+    if parent is None and raw.get("parentSpanID"):  # the older layout, no references
+        parent = _jaeger_id(raw.get("parentSpanID"), 8, f"{where}.parentSpanID")
+    code = str(tags.get("otel.status_code", "")).upper()
+    status = (
+        code if code in _STATUS_NUMBERS else ("ERROR" if tags.get("error") is True else "UNSET")
+    )
+    kind = str(tags.get("span.kind", "internal")).upper()
+    message = tags.get("otel.status_description")
+    events = []
+    for i, log in enumerate(raw.get("logs") or []):
+        at = f"{where}.logs[{i}]"
+        if not isinstance(log, Mapping):
+            raise _jaeger_fail(at, f"expected a log object, got {_describe(log)}")
+        fields = _from_jaeger_tags(log.get("fields"), f"{at}.fields")
+        name = fields.pop("event", "")
+        events.append(
+            EventRecord(
+                name=str(name),
+                time_ns=_jaeger_number(log.get("timestamp", 0), f"{at}.timestamp", int) * 1000,
+                attributes=fields,
+            )
+        )
+    start_us = _jaeger_number(raw.get("startTime"), f"{where}.startTime", int)
+    duration_us = _jaeger_number(raw.get("duration", 0), f"{where}.duration", int)
+    name = raw.get("operationName", "")
+    return SpanRecord(
+        run_id=trace_id,
+        span_id=_jaeger_id(raw.get("spanID"), 8, f"{where}.spanID"),
+        parent_id=parent,
+        name=name if isinstance(name, str) else _json_text(name),
+        kind=kind if kind in _KIND_NUMBERS else "INTERNAL",
+        status=cast(SpanStatus, status),
+        status_message=str(message) if message else None,
+        start_ns=start_us * 1000,
+        end_ns=(start_us + max(0, duration_us)) * 1000,
+        attributes={k: v for k, v in tags.items() if k not in _JAEGER_MAPPED},
+        events=events,
+        links=links,
+        resource=dict(processes.get(str(raw.get("processID")), {})),
+    )
+
+
+def from_jaeger_json(data: Any) -> list[SpanRecord]:
+    """The spans of Jaeger JSON: the query API's ``{"data": [...]}`` (what :func:`to_jaeger`
+    writes), one trace object as Jaeger's UI downloads it, or a list of traces.
+
+    Raises:
+        ValueError: the data is not Jaeger trace JSON; the message names the bad field.
+    """
+    if isinstance(data, Mapping) and "data" in data:
+        traces = data["data"] or []
+    elif isinstance(data, Mapping) and "spans" in data:
+        traces = [data]
+    elif isinstance(data, list):
+        traces = data
+    else:
+        raise _jaeger_fail("document", "expected {'data': [traces]} or a trace with 'spans'")
+    if not isinstance(traces, list):
+        raise _jaeger_fail("data", f"expected a list of traces, got {_describe(traces)}")
+    spans: list[SpanRecord] = []
+    for t, trace in enumerate(traces):
+        at = f"data[{t}]"
+        if not isinstance(trace, Mapping):
+            raise _jaeger_fail(at, f"expected a trace object, got {_describe(trace)}")
+        processes: dict[str, dict[str, Any]] = {}
+        raw_processes = trace.get("processes") or {}
+        if not isinstance(raw_processes, Mapping):
+            raise _jaeger_fail(
+                f"{at}.processes", f"expected an object, got {_describe(raw_processes)}"
+            )
+        for pid, process in raw_processes.items():
+            if not isinstance(process, Mapping):
+                raise _jaeger_fail(
+                    f"{at}.processes.{pid}", f"expected an object, got {_describe(process)}"
+                )
+            resource = _from_jaeger_tags(process.get("tags"), f"{at}.processes.{pid}.tags")
+            if process.get("serviceName"):
+                resource[SERVICE_NAME] = str(process["serviceName"])
+            processes[str(pid)] = resource
+        raw_spans = trace.get("spans") or []
+        if not isinstance(raw_spans, list):
+            raise _jaeger_fail(f"{at}.spans", f"expected a list, got {_describe(raw_spans)}")
+        spans.extend(
+            _from_jaeger_span(raw, processes, f"{at}.spans[{i}]") for i, raw in enumerate(raw_spans)
+        )
+    return spans
+
+
+def _is_jaeger(document: Any) -> bool:
+    if isinstance(document, list):
+        return bool(document) and isinstance(document[0], Mapping) and "spans" in document[0]
+    return isinstance(document, Mapping) and ("data" in document or "spans" in document)
+
+
+def parse_trace_file(text: str | bytes) -> list[SpanRecord]:
+    """The spans of a trace file in either format: Jaeger JSON or OTLP/JSON (see
+    :func:`from_jaeger_json` and :func:`parse_otlp_json`).
+
+    Raises:
+        ValueError: neither format; the message names the bad field.
+    """
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", errors="replace")
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError:
+        return parse_otlp_json(text)  # JSON lines, or not JSON at all: OTLP says which
+    if _is_jaeger(document):
+        return from_jaeger_json(document)
+    return parse_otlp_json(text)

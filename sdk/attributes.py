@@ -32,6 +32,12 @@ TIMEOUT_OVERRUN: Final = "spanflow.timeout.overrun_s"
 """Seconds past the deadline that attempt ended."""
 REPLAY_OF: Final = "spanflow.replay.of"
 REPLAY_CACHED: Final = "spanflow.replay.cached"
+REPLAY_DIVERGED: Final = "spanflow.replay.diverged"
+"""On a replay's root: JSON list of ``{"path", "kind": "removed"|"added"}``, calls today's code
+no longer makes and calls that have no recording."""
+REPLAY_EDITS: Final = "spanflow.replay.edits"
+"""On a replay's root: JSON list of ``{"target", "value"}``, the inputs and recorded outputs
+replaced before the replay (``--set``)."""
 RUN_UNFINISHED: Final = "spanflow.run.unfinished"
 """True on a root the store rebuilt from its start record: its process never ended it."""
 ROUTE_BRANCH: Final = "spanflow.route.branch"

@@ -566,7 +566,7 @@ def _gen_wrapper(
                 except BaseException as exc:
                     thrown = exc
         except BaseException as exc:
-            call.fail(exc)
+            call.fail(exc, received=items if keep else None)
             raise
         call.succeed(items if value is None else {"items": items, "return": value})
         return value
@@ -613,7 +613,7 @@ def _async_gen_wrapper(
                     thrown = exc
         except BaseException as exc:
             if call is not None:
-                call.fail(exc)
+                call.fail(exc, received=items if keep else None)
             raise
         if call is not None:
             call.succeed(items)

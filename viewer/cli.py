@@ -5,12 +5,14 @@ except ``spanflow replay``, which has to run the user's workflow again. Start-up
 Python itself costs: listing runs uses the store's plain records (no pydantic), and anything
 heavier (rich, file formats, the web server, package metadata) is imported by the command that
 needs it. Problems are reported as
-one line on stderr with exit status 2; a replay that fails again exits with 1.
+one line on stderr with exit status 2; a replay that fails again exits with 1, and one that
+diverged from its recording under ``--strict`` with 3.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
 import importlib
 import json
@@ -38,6 +40,8 @@ DB_ENV: Final = "SPANFLOW_DB"
 EXIT_OK: Final = 0
 EXIT_REPLAY_FAILED: Final = 1
 EXIT_USAGE: Final = 2
+#: ``replay --strict`` found calls that diverged from the recording.
+EXIT_DIVERGED: Final = 3
 EXIT_INTERRUPTED: Final = 130
 #: The reader of stdout went away (`spanflow runs | head`): rich's console exits with 1 then.
 EXIT_BROKEN_PIPE: Final = 1
@@ -287,23 +291,54 @@ def cmd_replay(args: argparse.Namespace) -> int:
     # The one place the viewer loads the runtime: replaying means running the user's code.
     from spanflow.replayer import runner
 
-    job = runner.load(args.run, db_path(args), args.from_step)
-    where = (
-        f"from {job.workflow_file}"
-        if job.workflow_file
-        else f"from the import path and {Path.cwd()}"
-    )
-    render.write(
-        render.clean(f"replaying run {job.run_id}: importing {job.entrypoint} {where}") + "\n"
-    )
-    sys.stdout.flush()
-    outcome = runner.run(job, allow=args.allow)
+    inputs, outputs = runner.parse_set(args.set)
+    run_ref = _import_if_file(args, args.run, quiet=args.json)
+    job = runner.load(run_ref, db_path(args), args.from_step)
+    if not args.json:
+        where = (
+            f"from {job.workflow_file}"
+            if job.workflow_file
+            else f"from the import path and {Path.cwd()}"
+        )
+        render.write(
+            render.clean(f"replaying run {job.run_id}: importing {job.entrypoint} {where}") + "\n"
+        )
+        sys.stdout.flush()
+        outcome = runner.run(job, allow=args.allow, inputs=inputs, outputs=outputs)
+    else:
+        # stdout carries the JSON alone: what the workflow prints goes to stderr.
+        with contextlib.redirect_stdout(sys.stderr):
+            outcome = runner.run(job, allow=args.allow, inputs=inputs, outputs=outputs)
+    diverged = outcome.diverged
+    if args.json:
+        _print_json(
+            {
+                "run": outcome.run_id,
+                "status": "ok" if outcome.error is None else "failed",
+                "reused": list(outcome.plan.reused),
+                "executed": list(outcome.plan.executed),
+                "diverged": diverged,
+            }
+        )
+    else:
+        _print_replay_summary(args, outcome, diverged)
+    if outcome.error is not None:
+        return EXIT_REPLAY_FAILED
+    return EXIT_DIVERGED if args.strict and diverged else EXIT_OK
+
+
+def _print_replay_summary(args: argparse.Namespace, outcome: Any, diverged: list[Any]) -> None:
     import pydantic_core
     from rich.text import Text
 
     plan = outcome.plan
     console = render.make_console()
     summary = Text()
+    if outcome.edits:
+        summary.append(f"edited: {len(outcome.edits)}\n", style="bold")
+        for edit in outcome.edits:
+            value = render.shorten(json.dumps(edit["value"], ensure_ascii=False))
+            summary.append(f"  {render.clean(edit['target'])} = {render.clean(value)}\n")
     for title, steps in (
         ("reused (recorded output, not executed)", plan.reused),
         ("executed", plan.executed),
@@ -311,6 +346,15 @@ def cmd_replay(args: argparse.Namespace) -> int:
         summary.append(f"{title}: {len(steps)}\n", style="bold")
         for step in steps:
             summary.append(f"  {render.clean(step)}\n")
+    if diverged:
+        summary.append(f"diverged from the recording: {len(diverged)}\n", style="bold yellow")
+        for item in diverged:
+            what = (
+                "recorded, not called today"
+                if item["kind"] == "removed"
+                else "called today, not recorded"
+            )
+            summary.append(f"  {item['kind']}: {render.clean(item['path'])} ({what})\n")
     if plan.notes:
         summary.append("notes:\n", style="bold")
         for note in plan.notes:
@@ -329,7 +373,24 @@ def cmd_replay(args: argparse.Namespace) -> int:
         see = f"see it: spanflow show {outcome.run_id}{_db_option(args)}"
         summary.append("\n" + render.clean(see, newlines=False), style="dim")
     console.print(summary, soft_wrap=True)
-    return EXIT_OK if outcome.error is None else EXIT_REPLAY_FAILED
+
+
+def _import_if_file(args: argparse.Namespace, ref: str, *, quiet: bool = False) -> str:
+    """``ref`` itself when it is not a file; else the id of the one run the file holds, after
+    importing it into the store (a second import of the same file adds nothing)."""
+    source = Path(ref)
+    if not source.is_file():
+        return ref
+    spans = _read_spans(source)
+    run_ids = sorted({span.run_id for span in spans})
+    if len(run_ids) != 1:
+        raise CliError(
+            f"{source} holds {_count(len(run_ids), 'run')}; replay needs a file of one run "
+            "(import it with `spanflow import` and replay one of its run ids)"
+        )
+    line = _store_spans(args, source, spans, run_ids)
+    render.write(line + "\n", sys.stderr if quiet else sys.stdout)
+    return str(run_ids[0])
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -358,23 +419,35 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    """``spanflow import FILE``: load OTLP/JSON spans into the store (created if missing)."""
-    from spanflow.exporters.file_formats import parse_otlp_json
-
+    """``spanflow import FILE``: load OTLP/JSON or Jaeger JSON spans into the store (created if
+    missing); spans already stored are skipped, so importing twice gives one run."""
     source = Path(args.file)
+    spans = _read_spans(source)
+    if not spans:
+        render.write(render.clean(f"{source} holds no spans; nothing imported") + "\n")
+        return EXIT_OK
+    run_ids = sorted({span.run_id for span in spans})
+    render.write(render.clean(_store_spans(args, source, spans, run_ids)) + "\n")
+    return EXIT_OK
+
+
+def _read_spans(source: Path) -> list[Any]:
+    from spanflow.exporters.file_formats import parse_trace_file
+
     try:
         data = source.read_bytes()
     except OSError as exc:
         raise CliError(f"cannot read {source}: {exc.strerror or exc}") from None
     try:
-        spans = parse_otlp_json(data)
+        return parse_trace_file(data)
     except ValueError as exc:
         raise CliError(f"{source}: {exc}") from None
+
+
+def _store_spans(
+    args: argparse.Namespace, source: Path, spans: list[Any], run_ids: list[str]
+) -> str:
     path = db_path(args)
-    run_ids = sorted({span.run_id for span in spans})
-    if not spans:
-        render.write(render.clean(f"{source} holds no spans; nothing imported") + "\n")
-        return EXIT_OK
     with Store.open(path, readonly=False) as store:
         new_runs = sum(1 for run_id in run_ids if not _has_run(store, run_id))
         inserted = store.write_spans(spans)
@@ -385,8 +458,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     )
     if skipped:
         line += f"; {_count(skipped, 'span')} already stored, skipped"
-    render.write(render.clean(line) + "\n")
-    return EXIT_OK
+    return line
 
 
 def _count(n: int, noun: str) -> str:
@@ -574,7 +646,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = command("replay", cmd_replay, "Re-run a recorded run with today's code.")
-    p.add_argument("run", metavar="RUN", help="run id, or a unique prefix of at least 4 chars")
+    p.add_argument(
+        "run",
+        metavar="RUN",
+        help="run id, a unique prefix of at least 4 chars, or an OTLP/JSON or Jaeger JSON file "
+        "(imported into the store first)",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="TARGET=JSON",
+        help="replace a workflow argument (input.<param>[.<key>...]=JSON) or a recorded step "
+        "output (<step path>.output=JSON) before replaying; repeatable",
+    )
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit 3 when calls diverged from the recording (removed or added steps)",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help='print {"run", "status", "reused", "executed", "diverged"} as JSON',
+    )
     p.add_argument(
         "--from",
         dest="from_step",
@@ -595,8 +690,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=FORMATS, required=True, help="jaeger or otlp-json")
     p.add_argument("-o", "--output", metavar="FILE", help="write to FILE (default: stdout)")
 
-    p = command("import", cmd_import, "Load OTLP/JSON spans into the store.")
-    p.add_argument("file", metavar="FILE", help="an OTLP/JSON file (one document or JSON lines)")
+    p = command("import", cmd_import, "Load OTLP/JSON or Jaeger JSON spans into the store.")
+    p.add_argument(
+        "file",
+        metavar="FILE",
+        help="an OTLP/JSON file (one document or JSON lines) or a Jaeger JSON file",
+    )
 
     p = command("gc", cmd_gc, "Delete old runs and compact the store.")
     p.add_argument(

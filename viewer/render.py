@@ -470,6 +470,25 @@ def _kind(span: AnySpan) -> str:
     return " · ".join(parts)
 
 
+def _replay_lines(a: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """A replay root's edits (``--set``) and divergence, one line each."""
+    lines: list[tuple[str, str]] = []
+    for key, show in ((attr.REPLAY_EDITS, "edited"), (attr.REPLAY_DIVERGED, "diverged")):
+        try:
+            items = json.loads(str(a.get(key) or "[]"))
+        except ValueError:
+            continue
+        for item in items if isinstance(items, list) else []:
+            if not isinstance(item, dict):
+                continue
+            if show == "edited":
+                value = shorten(json.dumps(item.get("value"), ensure_ascii=False))
+                lines.append((clean(f"edited: {item.get('target')} = {value}"), "magenta"))
+            else:
+                lines.append((clean(f"diverged: {item.get('kind')} {item.get('path')}"), "yellow"))
+    return lines
+
+
 def detail_lines(span: AnySpan, children: Sequence[AnySpan]) -> list[tuple[str, str]]:
     """The ``(text, style)`` lines recorded on a span, most telling first."""
     a = span.attributes
@@ -484,6 +503,7 @@ def detail_lines(span: AnySpan, children: Sequence[AnySpan]) -> list[tuple[str, 
         lines.append(("replay: recorded output reused (not executed)", "cyan"))
     if a.get(attr.REPLAY_OF):
         lines.append((f"replay of run {a[attr.REPLAY_OF]}", "cyan"))
+        lines.extend(_replay_lines(a))
     if a.get(attr.FALLBACK_USED):
         lines.append(("fallback used: the fallback produced the result", "yellow"))
     if a.get(attr.DEFAULT_USED):

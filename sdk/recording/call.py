@@ -135,6 +135,7 @@ class StepCall:
             plan = current_replay(ctx)
             if plan is not None:
                 attributes[attr.REPLAY_OF] = plan.original_run_id
+                attributes.update(plan.root_attributes)
                 links = [*(links or []), *plan.links()]
             recording = True
             path, parent_path = spec.name, ""
@@ -184,13 +185,18 @@ class StepCall:
         if (
             plan is not None
             and not self.is_root
-            and not spec.streams
             and self._encoded_inputs is not None
             and span.is_recording()
         ):
             try:
                 hit, value, stands_for = plan.reuse(
-                    path, parent_path, spec.name, spec.fn, self._encoded_inputs, self._states
+                    path,
+                    parent_path,
+                    spec.name,
+                    spec.fn,
+                    self._encoded_inputs,
+                    self._states,
+                    streams=spec.streams,
                 )
                 self.frame.path = stands_for  # its own calls are matched under that call
                 if hit:
@@ -339,10 +345,14 @@ class StepCall:
             logger.debug("spanflow: capturing output of %s failed", self.spec.name, exc_info=True)
         self._end()
 
-    def fail(self, exc: BaseException) -> None:
-        """The call raised ``exc`` (which the caller re-raises unchanged): record it, end the span."""
+    def fail(self, exc: BaseException, *, received: list[Any] | None = None) -> None:
+        """The call raised ``exc`` (which the caller re-raises unchanged): record it, end the span.
+
+        ``received``: the items a generator's consumer took before it closed the generator."""
         span = self.span
         try:
+            if self.run.replay is not None:
+                self.run.replay.stopped(self.frame.path)
             if span.is_recording():
                 self._record_state_diff(None)
                 if is_cancellation(exc):
@@ -352,6 +362,12 @@ class StepCall:
                         span.set_status(Status(StatusCode.ERROR, "cancelled"))
                 elif isinstance(exc, GeneratorExit):
                     span.set_attribute(attr.GENERATOR_CLOSED, True)
+                    if received is not None and self.records_output:
+                        enc = self._encode(attr.OUTPUT_VALUE, received)
+                        set_values(
+                            span,
+                            {attr.OUTPUT_VALUE: enc.json, attr.OUTPUT_MIME_TYPE: attr.JSON_MIME},
+                        )
                 else:
                     record_failure(span, exc, self.rt.settings.redactor)
             if self.is_root and self.spec.is_workflow and not is_cancellation(exc):
@@ -392,6 +408,8 @@ class StepCall:
             ):
                 span.set_attribute(attr.GEN_AI_INPUT_TOKENS, self.run.input_tokens)
                 span.set_attribute(attr.GEN_AI_OUTPUT_TOKENS, self.run.output_tokens)
+            if self.is_root and self.run.replay is not None and span.is_recording():
+                set_values(span, self.run.replay.closing_attributes())
         except Exception:
             count("capture_errors")
         self.suspend()

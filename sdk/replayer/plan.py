@@ -7,6 +7,21 @@ recorded: a call whose position holds other inputs (or was taken by such a sibli
 to the first recorded call of the same step under the same parent with equal inputs that no
 other call was matched to. The hot path consults it on every call of a replay; it reads no store
 and imports no code. Nothing is unpickled.
+
+Divergence is what the replay can say for certain about calls that changed shape:
+
+- *removed*: a recorded call that no live call stands for, under a recorded call whose live
+  counterpart executed (a reused step executes nothing, so its recorded children are not
+  missing). If that counterpart stopped early (it failed or was closed), only recorded calls
+  that started before a sibling the replay did reach count: the rest were never got to.
+- *added*: a live call at a position the recording has no call of that step for, under a call
+  that has a recorded counterpart. Under a recorded call that itself stopped early (the step
+  that failed, the root of a failed or killed run), a call made once each of its recorded calls
+  was met lies beyond where the recording ends and is not counted.
+- A call at a recorded position with other inputs is neither (it is a changed call, and the
+  summary says its inputs changed); the calls it makes are not counted either: other inputs may
+  legitimately lead to other calls.
+- A generator step is one call, however many items it yields.
 """
 
 from __future__ import annotations
@@ -69,6 +84,11 @@ class ReplayPlan:
     reused: list[str] = field(default_factory=list)
     executed: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    root_path: str = ""
+    #: Whether the original run ended ok; if not, its root stopped early (see the module doc).
+    complete: bool = True
+    #: Attributes the replay's root span starts with (the original's workflow file, the edits).
+    root_attributes: dict[str, str] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     # Recorded calls some live call already stands for (each stands for one at most), and the
     # recorded calls by (parent path, step name, canonical inputs) in occurrence order, built
@@ -77,6 +97,13 @@ class ReplayPlan:
     _by_inputs: dict[tuple[str, str, str], deque[RecordedCall]] | None = field(
         default=None, init=False, repr=False
     )
+    # Divergence bookkeeping: recorded calls reused, positions a call with other inputs held,
+    # recorded calls whose live counterpart stopped early, and live calls with no recording.
+    _reused_recorded: set[str] = field(default_factory=set, init=False, repr=False)
+    _changed: set[str] = field(default_factory=set, init=False, repr=False)
+    _stopped: set[str] = field(default_factory=set, init=False, repr=False)
+    _added: list[str] = field(default_factory=list, init=False, repr=False)
+    _children: dict[str, list[RecordedCall]] | None = field(default=None, init=False, repr=False)
 
     def links(self) -> list[Link]:
         ctx = SpanContext(
@@ -95,27 +122,92 @@ class ReplayPlan:
         fn: Any,
         inputs: Encoded,
         states: Sequence[tuple[str, State, Any]],
+        *,
+        streams: bool = False,
     ) -> tuple[bool, Any, str]:
         """Look up the call of step ``name`` at ``path`` (under the call at ``parent``).
 
         Returns ``(hit, output, stands_for)``: on a hit the recorded output, with its recorded
         state change re-applied to ``states`` (the live State arguments); ``stands_for`` is the
         path of the recorded call this one corresponds to, under which its own calls are matched.
+        A generator (``streams``) is matched, so its own calls are, but always executes.
         """
+        shown = path.replace(_UNMATCHED + "/", "/")  # the summary prints paths without marks
         with self.lock:
             recorded, stands_for = self._counterpart(path, parent, name, inputs)
+            if recorded is None and self._is_added(parent):
+                self._added.append(shown)
         try:
-            hit, value, why = self._match(recorded, fn, inputs)
+            if streams:
+                hit, value, why = False, None, ""
+            else:
+                hit, value, why = self._match(recorded, fn, inputs)
             if hit and recorded is not None:
                 why = self._apply_state(recorded, states)
                 hit = not why
         except Exception as exc:  # a recorded value this code cannot read: run the call live
             hit, value, why = False, None, f"runs live: {type(exc).__name__}: {exc}"
         with self.lock:
-            (self.reused if hit else self.executed).append(path)
+            (self.reused if hit else self.executed).append(shown)
+            if hit and recorded is not None:
+                self._reused_recorded.add(recorded.path)
             if why:
-                self.notes.append(f"{path}: {why}")
+                self.notes.append(f"{shown}: {why}")
         return hit, value, stands_for
+
+    def stopped(self, stands_for: str) -> None:
+        """The live call standing for ``stands_for`` ended without finishing (raised, closed)."""
+        with self.lock:
+            self._stopped.add(stands_for)
+
+    def _recorded_children(self) -> dict[str, list[RecordedCall]]:
+        if self._children is None:
+            children: dict[str, list[RecordedCall]] = {}
+            for call in sorted(self.calls.values(), key=lambda c: c.start_ns):
+                if call.parent:
+                    children.setdefault(call.parent, []).append(call)
+            self._children = children
+        return self._children
+
+    def _stopped_early_when_recorded(self, path: str) -> bool:
+        if path == self.root_path:
+            return not self.complete
+        call = self.calls.get(path)
+        return call is not None and not call.ok
+
+    def _is_added(self, parent: str) -> bool:
+        """Whether a call with no recorded counterpart under ``parent`` is a call the recording
+        should have had (see the module doc); called under the lock."""
+        if parent != self.root_path and parent not in self.calls:
+            return False  # under a call with other inputs, or itself added
+        if self._stopped_early_when_recorded(parent):
+            siblings = self._recorded_children().get(parent, [])
+            return any(c.path not in self._taken for c in siblings)
+        return True
+
+    def divergence(self) -> list[dict[str, str]]:
+        """Calls today's code no longer makes and calls with no recording, in recorded order
+        (removed) and then in call order (added)."""
+        with self.lock:
+            out: list[dict[str, str]] = []
+            executed_live = self._taken - self._reused_recorded
+            for parent, children in self._recorded_children().items():
+                if parent != self.root_path and parent not in executed_live:
+                    continue
+                missing = [
+                    c for c in children if c.path not in self._taken and c.path not in self._changed
+                ]
+                if parent in self._stopped:
+                    reached = [c.start_ns for c in children if c.path in self._taken]
+                    last = max(reached, default=-1)
+                    missing = [c for c in missing if c.start_ns < last]
+                out.extend({"path": c.path, "kind": "removed"} for c in missing)
+            out.extend({"path": p, "kind": "added"} for p in self._added)
+            return out
+
+    def closing_attributes(self) -> dict[str, str]:
+        """What the replay's root span records as it ends (its divergence)."""
+        return {attr.REPLAY_DIVERGED: json.dumps(self.divergence(), ensure_ascii=False)}
 
     def _counterpart(
         self, path: str, parent: str, name: str, inputs: Encoded
@@ -145,6 +237,8 @@ class ReplayPlan:
                     self._taken.add(call.path)
                     return call, call.path
         # Other inputs at this position (the summary says so); nothing recorded stands behind it.
+        if exact is not None:
+            self._changed.add(exact.path)
         return exact, path + _UNMATCHED
 
     def _recorded_by_inputs(self) -> dict[tuple[str, str, str], deque[RecordedCall]]:
@@ -239,8 +333,12 @@ def _return_annotation(fn: Any) -> Any:
 # -- building the plan from the store --------------------------------------------------------
 
 
-def build_plan(run_id: str, spans: Sequence[Any], from_step: str | None) -> tuple[ReplayPlan, Any]:
-    """Index a run's recorded step calls by call path; returns the plan and the root span."""
+def build_plan(
+    run_id: str, spans: Sequence[Any], from_step: str | None, *, complete: bool = True
+) -> tuple[ReplayPlan, Any]:
+    """Index a run's recorded step calls by call path; returns the plan and the root span.
+
+    ``complete`` says whether the run ended ok (a failed, killed or running one did not)."""
     by_id = {s.span_id: s for s in spans}
     roots = [s for s in spans if s.parent_id is None]
     if not roots:
@@ -333,6 +431,8 @@ def build_plan(run_id: str, spans: Sequence[Any], from_step: str | None) -> tupl
         original_root_span_id=root.span_id,
         calls=calls,
         live=frozenset(live),
+        root_path=paths.get(root.span_id, ""),
+        complete=complete,
     )
     return plan, root
 

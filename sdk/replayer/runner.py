@@ -18,9 +18,9 @@ import os
 import re
 import sys
 import typing
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.machinery import PathFinder
 from pathlib import Path
 from typing import Any
@@ -32,8 +32,10 @@ from .. import attributes as attr
 from .. import runtime
 from ..config import db_from_env
 from ..context import with_replay
-from ..errors import ReplayError
+from ..errors import ReplayError, SpanflowError
 from ..recording.spec import spec_of
+from ..values.serialize import encode
+from .edits import edit_inputs, edit_outputs, parse_set
 from .plan import ReplayPlan, build_plan
 
 __all__ = [
@@ -43,6 +45,7 @@ __all__ = [
     "check_import",
     "load",
     "load_workflow",
+    "parse_set",
     "replay",
     "run",
 ]
@@ -286,6 +289,7 @@ class ReplayJob:
     input_json: str | None
     lossy: frozenset[str]
     async_library: str = "asyncio"  # an async workflow runs on the event loop it was recorded on
+    service: str | None = None  # the original's ``service.name``, which the replay keeps
 
 
 @dataclass
@@ -296,6 +300,13 @@ class ReplayResult:
     run_id: str | None = None
     value: Any = None
     error: BaseException | None = None
+    edits: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def diverged(self) -> list[dict[str, str]]:
+        """Calls today's code no longer makes (``removed``) and calls with no recording
+        (``added``), as ``{"path", "kind"}``."""
+        return self.plan.divergence()
 
 
 def load(
@@ -308,7 +319,7 @@ def load(
     with Store.open(path) as store:
         run_record = store.get_run(run_id)
         spans = store.spans(run_record.id)
-    plan, root = build_plan(run_record.id, spans, from_step)
+    plan, root = build_plan(run_record.id, spans, from_step, complete=run_record.status == "ok")
     if root.attributes.get(attr.STEP_TYPE) != attr.STEP_TYPE_WORKFLOW:
         raise ReplayError(
             f"run {run_record.id} is a lone step call, not a workflow run; "
@@ -327,6 +338,7 @@ def load(
         input_json=root.attributes.get(attr.INPUT_VALUE),
         lossy=frozenset(x for x in str(root.attributes.get(attr.LOSSY, "")).split(",") if x),
         async_library=str(root.attributes.get(attr.WORKFLOW_ASYNC_LIBRARY) or "asyncio"),
+        service=root.resource.get("service.name") or run_record.service,
     )
 
 
@@ -334,14 +346,33 @@ def _default_db() -> Path:
     return runtime.store_path() or db_from_env()
 
 
-def run(job: ReplayJob, *, allow: Iterable[str] = ()) -> ReplayResult:
+def run(
+    job: ReplayJob,
+    *,
+    allow: Iterable[str] = (),
+    inputs: Mapping[str, Any] | None = None,
+    outputs: Mapping[str, Any] | None = None,
+) -> ReplayResult:
     """Import the workflow, rebuild its arguments and call it as a new run linked to the original.
 
+    ``inputs`` replaces recorded arguments (``{"param": value}`` or ``{"param.key": value}`` for
+    a field inside one) and ``outputs`` recorded step outputs (``{"wf/step[0]": value}``) before
+    the replay; see :mod:`spanflow.replayer.edits`.
+
     Raises ReplayError before anything is called when the entrypoint or the arguments cannot be
-    rebuilt; the workflow's own exception is returned in the result, not raised.
+    rebuilt or an edit names nothing; the workflow's own exception is returned in the result.
     """
+    edits: list[dict[str, Any]] = []
+    plan = job.plan
+    if outputs:
+        plan, output_edits = edit_outputs(plan, outputs)
+        edits.extend(output_edits)
     fn = load_workflow(job.entrypoint, job.workflow_file, allow)
-    args, kwargs = rebuild_arguments(fn, job.input_json, job.lossy)
+    input_json, lossy = job.input_json, job.lossy
+    if inputs:
+        input_json, lossy, input_edits = edit_inputs(fn, input_json, lossy, inputs)
+        edits[:0] = input_edits
+    args, kwargs = rebuild_arguments(fn, input_json, lossy)
     is_async = inspect.iscoroutinefunction(fn)
     if is_async and (
         job.async_library not in ("asyncio", "trio")
@@ -350,9 +381,12 @@ def run(job: ReplayJob, *, allow: Iterable[str] = ()) -> ReplayResult:
         raise ReplayError(
             f"run {job.run_id} ran on the {job.async_library} event loop, which is not available here"
         )
-    runtime.use_store(job.db)
-    plan = job.plan
-    result = ReplayResult(plan=plan)
+    _record_into(job)
+    if job.workflow_file:
+        plan.root_attributes[attr.WORKFLOW_FILE] = job.workflow_file
+    if edits:
+        plan.root_attributes[attr.REPLAY_EDITS] = _edits_json(edits)
+    result = ReplayResult(plan=plan, edits=edits)
     token = otel_context.attach(with_replay(otel_context.get_current(), plan))
     try:
         call = functools.partial(fn, *args, **kwargs)
@@ -371,6 +405,24 @@ def run(job: ReplayJob, *, allow: Iterable[str] = ()) -> ReplayResult:
     return result
 
 
+def _record_into(job: ReplayJob) -> None:
+    """Record into the job's store, under the original run's service name when this process
+    has not started recording yet (it then installs the provider, whose resource names the
+    service). A process already recording keeps its own provider and so its service name."""
+    if job.service and runtime.store_path() is None:
+        try:
+            runtime.configure(db=job.db, service_name=job.service)
+            return
+        except SpanflowError:
+            logger.warning("spanflow: replay could not keep service %r", job.service, exc_info=True)
+    runtime.use_store(job.db)
+
+
+def _edits_json(edits: list[dict[str, Any]]) -> str:
+    settings = runtime.get_runtime().settings
+    return encode(edits, max_bytes=settings.max_value_bytes, redactor=settings.redactor).json
+
+
 async def _await(call: Any) -> Any:
     return await call()
 
@@ -381,6 +433,8 @@ def replay(
     from_step: str | None = None,
     *,
     allow: Iterable[str] = (),
+    inputs: Mapping[str, Any] | None = None,
+    outputs: Mapping[str, Any] | None = None,
 ) -> Any:
     """Re-run a recorded run with today's code, reusing the outputs of steps that succeeded.
 
@@ -390,6 +444,10 @@ def replay(
         from_step: run this step and everything after it live, even where it succeeded.
         allow: modules (and their submodules) replay may import although they do not lie under
             the current directory, such as an installed package of yours.
+        inputs: workflow arguments to replace, by parameter name, or ``"param.key"`` for a
+            field inside one (a fork: "what if the ticket had said X").
+        outputs: recorded step outputs to replace before they are reused, by the step path the
+            replay summary prints (``"support/classify[0]"``).
 
     Returns:
         What the workflow returns. Raises what it raises (with a note naming the new run).
@@ -398,7 +456,7 @@ def replay(
         ReplayError: the run cannot be replayed (entrypoint, arguments); StoreError /
             UnknownRunError: the store or the run cannot be read.
     """
-    outcome = run(load(run_id, db, from_step), allow=allow)
+    outcome = run(load(run_id, db, from_step), allow=allow, inputs=inputs, outputs=outputs)
     if outcome.error is not None:
         raise outcome.error
     return outcome.value

@@ -508,7 +508,7 @@ def test_import_rejects_what_is_not_otlp(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     bad = tmp_path / "bad.json"
-    bad.write_text('{"data": []}')
+    bad.write_text('{"hello": []}')  # ({"data": []} is Jaeger JSON without traces)
     db = tmp_path / "t.db"
     code, out, err = run_cli(capsys, "import", bad, "--db", db)
     assert_one_line_error(code, out, err, str(bad), "resourceSpans")
