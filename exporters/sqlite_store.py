@@ -28,7 +28,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Final
 
 # The writer may create the store when the first run starts: load sqlite-utils now, so its import
@@ -206,6 +206,9 @@ class SQLiteSpanProcessor(SpanProcessor):
         self._service = service_name
         self._closed = False
         self._disabled = False
+        #: Redacts a live root's attributes for its run-start record (spanflow's runtime sets
+        #: it: finished spans reach ``on_end`` already scrubbed, a running root does not).
+        self.scrub_start: Callable[[ReadableSpan], Mapping[str, Any]] | None = None
         self._reset_process_state()
         if hasattr(os, "register_at_fork"):
             ref = weakref.WeakMethod(self._after_fork)
@@ -566,7 +569,10 @@ class SQLiteSpanProcessor(SpanProcessor):
                     # Read now, not at start: names are often set just after a span starts.
                     attrs = attributes(item.span)
                     runs.append(run_row(item.span, attrs, ended=False))
-                    starts.append(start_row(item.span, attrs))
+                    scrub = self.scrub_start
+                    starts.append(
+                        start_row(item.span, attrs if scrub is None else scrub(item.span))
+                    )
                 elif kind is _Flush:
                     flushes.append(item)
             if not (rows or extras or runs):

@@ -9,6 +9,7 @@ endpoint is asked for); it also owns the process hooks (flush at exit and on SIG
 from __future__ import annotations
 
 import atexit
+import functools
 import logging
 import os
 import signal
@@ -29,7 +30,7 @@ from ._stats import count
 from .config import Capture, Settings, otlp_from_env, resolve, resource_for
 from .errors import ConfigurationError
 from .recording.logs import install_log_capture
-from .recording.scrub import scrub_span
+from .recording.scrub import scrub_span, scrubbed_attributes
 from .recording.span_values import attribute_blind, quiet_at_start
 from .values.redact import Redactor
 
@@ -211,6 +212,8 @@ def _build(settings: Settings, tracer_provider: trace.TracerProvider | None) -> 
 
         service = provider.resource.attributes.get("service.name")
         store = SQLiteSpanProcessor(settings.db, service_name=str(service) if service else None)
+        # The run-start record is read from the live root, not from a span the Forwarder scrubbed.
+        store.scrub_start = functools.partial(scrubbed_attributes, redactor=settings.redactor)
         processors.append(store)
     otlp: SpanProcessor | None = None
     if not settings.otlp_off and (settings.otlp_explicit or (installed and otlp_from_env())):

@@ -9,7 +9,7 @@ hide is passed on as it is (the common case costs a walk over its attribute name
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Final
 
 from opentelemetry.sdk.trace import Event, ReadableSpan
@@ -19,7 +19,7 @@ from opentelemetry.util.types import Attributes
 from .. import attributes as attr
 from ..values.redact import Redactor
 
-__all__ = ["scrub_span"]
+__all__ = ["scrub_span", "scrubbed_attributes"]
 
 SCOPE: Final = "spanflow"
 # Values spanflow encodes itself (redacted then), and names and ids it writes: not scanned again.
@@ -69,6 +69,19 @@ def scrub_span(span: ReadableSpan, redactor: Redactor) -> ReadableSpan:
         end_time=span.end_time,
         instrumentation_scope=scope,
     )
+
+
+def scrubbed_attributes(span: ReadableSpan, redactor: Redactor) -> Mapping[str, object]:
+    """The attributes of ``span``, running or ended, as :func:`scrub_span` would pass them on
+    (the store's record of a run's root as it started is read while the root still runs)."""
+    scope = getattr(span, "_instrumentation_scope", None) or span.instrumentation_scope
+    ours = scope is not None and scope.name == SCOPE
+    original = getattr(span, "_attributes", None) or span.attributes or {}
+    names = getattr(original, "_dict", original)
+    if ours and _OURS.issuperset(names):
+        return names
+    clean = redactor.scrub_attributes(original, _OURS if ours else frozenset())
+    return names if clean is None else clean
 
 
 def _only_ours(span: ReadableSpan) -> bool:
