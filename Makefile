@@ -17,7 +17,8 @@ help:
 	@echo "make demo   - run the example support pipeline: it fails, replays after the fix, then forks with an edit"
 	@echo "make test   - lint, type-check and run the whole test suite (installs what it needs)"
 	@echo "make bench  - run the benchmarks in bench/ and print the figures"
-	@echo "make profile - pyinstrument call tree of one recorded step, the hot path"
+	@echo "make profile - pyinstrument call trees of a step in a workflow and of a one-step run"
+	@echo "               (PROFILE=step or PROFILE=run for one of them)"
 
 # The demo needs spanflow alone; the tests add their extras (Ray, Dask, Playwright, ...).
 $(VENV)/.installed: pyproject.toml
@@ -80,8 +81,10 @@ bench: venv $(PEERS_VENV)/.installed
 	cd bench && ../$(PY) bench_executors.py
 	cd bench && $(PEERS_VENV)/bin/python bench_peers.py
 
+# PROFILE=step (a step inside a workflow), run (a one-step run) or both.
+PROFILE ?= both
 profile: venv
-	cd bench && ../$(PY) profile_step.py
+	cd bench && ../$(PY) profile_step.py --case $(PROFILE)
 
 clean:
 	rm -rf $(VENV) .spanflow .pytest_cache .mypy_cache .ruff_cache build *.egg-info

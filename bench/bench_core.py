@@ -1,6 +1,6 @@
-"""Per-step cost of spanflow against a bare OpenTelemetry span, in one process.
+"""Per-step and per-run cost of spanflow against bare OpenTelemetry spans, in one process.
 
-    python bench/bench_core.py [--quick]
+    python bench/bench_core.py [--quick] [--only steps|runs]
 
 Prints a markdown table. Every comparison runs its cases interleaved (round after round) and
 reports the median of the rounds, so noise from the machine lands on all cases alike.
@@ -159,6 +159,69 @@ def step_overhead(tmp: Path, n: int, repeats: int) -> list[Row]:
     rows = [(name, f"{us:.1f} µs", f"{us / base:.2f}x") for name, us in med.items()]
     rows.append(("spans dropped by the store during the run", str(dropped), ""))
     return rows
+
+
+def run_overhead(tmp: Path, n: int, repeats: int) -> list[Row]:
+    """Whole runs, as users meet them: a decorated function called on its own (a one-step run,
+    as from a web handler) and a 10-step workflow, against the same bare spans."""
+    bare_provider = batch_provider()
+    bare_tracer = bare_provider.get_tracer("bench")
+    # As in step_overhead: the store is spanflow's only exporter.
+    store_provider = TracerProvider()
+    step = spanflow.step(answer)
+    dropped = 0
+
+    @spanflow.workflow(name="ten")
+    def ten() -> None:
+        for _ in range(10):
+            step("refund please", k=3)
+
+    def bare_one() -> None:
+        with bare_tracer.start_as_current_span("answer"):
+            answer("refund please", k=3)
+
+    def bare_ten() -> None:
+        with bare_tracer.start_as_current_span("ten"):
+            for _ in range(10):
+                with bare_tracer.start_as_current_span("answer"):
+                    answer("refund please", k=3)
+
+    def recorded(fn: Any, calls: int) -> Any:
+        timed = per_call_us(fn, calls, then=spanflow.flush)
+
+        def case() -> float:
+            nonlocal dropped
+            spanflow.configure(tracer_provider=store_provider, db=tmp / "runs.db")
+            us = timed()
+            dropped += spanflow.stats().get("store.spans_dropped", 0)
+            return us
+
+        return case
+
+    med = interleaved(
+        {
+            "bare": per_call_us(bare_one, n, then=bare_provider.force_flush),
+            "one": recorded(lambda: step("refund please", k=3), n),
+            "bare ten": per_call_us(bare_ten, n // 10, then=bare_provider.force_flush),
+            "ten": recorded(ten, n // 10),
+        },
+        repeats,
+    )
+    return [
+        ("bare OTel span, a trace of its own", f"{med['bare']:.1f} µs", "1.00x"),
+        (
+            "one-step run: `@spanflow.step` called outside any run, SQLite store",
+            f"{med['one']:.1f} µs",
+            f"{med['one'] / med['bare']:.2f}x",
+        ),
+        ("11 bare OTel spans, a root and 10 children", f"{med['bare ten']:.1f} µs", "1.00x"),
+        (
+            "10-step run: `@spanflow.workflow` calling 10 steps (11 spans), SQLite store",
+            f"{med['ten']:.1f} µs",
+            f"{med['ten'] / med['bare ten']:.2f}x its 11 bare spans",
+        ),
+        ("spans dropped by the store during the runs", str(dropped), ""),
+    ]
 
 
 def disabled_overhead(n: int, repeats: int) -> list[Row]:
@@ -345,17 +408,24 @@ def replay_speed(tmp: Path) -> list[Row]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="fewer calls, for a smoke run")
+    parser.add_argument(
+        "--only", choices=("steps", "runs"), help="just the per-step or just the per-run rows"
+    )
     args = parser.parse_args()
     n, repeats = (2_000, 3) if args.quick else (20_000, 11)
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         rows: list[Row] = []
-        rows += step_overhead(tmp, n, repeats)
-        rows += disabled_overhead(n * 5, repeats)
-        rows += fan_out(tmp, 2_000 if args.quick else 10_000, max(3, repeats // 2))
-        rows += retry_path(tmp, n // 10, repeats)
-        rows += state_diffs(tmp, max(3, repeats // 2))
-        rows += replay_speed(tmp)
+        if args.only != "runs":
+            rows += step_overhead(tmp, n, repeats)
+        if args.only != "steps":
+            rows += run_overhead(tmp, n, repeats)
+        if args.only is None:
+            rows += disabled_overhead(n * 5, repeats)
+            rows += fan_out(tmp, 2_000 if args.quick else 10_000, max(3, repeats // 2))
+            rows += retry_path(tmp, n // 10, repeats)
+            rows += state_diffs(tmp, max(3, repeats // 2))
+            rows += replay_speed(tmp)
         runtime.reset_for_tests()
     print(
         f"machine: {platform.machine()}, {platform.python_implementation()} {platform.python_version()}, "

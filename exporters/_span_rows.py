@@ -12,6 +12,7 @@ collections nothing.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import time
 from collections.abc import Mapping
@@ -162,6 +163,41 @@ def run_row(span: ReadableSpan, attrs: Mapping[str, Any], *, ended: bool) -> tup
         (end - start) / 1e6 if end is not None else None,
         attrs.get(REPLAY_OF),
         span.resource.attributes.get(SERVICE_NAME) if span.resource else None,
+        _own_host(),
+        pid,
+        _own_process_start(pid),
+        ATTRIBUTES_VERSION,
+    )
+
+
+@functools.lru_cache(maxsize=_RESOURCE_TEXTS)
+def _service_of(resource_text: str | None) -> str | None:
+    if resource_text is None:
+        return None
+    service = json.loads(resource_text).get(SERVICE_NAME)
+    return service if isinstance(service, str) else None
+
+
+def ended_run_row(
+    row: s.SpanRow, name: Any, entrypoint: Any, workflow_file: Any, replay_of: Any
+) -> tuple[Any, ...]:
+    """What :func:`run_row` gives for a root span that ended without error, from its span row
+    (:meth:`RowMaker.row`, the resource as text) and the attributes ``spanflow.step.name``,
+    ``spanflow.workflow.entrypoint``, ``spanflow.workflow.file``, ``spanflow.replay.of``."""
+    start, end = row[7], row[8]
+    pid = os.getpid()
+    return (
+        row[0],
+        name or row[3],
+        entrypoint,
+        workflow_file,
+        s.STATUS_OK,
+        None,
+        start,
+        end,
+        (end - start) / 1e6,
+        replay_of,
+        _service_of(row[10]),
         _own_host(),
         pid,
         _own_process_start(pid),

@@ -36,7 +36,7 @@ from typing import Any, Final, Protocol
 import sqlite_utils  # noqa: F401
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
-from spanflow.attributes import RUN_ID
+from spanflow.attributes import REPLAY_OF, RUN_ID, STEP_NAME, WORKFLOW_ENTRYPOINT, WORKFLOW_FILE
 from spanflow.errors import ConfigurationError, StoreError
 from spanflow.values.redact import Redactor
 
@@ -46,6 +46,7 @@ from ._span_rows import (
     SDK_SPANS,
     RowMaker,
     attributes,
+    ended_run_row,
     events,
     links,
     run_row,
@@ -94,6 +95,14 @@ class _RunStart:
 
     def __init__(self, span: Span) -> None:
         self.span = span
+
+
+# The end of a run whose root finished without error, events or links is queued as a plain
+# tuple: its span row and the four attributes its run row needs (``_span_rows.ended_run_row``),
+# from which the writer makes that row. Strings and ints only, like a span row, so the garbage
+# collector stops tracking it: a span, a dict or a tuple subclass per queued run would have every
+# collection of the application walk them all.
+_RUN_END_WIDTH: Final = 5
 
 
 class _Flush:
@@ -232,7 +241,9 @@ class SQLiteSpanProcessor(SpanProcessor):
         self._writer = BatchWriter()
         self._rows = RowMaker()
         self._active: dict[int, None] = {}  # runs whose root started here and has not ended
-        self._recent: dict[int, None] = {}  # other known runs, oldest first, capped
+        # Other known runs, oldest first, capped. An OrderedDict: a plain dict's oldest key is
+        # found by skipping every slot its deletions left, which grows with the run rate.
+        self._recent: collections.OrderedDict[int, None] = collections.OrderedDict()
         self._pending: dict[int, Span] = {}  # parentless spans that may yet become run roots
         self._dropping = False
         self._stopping = self._closed
@@ -339,7 +350,12 @@ class SQLiteSpanProcessor(SpanProcessor):
                 self._enqueue(row)
                 evts = events(span)
                 lnks = links(span)
-                if evts or lnks or root:
+                if root and not (evts or lnks) and row[5] != "ERROR":
+                    # The run row (host, process, service) is the writer's to make.
+                    get = attrs.get
+                    name, entry = get(STEP_NAME), get(WORKFLOW_ENTRYPOINT)
+                    self._queue.append((row, name, entry, get(WORKFLOW_FILE), get(REPLAY_OF)))
+                elif evts or lnks or root:
                     self._queue.append(_Extra(span_extra(span, attrs, row, evts, lnks)))
         except Exception:
             self._log_once("on_end", "spanflow store: cannot queue a span", exc_info=True)
@@ -363,7 +379,7 @@ class SQLiteSpanProcessor(SpanProcessor):
         with self._lock:
             recent[tid] = None
             while len(recent) > _RECENT_RUNS:
-                del recent[next(iter(recent))]
+                recent.popitem(last=False)
 
     def _adopt(self, tid: int) -> bool:
         """Whether the trace's pending parentless span has meanwhile become part of a run."""
@@ -546,7 +562,12 @@ class SQLiteSpanProcessor(SpanProcessor):
         done = True
         try:
             rows = [item for item in batch if type(item) is tuple]
-            for item in batch if len(rows) < len(batch) else ():
+            plain = len(rows)
+            ended = [item for item in rows if len(item) == _RUN_END_WIDTH]
+            if ended:
+                rows = [item for item in rows if len(item) != _RUN_END_WIDTH]
+                extras += [(e[0][0], e[0][1], None, None, ended_run_row(*e)) for e in ended]
+            for item in batch if plain < len(batch) else ():
                 # The rarer items: events and links, run starts, flush markers.
                 kind = type(item)
                 if kind is _Extra:

@@ -77,11 +77,8 @@ def running_async_library() -> str | None:
             return "trio"
         except RuntimeError:
             pass
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return None
-    return "asyncio"
+    # asyncio's own non-raising check: a sync run pays no exception to learn it has no loop.
+    return None if asyncio._get_running_loop() is None else "asyncio"
 
 
 def is_cancellation(exc: BaseException) -> bool:
@@ -131,7 +128,9 @@ class StepCall:
             outer = trace.get_current_span(ctx).get_span_context()
             if outer.is_valid:
                 links = [Link(outer, {"spanflow.link": "caller"})]
-            parent_ctx = trace.set_span_in_context(INVALID_SPAN, ctx)
+                parent_ctx = trace.set_span_in_context(INVALID_SPAN, ctx)
+            else:  # no span to hide from the sampler: the run starts a trace from ctx as it is
+                parent_ctx = ctx
             plan = current_replay(ctx)
             if plan is not None:
                 attributes[attr.REPLAY_OF] = plan.original_run_id

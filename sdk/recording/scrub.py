@@ -41,7 +41,9 @@ def scrub_span(span: ReadableSpan, redactor: Redactor) -> ReadableSpan:
     scope = getattr(span, "_instrumentation_scope", None) or span.instrumentation_scope
     ours = scope is not None and scope.name == SCOPE
     original = getattr(span, "_attributes", None) or span.attributes or {}
-    if ours and _OURS.issuperset(original) and _only_ours(span):
+    # The plain dict inside the SDK's BoundedAttributes: iterating the wrapper runs Python code.
+    names = getattr(original, "_dict", original)
+    if ours and _OURS.issuperset(names) and _only_ours(span):
         return span  # every step span: nothing but what spanflow wrote, already redacted
     attributes = redactor.scrub_attributes(original, _OURS if ours else frozenset())
     events = _events(span.events, redactor, ours)
@@ -70,14 +72,17 @@ def scrub_span(span: ReadableSpan, redactor: Redactor) -> ReadableSpan:
 
 
 def _only_ours(span: ReadableSpan) -> bool:
+    # The deque inside the SDK's BoundedList where there is one: its len() runs Python code.
     events = getattr(span, "_events", None)
     if events is None:
         events = span.events
+    events = getattr(events, "_dq", events)
     if events and not all(e.name in _OUR_EVENTS for e in events):
         return False
     links = getattr(span, "_links", None)
     if links is None:
         links = span.links
+    links = getattr(links, "_dq", links)
     return not links or all(_OUR_LINK_KEYS.issuperset(link.attributes or {}) for link in links)
 
 

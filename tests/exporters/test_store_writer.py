@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import sqlite3
@@ -248,6 +249,34 @@ def test_replay_of_and_process_identity(recorder: Recorder) -> None:
     assert run.replay_of == original
     assert run.pid is not None and run.host
     assert run.attrs_version is not None
+
+
+def test_a_finished_run_waits_in_the_queue_as_plain_values(
+    recorder_factory: Callable[..., Recorder], tmp_path: Path
+) -> None:
+    """A run's end is queued as values the garbage collector stops tracking (a span, or a tuple
+    subclass, per queued run has every collection of the application walk them all); the writer
+    makes the run row from them, as complete as from the span."""
+    rec = recorder_factory(tmp_path / "plain.db", flush_interval=0.5)
+    with rec.run("pipeline", **{WORKFLOW_ENTRYPOINT: "app:pipeline"}) as root:
+        run_id = run_id_of(root)
+        with rec.step("fetch"):
+            pass
+    queued = list(rec.processor._queue)  # the writer's first round is half a second away
+    gc.collect()
+    assert len(queued) >= 3 and not [item for item in queued if gc.is_tracked(item)]
+    rec.flush()
+    with Store.open(rec.path) as store:
+        run = store.get_run(run_id)
+    assert (run.status, run.workflow, run.entrypoint, run.service) == (
+        "ok",
+        "pipeline",
+        "app:pipeline",
+        "tests",
+    )
+    assert run.span_count == 2 and run.error_count == 0 and run.error is None
+    assert run.duration_ms is not None and run.duration_ms > 0 and run.ended_at is not None
+    assert run.pid == os.getpid() and run.host and run.attrs_version is not None
 
 
 def test_service_name_fallback(recorder_factory: Callable[..., Recorder], tmp_path: Path) -> None:
