@@ -18,7 +18,7 @@ import logging
 import threading
 import typing
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +26,7 @@ from opentelemetry.trace import Link, SpanContext, TraceFlags
 from pydantic import TypeAdapter, ValidationError
 
 from .. import attributes as attr
-from ..errors import ReplayError
+from ..errors import ReplayError, StepRefused
 from ..state import State, adopt
 from ..values.serialize import Encoded
 from ..values.state_diff import apply_patch
@@ -67,6 +67,11 @@ class ReplayPlan:
     reused: list[str] = field(default_factory=list)
     executed: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # A check's selection, ``(step name, OpenInference kind) -> True`` for the calls that may only
+    # be served from the recording: those are reused or refused (StepRefused, never run live),
+    # and every other call runs live. None (replay): reuse whatever matches.
+    must_serve: Callable[[str, str], bool] | None = None
+    refused: list[StepRefused] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     # Recorded calls some live call already stands for (each stands for one at most), and the
     # recorded calls by (parent path, step name, canonical inputs) in occurrence order, built
@@ -93,17 +98,26 @@ class ReplayPlan:
         fn: Any,
         inputs: Encoded,
         states: Sequence[tuple[str, State, Any]],
+        *,
+        kind: str = "",
     ) -> tuple[bool, Any, str]:
         """Look up the call of step ``name`` at ``path`` (under the call at ``parent``).
 
         Returns ``(hit, output, stands_for)``: on a hit the recorded output, with its recorded
         state change re-applied to ``states`` (the live State arguments); ``stands_for`` is the
         path of the recorded call this one corresponds to, under which its own calls are matched.
+
+        Raises:
+            StepRefused: ``must_serve`` selects the call and it cannot be served.
         """
         with self.lock:
             recorded, stands_for = self._counterpart(path, parent, name, inputs)
+        strict = self.must_serve is not None and self.must_serve(name, kind)
         try:
-            hit, value, why = self._match(recorded, fn, inputs)
+            if self.must_serve is not None and not strict:
+                hit, value, why = False, None, ""  # a check runs everything it does not serve
+            else:
+                hit, value, why = self._match(recorded, fn, inputs)
             if hit and recorded is not None:
                 why = self._apply_state(recorded, states)
                 hit = not why
@@ -113,7 +127,20 @@ class ReplayPlan:
             (self.reused if hit else self.executed).append(path)
             if why:
                 self.notes.append(f"{path}: {why}")
+        if strict and not hit:
+            refusal = StepRefused(path, _refusal_reason(recorded, why))
+            with self.lock:
+                self.refused.append(refusal)
+            raise refusal
         return hit, value, stands_for
+
+    def counterpart(
+        self, path: str, parent: str, name: str, inputs: Encoded
+    ) -> tuple[RecordedCall | None, str]:
+        """The recorded call a call at ``path`` is matched to, as replay matches it (``diff``
+        aligns two runs with it); see ``reuse``. Taking a recorded call is for good."""
+        with self.lock:
+            return self._counterpart(path, parent, name, inputs)
 
     def _counterpart(
         self, path: str, parent: str, name: str, inputs: Encoded
@@ -203,6 +230,14 @@ class ReplayPlan:
         for state, updated in updates:  # all or none: a failure above leaves every State as is
             adopt(state, updated)
         return ""
+
+
+def _refusal_reason(recorded: RecordedCall | None, why: str) -> str:
+    if recorded is None:
+        return "no recorded call of this step at this position to serve"
+    if not recorded.ok:
+        return "its recorded call failed; there is no output to serve"
+    return why.removeprefix("runs live: ") or "it cannot be served from the recording"
 
 
 def _same_inputs(recorded: RecordedCall, inputs: Encoded) -> bool:
