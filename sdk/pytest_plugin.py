@@ -30,6 +30,7 @@ __all__ = ["spanflow_check", "spanflow_store"]
 
 _DB_KEY = pytest.StashKey[Path]()
 _SECTION = "spanflow runs"
+_REPORT_WIDTH = 120  # a test report is read in a log more often than in an 80-column terminal
 
 
 def _reader_class() -> type[Store]:
@@ -93,7 +94,7 @@ def spanflow_check(request: pytest.FixtureRequest, spanflow_store: Store) -> Cal
             source = here / candidate
         result = check(source, db if db is not None else spanflow_store.path, reuse)
         if not result.passed:
-            pytest.fail(result.report(), pytrace=False)
+            pytest.fail(result.report(_REPORT_WIDTH), pytrace=False)
         if result.error is not None:
             raise result.error
         return result.value
