@@ -62,15 +62,19 @@ class CheckResult:
         return "\n".join(text for text, _ in self.lines(width))
 
 
-def selection(reuse: Iterable[str] | None) -> Callable[[str, str], bool]:
-    """``(step name, kind) -> True`` for the calls a check serves: items that are OpenInference
-    kinds select by kind (any case), the others by step name."""
+def selection(
+    reuse: Iterable[str] | None, served: Iterable[str] = ()
+) -> Callable[[str, str, str], bool]:
+    """``(recorded path, step name, kind) -> True`` for the calls a check serves: items that are
+    OpenInference kinds select by kind (any case), the others by step name; ``served`` adds
+    recorded calls by path."""
     items = [x.strip() for x in (DEFAULT_REUSE if reuse is None else reuse) if x.strip()]
     kinds = frozenset(x.upper() for x in items if x.upper() in attr.SPAN_KINDS)
     names = frozenset(x for x in items if x.upper() not in attr.SPAN_KINDS)
+    paths = frozenset(served)
 
-    def must_serve(name: str, kind: str) -> bool:
-        return name in names or kind.upper() in kinds
+    def must_serve(path: str, name: str, kind: str) -> bool:
+        return name in names or kind.upper() in kinds or path in paths
 
     return must_serve
 
@@ -132,9 +136,16 @@ def check(
         raise ReplayError(f"{source} does not exist (give a run id or an OTLP/JSON file)")
     else:
         run_id = str(run_or_file)
+    from spanflow.exporters.store import Store
+
     job = load(run_id, store_path)
     plan = job.plan
-    plan.must_serve = selection(reuse)
+    with Store.open(store_path) as store:
+        a_spans = store.spans(job.run_id)
+    # A recording that is itself a replay holds the output of each step it reused, but not the
+    # calls inside (they ran in the original run): such a step can only be served whole.
+    reused = {s.span_id for s in a_spans if s.attributes.get(attr.REPLAY_CACHED)}
+    plan.must_serve = selection(reuse, (c.path for c in plan.calls.values() if c.span_id in reused))
     value: Any = None
     error: BaseException | None = None
     try:
@@ -148,10 +159,7 @@ def check(
         error = group
     if plan.new_run_id is None:
         raise ReplayError("the check's run was not recorded (is recording disabled?)")
-    from spanflow.exporters.store import Store
-
     with Store.open(store_path) as store:
-        a_spans = store.spans(job.run_id)
         b_spans = store.spans(plan.new_run_id)
     return CheckResult(
         recording=job.run_id,

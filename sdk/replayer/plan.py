@@ -67,10 +67,11 @@ class ReplayPlan:
     reused: list[str] = field(default_factory=list)
     executed: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    # A check's selection, ``(step name, OpenInference kind) -> True`` for the calls that may only
-    # be served from the recording: those are reused or refused (StepRefused, never run live),
-    # and every other call runs live. None (replay): reuse whatever matches.
-    must_serve: Callable[[str, str], bool] | None = None
+    # A check's selection, ``(recorded path the call stands for, step name, OpenInference kind)
+    # -> True`` for the calls that may only be served from the recording: those are reused or
+    # refused (StepRefused, never run live), and every other call runs live. None (replay):
+    # reuse whatever matches.
+    must_serve: Callable[[str, str, str], bool] | None = None
     refused: list[StepRefused] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     # Recorded calls some live call already stands for (each stands for one at most), and the
@@ -112,7 +113,7 @@ class ReplayPlan:
         """
         with self.lock:
             recorded, stands_for = self._counterpart(path, parent, name, inputs)
-        strict = self.must_serve is not None and self.must_serve(name, kind)
+        strict = self.must_serve is not None and self.must_serve(stands_for, name, kind)
         try:
             if self.must_serve is not None and not strict:
                 hit, value, why = False, None, ""  # a check runs everything it does not serve

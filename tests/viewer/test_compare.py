@@ -252,3 +252,22 @@ def test_diff_terminates_on_a_parent_cycle_and_marks_added_and_removed() -> None
         ("wf/new[0]", "added"),
     ]
     assert result.notes and "cycle" in result.notes[0]
+
+
+def test_the_readme_loop_failed_run_replay_export_check(project: Project, tmp_path: Path) -> None:
+    failed = project.record(ROUTE_BUG="1")
+    replayed = project.cli("replay", failed)
+    assert replayed.returncode == 0, replayed.stderr
+    with Store.open(project.db) as store:
+        fixed = store.replays_of(failed)[0].id
+    recording = tmp_path / "support.json"
+    assert (
+        project.cli("export", fixed, "--format", "otlp-json", "-o", str(recording)).returncode == 0
+    )
+    # classify was reused by the replay, so the recording holds its output but not its model
+    # call: the check serves it whole rather than refusing the call it cannot see.
+    proc = project.cli("check", str(recording), "--db", str(tmp_path / "ci.db"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert project.called() == ["route"]
+    changed = project.cli("check", str(recording), "--db", str(tmp_path / "ci.db"), TEAM_SUFFIX="!")
+    assert changed.returncode == 3 and "route[0]" in changed.stdout
