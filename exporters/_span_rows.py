@@ -169,6 +169,19 @@ def run_row(span: ReadableSpan, attrs: Mapping[str, Any], *, ended: bool) -> tup
     )
 
 
+def start_row(span: ReadableSpan, attrs: Mapping[str, Any]) -> tuple[str, str, str, int, str]:
+    """A run's root span as it started (``schema.RUN_STARTS``, keyed by the run's id): kept so a
+    run whose process dies before the root ends can still be shown and replayed."""
+    ctx = span.context
+    return (
+        s.hex_trace_id(ctx.trace_id),
+        s.hex_span_id(ctx.span_id),
+        span.name,
+        span.start_time or time.time_ns(),
+        s.dumps(attrs),
+    )
+
+
 def span_row(
     span: ReadableSpan, ctx: SpanContext, attrs: Mapping[str, Any], resource: str | None
 ) -> s.SpanRow:

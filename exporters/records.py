@@ -1,4 +1,12 @@
-"""Records of the store: the pydantic models the writer, the reader and the viewer share.
+"""Records of the store: what a reader gets back, and the pydantic models behind the writer.
+
+Two shapes of the same records. ``RunData``/``SpanData`` (with ``EventData``/``LinkData``) are
+plain frozen dataclasses built straight from the rows, for readers that must start fast (the
+``spanflow`` command imports neither pydantic nor anything of the recording runtime).
+``RunRecord``/``SpanRecord``/``EventRecord``/``LinkRecord``/``GcResult`` are the validating
+pydantic models the writer, the web viewer and importers use; they live in ``_models`` and load
+on first use from here, so ``from spanflow.exporters.records import RunRecord`` works as before.
+Both shapes have the same field names: ``RUN_FIELDS`` names a run's, ``SPAN_FIELDS`` a span's.
 
 Also the small amount of process identity a run needs so a reader can tell a run whose process
 died (``crashed``) from one that is still going: host name, pid and the process start time.
@@ -6,103 +14,139 @@ died (``crashed``) from one that is still going: host name, pid and the process 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import functools
+import importlib
 import os
-import socket
 import sys
 from collections.abc import Iterable, Mapping
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Any, Final
 
-from pydantic import BaseModel, ConfigDict, StringConstraints, computed_field
 from spanflow.attributes import ERROR_TYPE, EXCEPTION_EVENT, EXCEPTION_MESSAGE, EXCEPTION_TYPE
 
-TraceIdHex = Annotated[str, StringConstraints(to_lower=True, pattern=r"^[0-9a-fA-F]{32}$")]
-SpanIdHex = Annotated[str, StringConstraints(to_lower=True, pattern=r"^[0-9a-fA-F]{16}$")]
-RunStatus = Literal["running", "ok", "failed", "crashed"]
-SpanStatus = Literal["UNSET", "OK", "ERROR"]
+if TYPE_CHECKING:
+    from ._models import (
+        EventRecord as EventRecord,
+    )
+    from ._models import (
+        GcResult as GcResult,
+    )
+    from ._models import (
+        LinkRecord as LinkRecord,
+    )
+    from ._models import (
+        RunRecord as RunRecord,
+    )
+    from ._models import (
+        RunStatus as RunStatus,
+    )
+    from ._models import (
+        SpanIdHex as SpanIdHex,
+    )
+    from ._models import (
+        SpanRecord as SpanRecord,
+    )
+    from ._models import (
+        SpanStatus as SpanStatus,
+    )
+    from ._models import (
+        TraceIdHex as TraceIdHex,
+    )
+
+_MODEL_NAMES: Final = frozenset(
+    (
+        "EventRecord",
+        "GcResult",
+        "LinkRecord",
+        "RunRecord",
+        "RunStatus",
+        "SpanIdHex",
+        "SpanRecord",
+        "SpanStatus",
+        "TraceIdHex",
+    )
+)
 
 
-class EventRecord(BaseModel):
-    """A span event: an exception, a log line, a state note."""
+def __getattr__(name: str) -> Any:
+    # pydantic costs a reader ~60 ms of start-up: load the models only when someone asks.
+    if name in _MODEL_NAMES:
+        value = getattr(importlib.import_module("._models", __package__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-    model_config = ConfigDict(frozen=True)
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class EventData:
+    """A span event as read from the store (see ``EventRecord``)."""
 
     name: str
     time_ns: int
-    attributes: dict[str, Any] = {}
+    attributes: dict[str, Any]
 
 
-class LinkRecord(BaseModel):
-    """A link from a span to a span of another (or the same) trace."""
+@dataclasses.dataclass(frozen=True, slots=True)
+class LinkData:
+    """A span link as read from the store (see ``LinkRecord``)."""
 
-    model_config = ConfigDict(frozen=True)
-
-    trace_id: TraceIdHex
-    span_id: SpanIdHex
-    attributes: dict[str, Any] = {}
+    trace_id: str
+    span_id: str
+    attributes: dict[str, Any]
 
 
-class SpanRecord(BaseModel):
-    """One finished span of a run, as stored."""
+@dataclasses.dataclass(frozen=True, slots=True)
+class SpanData:
+    """A stored span as read from the store (see ``SpanRecord``)."""
 
-    model_config = ConfigDict(frozen=True)
-
-    run_id: TraceIdHex
-    span_id: SpanIdHex
-    parent_id: SpanIdHex | None = None
+    run_id: str
+    span_id: str
+    parent_id: str | None
     name: str
-    kind: str = "INTERNAL"
-    status: SpanStatus = "UNSET"
-    status_message: str | None = None
+    kind: str
+    status: str
+    status_message: str | None
     start_ns: int
     end_ns: int
-    attributes: dict[str, Any] = {}
-    events: list[EventRecord] = []
-    links: list[LinkRecord] = []
-    resource: dict[str, Any] = {}
+    attributes: dict[str, Any]
+    events: tuple[EventData, ...]
+    links: tuple[LinkData, ...]
+    resource: dict[str, Any]
 
-    @computed_field  # type: ignore[prop-decorator]
     @property
     def duration_ms(self) -> float:
         """Wall time of the span in milliseconds."""
         return (self.end_ns - self.start_ns) / 1e6
 
 
-class RunRecord(BaseModel):
-    """One run (a trace whose root is a spanflow workflow or a lone step)."""
+@dataclasses.dataclass(frozen=True, slots=True)
+class RunData:
+    """A run as read from the store (see ``RunRecord``): the run row with its times as datetimes."""
 
-    model_config = ConfigDict(frozen=True)
-
-    id: TraceIdHex
-    workflow: str | None = None
-    entrypoint: str | None = None
-    workflow_file: str | None = None
-    status: RunStatus
+    id: str
+    workflow: str | None
+    entrypoint: str | None
+    workflow_file: str | None
+    status: str
     started_at: _dt.datetime
-    ended_at: _dt.datetime | None = None
-    duration_ms: float | None = None
-    error: str | None = None
-    replay_of: str | None = None
-    service: str | None = None
-    host: str | None = None
-    pid: int | None = None
-    process_start: int | None = None
-    span_count: int = 0
-    error_count: int = 0
-    attrs_version: int | None = None
+    ended_at: _dt.datetime | None
+    duration_ms: float | None
+    error: str | None
+    replay_of: str | None
+    service: str | None
+    host: str | None
+    pid: int | None
+    process_start: int | None
+    span_count: int
+    error_count: int
+    attrs_version: int | None
 
 
-class GcResult(BaseModel):
-    """What :meth:`Store.gc` removed and how big the store was before and after."""
-
-    model_config = ConfigDict(frozen=True)
-
-    runs_deleted: int
-    spans_deleted: int
-    runs_kept: int
-    bytes_before: int
-    bytes_after: int
+#: Field names of a run, in ``RunData`` order (``RunRecord`` has the same ones).
+RUN_FIELDS: Final = tuple(f.name for f in dataclasses.fields(RunData))
+#: Field names of a span, in ``SpanData`` order (``SpanRecord`` has the same ones).
+SPAN_FIELDS: Final = tuple(f.name for f in dataclasses.fields(SpanData))
 
 
 def error_text(
@@ -150,6 +194,8 @@ def datetime_to_ns(value: _dt.datetime) -> int:
 @functools.lru_cache(maxsize=1)
 def host_name() -> str:
     """This machine's host name, as recorded on runs."""
+    import socket  # only when a stored run is still running: most reads never need it
+
     return socket.gethostname()
 
 

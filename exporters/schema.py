@@ -1,8 +1,10 @@
 """The on-disk format of a spanflow store: tables, columns, versions and migrations.
 
 A store is one SQLite file in WAL mode. It is recognised by a ``meta`` row
-(``format = spanflow``) and a ``schema_version`` table; anything else at the path is someone
-else's file and is never written to. ``MIGRATIONS[i]`` upgrades a store from version ``i`` to
+(``format = spanflow``) and a ``schema_version`` table (stores created since 0.2 also carry
+``APPLICATION_ID`` in the file header); anything else at the path is someone else's file and is
+never written to, nor opened in a way that could checkpoint or rewrite its ``-wal``/``-shm``.
+A new store's folders are created 0700 and its files 0600, whatever the umask. ``MIGRATIONS[i]`` upgrades a store from version ``i`` to
 ``i + 1``; a fresh store is bootstrapped at version 0 and migrated forward like any other.
 
 Tables (version 1)::
@@ -13,11 +15,17 @@ Tables (version 1)::
     links      span links, keyed by (run_pk, span_id)
     resources  distinct resource attribute sets, referenced by spans.resource_pk
 
+Version 2 adds::
+
+    run_starts  a run's root span as it started (id, name, start, attributes): what replay and
+                the viewers need of a run whose process died before the root span ended
+
 Writing spans into these tables is ``_batch.BatchWriter``'s job.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import json.encoder
@@ -26,13 +34,18 @@ import pathlib
 import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-import sqlite_utils
 from spanflow.errors import StoreError
 
-SCHEMA_VERSION: Final = 1
+if TYPE_CHECKING:
+    # Only creating and migrating a store needs sqlite-utils; readers never load it.
+    import sqlite_utils
+
+SCHEMA_VERSION: Final = 2
 FORMAT_NAME: Final = "spanflow"
+#: ``PRAGMA application_id`` of stores created since 0.2 ("SPNF"): a damaged store is still ours.
+APPLICATION_ID: Final = 0x53504E46
 BUSY_TIMEOUT_S: Final = 5.0
 
 # Table names.
@@ -43,6 +56,7 @@ SPANS: Final = "spans"
 EVENTS: Final = "events"
 LINKS: Final = "links"
 RESOURCES: Final = "resources"
+RUN_STARTS: Final = "run_starts"
 
 # meta keys.
 META_FORMAT: Final = "format"
@@ -138,7 +152,7 @@ LINK_COLUMNS: Final = (
     SPAN_ATTRIBUTES,
 )
 
-Migration = Callable[[sqlite_utils.Database], None]
+Migration = Callable[["sqlite_utils.Database"], None]
 
 
 def _create_v1(db: sqlite_utils.Database) -> None:
@@ -201,8 +215,25 @@ def _create_v1(db: sqlite_utils.Database) -> None:
         db.table(table).create_index([SPAN_RUN_PK], index_name=f"{table}_run")
 
 
+def _add_run_starts_v2(db: sqlite_utils.Database) -> None:
+    # Its own table, one row per run, written once when the root starts: the runs row stays as
+    # narrow as listing needs, and spans keep holding finished spans only.
+    db.table(RUN_STARTS).create(
+        {
+            SPAN_RUN_PK: int,
+            SPAN_ID: str,
+            SPAN_NAME: str,
+            SPAN_START_NS: int,
+            SPAN_ATTRIBUTES: str,
+        },
+        pk=SPAN_RUN_PK,
+        not_null=[SPAN_ID, SPAN_NAME, SPAN_START_NS, SPAN_ATTRIBUTES],
+        foreign_keys=[(SPAN_RUN_PK, RUNS, RUN_PK)],
+    )
+
+
 #: ``MIGRATIONS[i]`` turns a version-``i`` store into a version-``i + 1`` store.
-MIGRATIONS: Final[tuple[Migration, ...]] = (_create_v1,)
+MIGRATIONS: Final[tuple[Migration, ...]] = (_create_v1, _add_run_starts_v2)
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
 
@@ -211,6 +242,7 @@ def bootstrap(db: sqlite_utils.Database) -> None:
     db.table(META).create({"key": str, "value": str}, pk="key")
     db.table(VERSION_TABLE).create({"version": int, "applied_at": str}, pk="version")
     now = _dt.datetime.now(_dt.UTC).isoformat()
+    db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
     db.execute(
         f"INSERT INTO {META} (key, value) VALUES (?, ?), (?, ?)",
         [META_FORMAT, FORMAT_NAME, META_CREATED_AT, now],
@@ -239,12 +271,19 @@ def migrate(db: sqlite_utils.Database, migrations: Sequence[Migration] = MIGRATI
 def version_of(conn: sqlite3.Connection) -> int | None:
     """The schema version of a spanflow store; -1 for an empty database; None if not ours.
 
+    An empty database that carries someone else's ``application_id`` or a ``user_version`` (or
+    any schema object) is not empty: someone made it for their own use.
+
     Raises:
         sqlite3.DatabaseError: the file is not an SQLite database or is damaged.
     """
     tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     if not tables:
-        return -1
+        (objects,) = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        (app_id,) = conn.execute("PRAGMA application_id").fetchone()
+        (user_version,) = conn.execute("PRAGMA user_version").fetchone()
+        blank = objects == 0 and app_id in (0, APPLICATION_ID) and user_version == 0
+        return -1 if blank else None
     if VERSION_TABLE not in tables or META not in tables:
         return None
     marker = conn.execute(f"SELECT value FROM {META} WHERE key = ?", (META_FORMAT,)).fetchone()
@@ -259,7 +298,7 @@ def describe_problem(
 ) -> str | None:
     """One readable sentence saying why ``path`` cannot be used, or None if it can."""
     if version is None:
-        return f"{path} is not a spanflow store (no schema_version table); refusing to touch it"
+        return f"{path} is not a spanflow store (no spanflow tables); refusing to touch it"
     if version == -1 and not empty_ok:
         return f"{path} is an empty database, not a spanflow store"
     if version > known:
@@ -282,7 +321,12 @@ def wal_path(path: pathlib.Path) -> pathlib.Path:
 
 
 def _peek_version(path: pathlib.Path) -> int | None:
-    """Read the version without locking or creating anything (retries a half-written file)."""
+    """Read the version without locking or creating anything (retries a half-written file).
+
+    ``immutable=1`` reads the main file alone: no locks, no -wal/-shm opened or created, no
+    recovery or checkpoint. (``mode=ro`` alone is not enough: it maps the -shm and writes its
+    read marks there, and recovers a -wal left by a crashed writer.)
+    """
     for attempt in range(4):
         conn = sqlite3.connect(ro_uri(path, immutable=True), uri=True)
         try:
@@ -298,27 +342,131 @@ def _peek_version(path: pathlib.Path) -> int | None:
     raise AssertionError("unreachable")
 
 
-def check_path(path: pathlib.Path, *, known: int = SCHEMA_VERSION) -> None:
-    """Refuse a path that is a directory or holds a file that is not a spanflow store.
+def header_application_id(path: pathlib.Path) -> int | None:
+    """The ``application_id`` in an SQLite file's header, or None if it has no SQLite header."""
+    try:
+        with path.open("rb") as f:
+            header = f.read(100)
+    except OSError:
+        return None
+    if len(header) < 100 or not header.startswith(b"SQLite format 3\x00"):
+        return None
+    return int.from_bytes(header[68:72], "big")
+
+
+def _first_problem(path: pathlib.Path) -> str | None:
+    """The first line ``PRAGMA integrity_check`` reports (read-only, immutable), or None."""
+    try:
+        with contextlib.closing(sqlite3.connect(ro_uri(path, immutable=True), uri=True)) as c:
+            row = c.execute("PRAGMA integrity_check(1)").fetchone()
+    except sqlite3.Error as exc:
+        return str(exc)
+    if row is None or row[0] == "ok":
+        return None
+    # Skip the "*** in database main ***" heading: the line after it names the damage.
+    lines = [line for line in str(row[0]).splitlines() if not line.startswith("***")]
+    return lines[0] if lines else str(row[0]).strip()
+
+
+def _looks_like_ours(path: pathlib.Path) -> bool:
+    if header_application_id(path) == APPLICATION_ID:
+        return True
+    try:
+        with contextlib.closing(sqlite3.connect(ro_uri(path, immutable=True), uri=True)) as c:
+            names = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    except sqlite3.Error:
+        return False
+    return {META, VERSION_TABLE} <= names
+
+
+def unreadable_problem(path: pathlib.Path, exc: sqlite3.Error) -> str:
+    """One sentence for a file SQLite could not read: a damaged store, or not a store at all."""
+    detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if header_application_id(path) is not None and _looks_like_ours(path):
+        found = _first_problem(path) or detail
+        return (
+            f"{path} is a damaged spanflow store (integrity check: {found}); "
+            "move it aside or restore a backup"
+        )
+    return f"{path} is not a spanflow store ({detail}); refusing to touch it"
+
+
+def _missing_access(path: pathlib.Path, *, writing: bool) -> str | None:
+    """What permission the current user lacks to use ``path`` as a store, in one sentence."""
+    if path.exists():
+        if writing and not os.access(path, os.R_OK | os.W_OK):
+            return f"cannot write to {path}: permission denied (needs read and write access)"
+        if not writing and not os.access(path, os.R_OK):
+            return f"cannot read {path}: permission denied (needs read access)"
+    if not writing:
+        return None
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return (
+            f"cannot write to {folder}: permission denied (a store needs write access to its "
+            "folder for the database and its -wal/-shm files)"
+        )
+    return None
+
+
+def check_path(path: pathlib.Path, *, known: int = SCHEMA_VERSION, writing: bool = True) -> None:
+    """Refuse a path that is a directory, holds a file that is not a spanflow store, or that the
+    user may not use; nothing is created, locked or modified by the check.
 
     Raises:
         StoreError: with one sentence naming the problem.
     """
     if path.is_dir():
         raise StoreError(f"{path} is a directory, not a spanflow store")
-    if not path.exists() or path.stat().st_size == 0:
-        return
-    # With a -wal present a writer is (or was) active; the locked check in open_for_writing is
-    # the authoritative one, and a hot rollback journal cannot coexist with WAL.
-    if wal_path(path).exists():
+    problem = _missing_access(path, writing=writing)
+    if problem:
+        raise StoreError(problem)
+    wal = wal_path(path).exists()
+    if not path.exists() or (path.stat().st_size == 0 and not wal):
         return
     try:
-        version = _peek_version(path)
+        version = _peek_version(path) if path.stat().st_size else -1
     except sqlite3.DatabaseError as exc:
-        raise StoreError(f"{path} is not a spanflow store ({exc}); refusing to touch it") from exc
+        raise StoreError(unreadable_problem(path, exc)) from exc
+    if wal and version in (None, -1):
+        # A store's tables are in its main file from its creation on (created before WAL is
+        # switched on), whatever its -wal holds. Anything else with a -wal is someone's live
+        # or crashed database: opening it normally would recover and checkpoint that log.
+        raise StoreError(
+            f"{path} is not a spanflow store (an SQLite database with a -wal log of its own); "
+            "refusing to touch it"
+        )
     problem = describe_problem(path, version, empty_ok=True, known=known)
     if problem:
         raise StoreError(problem)
+
+
+def _make_private(path: pathlib.Path) -> None:
+    """Create the store's missing folders 0700 and its file 0600 (existing ones are left be).
+
+    SQLite creates the -wal and -shm with the database file's mode, so they are 0600 too.
+    """
+    missing = []
+    folder = path.parent
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for folder in reversed(missing):
+        try:
+            folder.mkdir(mode=0o700)
+        except FileExistsError:
+            continue  # another process made it: theirs to set
+        folder.chmod(0o700)  # the umask may have taken bits away
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        return
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
 
 
 def open_for_writing(
@@ -340,7 +488,7 @@ def open_for_writing(
     p = pathlib.Path(path)
     target = len(migrations)
     check_path(p, known=target)
-    p.parent.mkdir(parents=True, exist_ok=True)
+    _make_private(p)
     conn = sqlite3.connect(p, isolation_level=None, timeout=busy_timeout)
     try:
         conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
@@ -351,15 +499,15 @@ def open_for_writing(
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             if _is_foreign_error(exc):
-                raise StoreError(
-                    f"{p} is not a spanflow store ({exc}); refusing to touch it"
-                ) from exc
+                raise StoreError(unreadable_problem(p, exc)) from exc
             raise
         problem = describe_problem(p, version, empty_ok=True, known=target)
         if problem:
             conn.execute("ROLLBACK")
             raise StoreError(problem)
         try:
+            import sqlite_utils
+
             db = sqlite_utils.Database(conn, execute_plugins=False)
             if version == -1:
                 bootstrap(db)

@@ -22,14 +22,18 @@ import logging
 import operator
 import os
 import pathlib
+import random
 import sqlite3
 import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Final
 
+# The writer may create the store when the first run starts: load sqlite-utils now, so its import
+# does not eat into the half second a finished span has to reach the disk. (Readers never load it.)
+import sqlite_utils  # noqa: F401
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from spanflow.attributes import RUN_ID
@@ -46,6 +50,7 @@ from ._span_rows import (
     run_row,
     span_extra,
     span_row,
+    start_row,
 )
 
 __all__ = ["SQLiteSpanProcessor", "run_row", "span_extra", "span_row"]
@@ -56,9 +61,17 @@ _BATCH: Final = 32_768  # items per transaction at most: one transaction per rou
 _WAKE_AT: Final = 8192  # queue length at which the writer starts before its interval is up
 _RECENT_RUNS: Final = 10_000  # ended runs remembered so their late child spans are still kept
 _MAX_PENDING: Final = 10_000
-_WRITE_ATTEMPTS: Final = 3
 _REOPEN_DELAY_S: Final = 1.0
 _SHUTDOWN_JOIN_S: Final = 10.0
+_GIVE_UP_MARGIN_S: Final = 1.0  # at shutdown, busy retries stop this long before the join does
+_RETRY_FIRST_S: Final = 0.05  # backoff after a busy store: doubles up to _RETRY_MOST_S, jittered
+_RETRY_MOST_S: Final = 2.0
+# The run row is upserted first in the same transaction, so its pk is there to refer to.
+_INSERT_START: Final = (
+    f"INSERT OR IGNORE INTO {s.RUN_STARTS} ({s.SPAN_RUN_PK}, {s.SPAN_ID}, {s.SPAN_NAME}, "
+    f"{s.SPAN_START_NS}, {s.SPAN_ATTRIBUTES}) "
+    f"SELECT {s.RUN_PK}, ?, ?, ?, ? FROM {s.RUNS} WHERE {s.RUN_ID} = ?"
+)
 _ABANDONED: list[sqlite3.Connection] = []  # inherited over fork: closing them would hurt the parent
 
 
@@ -149,8 +162,11 @@ class SQLiteSpanProcessor(SpanProcessor):
     Args:
         path: the store file; created with its parent directories when the first run starts.
         flush_interval: longest wait, in seconds, before queued spans are committed (<= 0.5).
-        max_queue: spans held in memory at most; beyond it new spans are dropped and counted.
+        max_queue: spans held in memory at most; beyond it new spans are dropped and counted
+            (a dropped root span still queues its run row, so the run does not read crashed).
         service_name: recorded on runs whose resource has no ``service.name``.
+        busy_timeout: seconds one write waits for another process's lock before it is retried
+            (with backoff, for as long as the process lives: a busy store loses nothing).
     """
 
     #: ``on_start`` and ``on_end`` contain their own failures: spanflow calls them directly.
@@ -163,6 +179,7 @@ class SQLiteSpanProcessor(SpanProcessor):
         flush_interval: float = 0.2,
         max_queue: int = 100_000,
         service_name: str | None = None,
+        busy_timeout: float = s.BUSY_TIMEOUT_S,
     ) -> None:
         if not 0 < flush_interval <= 0.5:
             raise ConfigurationError(
@@ -171,6 +188,9 @@ class SQLiteSpanProcessor(SpanProcessor):
             )
         if max_queue < 1:
             raise ConfigurationError(f"max_queue must be at least 1; got {max_queue!r}")
+        if not busy_timeout > 0:
+            raise ConfigurationError(f"busy_timeout must be positive seconds; got {busy_timeout!r}")
+        self._busy_timeout = busy_timeout
         self._path = pathlib.Path(path)
         self._interval = flush_interval
         self._max_queue = max_queue
@@ -184,7 +204,15 @@ class SQLiteSpanProcessor(SpanProcessor):
 
     def _reset_process_state(self) -> None:
         self._stats = dict.fromkeys(
-            ("spans_written", "spans_dropped", "spans_failed", "write_errors", "runs_written"), 0
+            (
+                "spans_written",
+                "spans_dropped",
+                "spans_failed",
+                "write_errors",
+                "write_retries",
+                "runs_written",
+            ),
+            0,
         )
         self._queue: collections.deque[Any] = collections.deque()
         self._lock = threading.Lock()
@@ -200,6 +228,10 @@ class SQLiteSpanProcessor(SpanProcessor):
         self._stopping = self._closed
         self._logged: set[str] = set()
         self._next_open = 0.0
+        self._held: list[Any] = []  # a batch the store was too busy for, written first
+        self._retry_at = 0.0
+        self._backoff = 0.0
+        self._give_up_at = float("inf")
 
     def _after_fork(self) -> None:
         # The child has no writer thread and must not use the parent's connection; the spans
@@ -217,12 +249,17 @@ class SQLiteSpanProcessor(SpanProcessor):
         """Counters of this process.
 
         ``spans_written``, ``runs_written``; ``spans_dropped`` (queue full); ``spans_failed``
-        and ``write_errors`` (spans lost to and attempts failed by database errors);
-        ``queue_size``; ``disabled`` (1 when the file at ``path`` was refused).
+        (spans lost to database errors that waiting cannot cure: full disk, read-only or damaged
+        file, or a store still locked when shutdown ran out of time); ``write_errors`` (write
+        attempts that failed, busy or not); ``write_retries`` (batches written again later
+        because another process held the store longer than ``busy_timeout``);
+        ``queue_size`` (including a batch waiting for its retry); ``disabled`` (1 when the file
+        at ``path`` was refused).
         """
         with self._lock:
             counters = dict(self._stats)
-        return {**counters, "queue_size": len(self._queue), "disabled": int(self._disabled)}
+        queued = len(self._queue) + len(self._held)
+        return {**counters, "queue_size": queued, "disabled": int(self._disabled)}
 
     # -- application threads -------------------------------------------------------------------
 
@@ -284,6 +321,9 @@ class SQLiteSpanProcessor(SpanProcessor):
                 self._count("spans_failed")
             elif len(self._queue) >= self._max_queue:
                 self._drop()
+                if root:
+                    # The span is lost but not its run's end: without it the run reads crashed.
+                    self._enqueue(_Extra((tid, "", None, None, run_row(span, attrs, ended=True))))
             else:
                 row = self._rows.row(span, ctx, attrs)
                 self._enqueue(row)
@@ -395,6 +435,7 @@ class SQLiteSpanProcessor(SpanProcessor):
             if self._closed:
                 return
             self._closed = self._stopping = True
+            self._give_up_at = time.monotonic() + _SHUTDOWN_JOIN_S - _GIVE_UP_MARGIN_S
             thread = self._thread
         if thread is not None:
             self._wake.set()
@@ -410,7 +451,8 @@ class SQLiteSpanProcessor(SpanProcessor):
             while True:
                 # A round starts one interval after the previous one began, or at once if that
                 # took longer: a span waits at most about an interval plus two rounds.
-                self._wake.wait(max(0.0, began + self._interval - time.monotonic()))
+                due = max(began + self._interval, self._retry_at if self._held else 0.0)
+                self._wake.wait(max(0.0, due - time.monotonic()))
                 began = time.monotonic()
                 self._wake.clear()
                 stopping = self._stopping
@@ -423,7 +465,7 @@ class SQLiteSpanProcessor(SpanProcessor):
                 except Exception:
                     # A bug must not stop the thread: later spans would pile up unwritten.
                     self._log_once("writer", "spanflow store: writer failed", exc_info=True)
-                if stopping:
+                if stopping and not self._held:
                     return
         finally:
             if self._conn is not None:
@@ -436,7 +478,7 @@ class SQLiteSpanProcessor(SpanProcessor):
         try:
             creating = not self._path.exists() or self._path.stat().st_size == 0
             with _prompt_gil_turns() if creating else contextlib.nullcontext():
-                self._conn = s.open_for_writing(self._path)
+                self._conn = s.open_for_writing(self._path, busy_timeout=self._busy_timeout)
         except (sqlite3.Error, OSError) as exc:
             # Possibly passing (locked, no space yet, directory not mounted): try again later.
             self._next_open = time.monotonic() + _REOPEN_DELAY_S
@@ -451,29 +493,47 @@ class SQLiteSpanProcessor(SpanProcessor):
             logger.error(
                 "spanflow store disabled: %s", exc, exc_info=not isinstance(exc, StoreError)
             )
+            if self._held:
+                held, self._held = self._held, []
+                self._process(held)
 
     def _drain(self) -> None:
         # Only what is queued now: spans arriving meanwhile wait for the next round (woken
         # early once _WAKE_AT are queued), so batches stay large under load and commits few.
         q = self._queue
         left = len(q) if not self._stopping else -1
+        if self._held:
+            if time.monotonic() < self._retry_at and not self._stopping:
+                return
+            # The held batch goes first, topped up with what arrived meanwhile: one transaction.
+            n = min(len(q), max(0, _BATCH - len(self._held)))
+            n = n if left < 0 else min(n, left)
+            batch, self._held = self._held, []
+            batch += map(operator.call, itertools.repeat(q.popleft, n))
+            left = max(left - n, 0) if left > 0 else left
+            if not self._process(batch):
+                return
         while q and left != 0:
             # Only this thread pops, so len(q) items are there to take.
             n = min(len(q), _BATCH) if left < 0 else min(left, _BATCH)
             batch = list(map(operator.call, itertools.repeat(q.popleft, n)))
             left = max(left - n, 0) if left > 0 else left
-            self._process(batch)
+            if not self._process(batch):
+                return
         if self._dropping and not q:
             self._dropping = False
             logger.warning(
                 "spanflow store: caught up; %d spans dropped so far", self._stats["spans_dropped"]
             )
 
-    def _process(self, batch: list[Any]) -> None:
+    def _process(self, batch: list[Any]) -> bool:
+        """Write one batch; False when the store was busy and the batch is held for a retry."""
         rows: list[s.SpanRow] = []
         extras: list[s.SpanExtra] = []
         runs: list[tuple[Any, ...]] = []
+        starts: list[tuple[Any, ...]] = []
         flushes: list[_Flush] = []
+        done = True
         try:
             rows = [item for item in batch if type(item) is tuple]
             for item in batch if len(rows) < len(batch) else ():
@@ -483,38 +543,56 @@ class SQLiteSpanProcessor(SpanProcessor):
                     extras.append(item)
                 elif kind is _RunStart:
                     # Read now, not at start: names are often set just after a span starts.
-                    runs.append(run_row(item.span, attributes(item.span), ended=False))
+                    attrs = attributes(item.span)
+                    runs.append(run_row(item.span, attrs, ended=False))
+                    starts.append(start_row(item.span, attrs))
                 elif kind is _Flush:
                     flushes.append(item)
             if not (rows or extras or runs):
-                return
+                return True
             if self._conn is None:
                 self._count("spans_failed", len(rows))
-                return
+                return True
             try:
-                self._write(rows, extras, runs)
+                done = self._write(rows, extras, runs, starts)
             except Exception:
                 self._count("spans_failed", len(rows))
                 raise
+            if not done:
+                self._hold(batch)
+            return done
         finally:
-            for marker in flushes:
+            # A flush waits for the spans queued before it: held with them, set once written.
+            for marker in flushes if done else ():
                 marker.done.set()
 
+    def _hold(self, batch: list[Any]) -> None:
+        self._held = batch
+        self._backoff = min(_RETRY_MOST_S, max(_RETRY_FIRST_S, self._backoff * 2))
+        # Jitter, so writers that met at the lock do not all come back at the same moment.
+        self._retry_at = time.monotonic() + self._backoff * random.uniform(0.5, 1.5)
+        self._count("write_retries")
+
     def _write(
-        self, rows: list[s.SpanRow], extras: list[s.SpanExtra], runs: list[tuple[Any, ...]]
-    ) -> None:
+        self,
+        rows: list[s.SpanRow],
+        extras: list[s.SpanExtra],
+        runs: list[tuple[Any, ...]],
+        starts: Sequence[tuple[Any, ...]] = (),
+    ) -> bool:
+        """Commit one batch; False if the store stayed busy (nothing lost: try again later)."""
         conn = self._conn
         assert conn is not None
         if self._service is not None:
             runs = [self._with_service(r) for r in runs]
             extras = [e if e[4] is None else (*e[:4], self._with_service(e[4])) for e in extras]
-        # At shutdown a locked store gets one busy_timeout per batch, so exit is not held up.
-        attempts = 1 if self._stopping else _WRITE_ATTEMPTS
-        for attempt in range(attempts):
+        for attempt in range(2):
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
                     written = self._writer.write(conn, rows, extras, runs)
+                    if starts:
+                        conn.executemany(_INSERT_START, [(*st[1:], st[0]) for st in starts])
                     conn.execute("COMMIT")
                 except BaseException:
                     if conn.in_transaction:
@@ -523,18 +601,32 @@ class SQLiteSpanProcessor(SpanProcessor):
                     raise
                 self._count("spans_written", len(rows))
                 self._count("runs_written", written)
-                return
+                self._backoff = 0.0
+                return True
             except (UnicodeError, sqlite3.InterfaceError, OverflowError) as exc:
                 # A value SQLite cannot bind (a lone surrogate, say): repair the batch once.
                 rows = [(row[0], *(_clean(v) for v in row[1:10]), row[10]) for row in rows]
                 extras = [(e[0], e[1], *(_clean(v) for v in e[2:])) for e in extras]
                 runs = [tuple(_clean(v) for v in run) for run in runs]
+                starts = [tuple(_clean(v) for v in st) for st in starts]
                 kind, detail, retry = "unbindable value", repr(exc), attempt == 0
             except sqlite3.Error as exc:
-                # Locked or busy is worth another busy_timeout; full, read-only, corrupt are not.
+                # Locked or busy passes: the batch waits for a later round. Full, read-only,
+                # corrupt do not: the spans are counted as lost.
                 kind = getattr(exc, "sqlite_errorname", "") or type(exc).__name__
                 detail = str(exc)
-                retry = kind in ("SQLITE_BUSY", "SQLITE_LOCKED") or "locked" in detail
+                if _is_busy(kind, detail) and time.monotonic() < self._give_up_at:
+                    self._count("write_errors")
+                    self._log_once(
+                        "busy",
+                        "spanflow store: %s is busy (%s: %s); retrying with backoff, "
+                        "nothing is dropped",
+                        self._path,
+                        kind,
+                        detail,
+                    )
+                    return False
+                retry = False
             self._count("write_errors")
             self._log_once(
                 kind, "spanflow store: writing to %s failed (%s: %s)", self._path, kind, detail
@@ -542,10 +634,15 @@ class SQLiteSpanProcessor(SpanProcessor):
             if not retry:
                 break
         self._count("spans_failed", len(rows))
+        return True
 
     def _with_service(self, run: tuple[Any, ...]) -> tuple[Any, ...]:
         i = RUN_ROW_SERVICE
         return run if run[i] is not None else (*run[:i], self._service, *run[i + 1 :])
+
+
+def _is_busy(kind: str, detail: str) -> bool:
+    return kind.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in detail
 
 
 def _clean(value: Any) -> Any:

@@ -4,6 +4,11 @@ Opened read-only (the default) a store is never created or modified: the file is
 a ``mode=ro`` URI, and while no writer has a write-ahead log next to it the connection is also
 ``immutable`` so SQLite creates no ``-wal``/``-shm`` files of its own. A run whose writer process
 died before the run ended reads ``crashed``; that is computed here, nothing is written back.
+
+Every read has two forms: the ``*_data`` methods return the plain ``RunData``/``SpanData``
+dataclasses and need nothing beyond the standard library (the ``spanflow`` command uses them to
+start fast); ``list_runs``, ``get_run``, ``replays_of`` and ``spans`` return the validated
+pydantic records built from those.
 """
 
 from __future__ import annotations
@@ -20,26 +25,39 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from types import TracebackType
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-import pydantic
-from opentelemetry.sdk.resources import SERVICE_NAME
-from spanflow.attributes import REPLAY_OF, RUN_ID, STEP_NAME, WORKFLOW_ENTRYPOINT, WORKFLOW_FILE
+from spanflow.attributes import (
+    REPLAY_OF,
+    RUN_ID,
+    RUN_UNFINISHED,
+    STEP_NAME,
+    WORKFLOW_ENTRYPOINT,
+    WORKFLOW_FILE,
+)
 from spanflow.errors import StoreError, UnknownRunError
 
 from . import schema as s
 from .records import (
-    EventRecord,
-    GcResult,
-    LinkRecord,
-    RunRecord,
-    SpanRecord,
+    RUN_FIELDS,
+    EventData,
+    LinkData,
+    RunData,
+    SpanData,
     datetime_to_ns,
     error_text,
     host_name,
     ns_to_datetime,
     process_is_alive,
 )
+
+if TYPE_CHECKING:
+    from ._models import GcResult, RunRecord, SpanRecord
+
+#: The OpenTelemetry resource attribute (``opentelemetry.sdk.resources.SERVICE_NAME``); spelled
+#: here so reading a store never loads the OTel SDK.
+SERVICE_NAME: Final = "service.name"
+_SPAN_STATUSES: Final = ("UNSET", "OK", "ERROR")
 
 _RUN_COLUMNS: Final = (*s.RUN_ROW_COLUMNS, s.RUN_SPAN_COUNT, s.RUN_ERROR_COUNT, s.RUN_PK)
 _SELECT_RUNS: Final = f"SELECT {', '.join(_RUN_COLUMNS)} FROM {s.RUNS}"
@@ -86,6 +104,8 @@ class Store:
             raise StoreError(f"{p} is a directory, not a spanflow store")
         if not p.exists():
             raise StoreError(f"{p} does not exist; no spanflow store there yet")
+        # Before connecting: a mode=ro connection would write read marks into a foreign -shm.
+        s.check_path(p, writing=False)
         try:
             store = cls(p)
         except sqlite3.Error as exc:
@@ -95,7 +115,7 @@ class Store:
                 version = s.version_of(store._db())
         except sqlite3.Error as exc:
             store.close()
-            raise StoreError(f"{p} is not a spanflow store ({exc}); refusing to touch it") from exc
+            raise StoreError(s.unreadable_problem(p, exc)) from exc
         problem = s.describe_problem(p, version, empty_ok=False)
         if problem is None and version is not None and version < s.SCHEMA_VERSION:
             problem = (
@@ -191,6 +211,21 @@ class Store:
     ) -> list[RunRecord]:
         """Runs newest first, optionally only those with ``status``, of ``workflow``, or
         started at or after ``since`` (a naive datetime is taken as UTC)."""
+        found = self.list_run_data(
+            status=status, workflow=workflow, since=since, limit=limit, offset=offset
+        )
+        return [_run_record(run) for run in found]
+
+    def list_run_data(
+        self,
+        *,
+        status: str | None = None,
+        workflow: str | None = None,
+        since: _dt.datetime | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[RunData]:
+        """:meth:`list_runs` as plain ``RunData``."""
         where, params = self._filters(status, workflow, since)
         order = f" ORDER BY {s.RUN_STARTED_NS} DESC"
         if status in (s.STATUS_RUNNING, s.STATUS_CRASHED):
@@ -218,11 +253,19 @@ class Store:
         Raises:
             UnknownRunError: no such run, or the prefix matches several runs.
         """
+        return _run_record(self.get_run_data(run_id_or_prefix))
+
+    def get_run_data(self, run_id_or_prefix: str) -> RunData:
+        """:meth:`get_run` as plain ``RunData``."""
         return self._run_rows(run_id_or_prefix)[0]
 
     def replays_of(self, run_id: str) -> list[RunRecord]:
         """Runs that replayed ``run_id`` (id or unique prefix), newest first."""
-        original = self.get_run(run_id)
+        return [_run_record(run) for run in self.replay_data(run_id)]
+
+    def replay_data(self, run_id: str) -> list[RunData]:
+        """:meth:`replays_of` as plain ``RunData``."""
+        original = self.get_run_data(run_id)
         return self._runs(
             f" WHERE {s.RUN_REPLAY_OF} = ? ORDER BY {s.RUN_STARTED_NS} DESC", [original.id]
         )
@@ -247,10 +290,10 @@ class Store:
             params.append(datetime_to_ns(since))
         return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
 
-    def _runs(self, tail: str, params: Sequence[Any]) -> list[RunRecord]:
-        return [self._run_record(row) for row in self._query(_SELECT_RUNS + tail, params)]
+    def _runs(self, tail: str, params: Sequence[Any]) -> list[RunData]:
+        return [self._run_data(row) for row in self._query(_SELECT_RUNS + tail, params)]
 
-    def _run_rows(self, key: str) -> tuple[RunRecord, int]:
+    def _run_rows(self, key: str) -> tuple[RunData, int]:
         """(record, pk) of the run named by a full id or unique prefix."""
         k = key.strip().lower()
         if not _HEX_PREFIX.fullmatch(k):
@@ -275,11 +318,11 @@ class Store:
                 f"run id prefix {k} is ambiguous in {self._path} (matches {ids}); "
                 "give more characters"
             )
-        return self._run_record(rows[0]), int(rows[0][-1])
+        return self._run_data(rows[0]), int(rows[0][-1])
 
     @staticmethod
-    def _run_record(row: Sequence[Any]) -> RunRecord:
-        # Column names are the RunRecord field names, except the two timestamps.
+    def _run_data(row: Sequence[Any]) -> RunData:
+        # Column names are the RunData field names, except the two timestamps.
         fields = dict(zip(_RUN_COLUMNS, row, strict=True))
         fields.pop(s.RUN_PK)
         started, ended = fields.pop(s.RUN_STARTED_NS), fields.pop(s.RUN_ENDED_NS)
@@ -293,46 +336,57 @@ class Store:
             fields[s.RUN_STATUS] = s.STATUS_CRASHED
         fields["started_at"] = ns_to_datetime(started)
         fields["ended_at"] = None if ended is None else ns_to_datetime(ended)
-        # Validation runs in pydantic-core and is quicker than model_construct.
-        try:
-            return RunRecord.model_validate(fields)
-        except pydantic.ValidationError as exc:
-            raise StoreError(f"malformed run row {fields[s.RUN_ID]!r}: {exc}") from exc
+        # The checks a reader relies on; the pydantic records validate the rest.
+        if not isinstance(fields[s.RUN_ID], str) or fields[s.RUN_STATUS] not in s.RUN_STATUSES:
+            raise StoreError(
+                f"malformed run row {fields[s.RUN_ID]!r}: status {fields[s.RUN_STATUS]!r}"
+            )
+        return RunData(**{name: fields[name] for name in RUN_FIELDS})
 
     # -- spans ---------------------------------------------------------------------------------
 
     def spans(self, run_id: str) -> list[SpanRecord]:
         """Every stored span of a run (id or unique prefix), ordered by start time."""
+        found = self.span_data(run_id)
+        from pydantic import ValidationError
+
+        from ._models import SpanRecord
+
+        try:
+            return [SpanRecord.model_validate(span, from_attributes=True) for span in found]
+        except ValidationError as exc:
+            run = found[0].run_id if found else run_id
+            raise StoreError(f"malformed span in run {run}: {exc}") from exc
+
+    def span_data(self, run_id: str) -> list[SpanData]:
+        """:meth:`spans` as plain ``SpanData``."""
         with self._snapshot():
             run, pk = self._run_rows(run_id)
             rows = self._query(_SELECT_SPANS, [pk])
-            events: dict[str, list[EventRecord]] = {}
+            events: dict[str, list[EventData]] = {}
             for span_id, name, time_ns, attrs in self._query(
                 f"SELECT {s.SPAN_ID}, {s.EVENT_NAME}, {s.EVENT_TIME_NS}, {s.SPAN_ATTRIBUTES} "
                 f"FROM {s.EVENTS} WHERE {s.SPAN_RUN_PK} = ? ORDER BY rowid",
                 [pk],
             ):
-                events.setdefault(span_id, []).append(
-                    EventRecord.model_validate(
-                        {"name": name, "time_ns": time_ns, "attributes": _loads(attrs)}
-                    )
-                )
-            links: dict[str, list[LinkRecord]] = {}
+                events.setdefault(span_id, []).append(EventData(name, time_ns, _loads(attrs)))
+            links: dict[str, list[LinkData]] = {}
             for span_id, trace_id, linked, attrs in self._query(
                 f"SELECT {s.SPAN_ID}, {s.LINK_TRACE_ID}, {s.LINK_SPAN_ID}, {s.SPAN_ATTRIBUTES} "
                 f"FROM {s.LINKS} WHERE {s.SPAN_RUN_PK} = ? ORDER BY rowid",
                 [pk],
             ):
-                links.setdefault(span_id, []).append(
-                    LinkRecord.model_validate(
-                        {"trace_id": trace_id, "span_id": linked, "attributes": _loads(attrs)}
-                    )
-                )
+                links.setdefault(span_id, []).append(LinkData(trace_id, linked, _loads(attrs)))
             resources = self._resource_map({r[9] for r in rows if r[9] is not None})
-        try:
-            return [_span_record(run.id, row, events, links, resources) for row in rows]
-        except pydantic.ValidationError as exc:
-            raise StoreError(f"malformed span in run {run.id}: {exc}") from exc
+            start = self._query(
+                f"SELECT {s.SPAN_ID}, {s.SPAN_NAME}, {s.SPAN_START_NS}, {s.SPAN_ATTRIBUTES} "
+                f"FROM {s.RUN_STARTS} WHERE {s.SPAN_RUN_PK} = ?",
+                [pk],
+            )
+        spans = [_span_data(run.id, row, events, links, resources) for row in rows]
+        if start and all(sp.span_id != start[0][0] for sp in spans):
+            spans.insert(0, _unfinished_root(run, start[0], spans))
+        return spans
 
     def _resource_map(self, pks: set[int]) -> dict[int, dict[str, Any]]:
         missing = [pk for pk in pks if pk not in self._resources]
@@ -495,6 +549,8 @@ class Store:
                 kept = self._count(conn)
             except sqlite3.Error as exc:
                 raise StoreError(f"cannot clean up {self._path}: {exc}") from exc
+            from ._models import GcResult
+
             return GcResult(
                 runs_deleted=runs_deleted,
                 spans_deleted=spans_deleted,
@@ -507,7 +563,7 @@ class Store:
         """Keys of the selected runs, except those running in a live process on this host."""
         keep = []
         for row in self._query(_SELECT_RUNS + tail, params):
-            run = self._run_record(row)
+            run = self._run_data(row)
             live = (
                 run.status == s.STATUS_RUNNING and run.pid is not None and run.host == host_name()
             )
@@ -521,7 +577,7 @@ class Store:
         try:
             for chunk in _chunks(pks, _DELETE_CHUNK):
                 marks = ", ".join("?" * len(chunk))
-                for table in (s.EVENTS, s.LINKS, s.SPANS):
+                for table in (s.EVENTS, s.LINKS, s.SPANS, s.RUN_STARTS):
                     cur = conn.execute(
                         f"DELETE FROM {table} WHERE {s.SPAN_RUN_PK} IN ({marks})", chunk
                     )
@@ -573,31 +629,64 @@ def _imported_run_row(span: SpanRecord, service: str | None) -> tuple[Any, ...]:
     )
 
 
-def _span_record(
+def _run_record(run: RunData) -> RunRecord:
+    from pydantic import ValidationError
+
+    from ._models import RunRecord
+
+    try:
+        return RunRecord.model_validate(run, from_attributes=True)
+    except ValidationError as exc:
+        raise StoreError(f"malformed run row {run.id!r}: {exc}") from exc
+
+
+def _span_data(
     run_id: str,
     row: Sequence[Any],
-    events: dict[str, list[EventRecord]],
-    links: dict[str, list[LinkRecord]],
+    events: dict[str, list[EventData]],
+    links: dict[str, list[LinkData]],
     resources: dict[int, dict[str, Any]],
-) -> SpanRecord:
+) -> SpanData:
     span_id, parent_id, name, kind, status, message, start, end, attrs, res_pk = row
-    return SpanRecord.model_validate(
-        {
-            "run_id": run_id,
-            "span_id": span_id,
-            "parent_id": parent_id,
-            "name": name,
-            "kind": kind,
-            "status": status,
-            "status_message": message,
-            "start_ns": start,
-            "end_ns": end,
-            "attributes": _loads(attrs),
-            "events": events.get(span_id, []),
-            "links": links.get(span_id, []),
-            # A copy: resources are cached and shared by many spans.
-            "resource": dict(resources[res_pk]) if res_pk in resources else {},
-        }
+    if status not in _SPAN_STATUSES or not isinstance(span_id, str):
+        raise StoreError(f"malformed span {span_id!r} in run {run_id}: status {status!r}")
+    return SpanData(
+        run_id=run_id,
+        span_id=span_id,
+        parent_id=parent_id,
+        name=name,
+        kind=kind,
+        status=status,
+        status_message=message,
+        start_ns=start,
+        end_ns=end,
+        attributes=_loads(attrs),
+        events=tuple(events.get(span_id, ())),
+        links=tuple(links.get(span_id, ())),
+        # A copy: resources are cached and shared by many spans.
+        resource=dict(resources[res_pk]) if res_pk in resources else {},
+    )
+
+
+def _unfinished_root(run: RunData, start: Sequence[Any], spans: Sequence[SpanData]) -> SpanData:
+    """The root of a run whose root span never ended (its process died, or it still runs), from
+    the record written when it started; it lasts as far as the latest span that ended."""
+    span_id, name, start_ns, attrs = start
+    end = max([start_ns, *(sp.end_ns for sp in spans)])
+    return SpanData(
+        run_id=run.id,
+        span_id=span_id,
+        parent_id=None,
+        name=name,
+        kind="INTERNAL",
+        status="UNSET",
+        status_message=run.status,
+        start_ns=start_ns,
+        end_ns=end,
+        attributes={**_loads(attrs), RUN_UNFINISHED: True},
+        events=(),
+        links=(),
+        resource={SERVICE_NAME: run.service} if run.service else {},
     )
 
 

@@ -36,10 +36,10 @@ if TYPE_CHECKING:
     from .context import current_run_id, with_context
     from .decorators import step, workflow
     from .distributed.executors import RayExecutor
-    from .fanout import map, parallel
+    from .fanout import map, map_sync, parallel, parallel_sync
     from .genai import record_llm_usage
     from .replayer.runner import replay
-    from .routing import decision, route
+    from .routing import aroute, decision, route
     from .runtime import configure, flush, stats
     from .state import State
 
@@ -53,9 +53,12 @@ _LAZY = {
     "RayExecutor": ".distributed.executors",
     "record_llm_usage": ".genai",
     "map": ".fanout",
+    "map_sync": ".fanout",
     "parallel": ".fanout",
+    "parallel_sync": ".fanout",
     "replay": ".replayer.runner",
     "decision": ".routing",
+    "aroute": ".routing",
     "route": ".routing",
     "configure": ".runtime",
     "flush": ".runtime",
@@ -88,13 +91,16 @@ __all__ = [
     "StoreError",
     "UnknownRunError",
     "__version__",
+    "aroute",
     "attributes",
     "configure",
     "current_run_id",
     "decision",
     "flush",
     "map",
+    "map_sync",
     "parallel",
+    "parallel_sync",
     "record_llm_usage",
     "replay",
     "route",

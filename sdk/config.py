@@ -71,6 +71,7 @@ class Settings:
     otlp_headers: Mapping[str, str] | None = None
     otlp_timeout: float = 3.0
     otlp_explicit: bool = False
+    otlp_off: bool = False  # configure(otlp_endpoint=""): no OTLP, whatever the environment says
     service_name: str | None = None
     worker_otlp: bool = False
 
@@ -134,6 +135,9 @@ def resolve(kwargs: Mapping[str, Any]) -> Settings:
                 env_protocol,
             )
     endpoint = kwargs.get("otlp_endpoint")
+    otlp_off = endpoint == ""
+    if otlp_off:
+        endpoint = None
     headers = kwargs.get("otlp_headers")
     if headers is not None and not isinstance(headers, Mapping):
         raise ConfigurationError("otlp_headers must be a mapping of header name to value")
@@ -159,6 +163,7 @@ def resolve(kwargs: Mapping[str, Any]) -> Settings:
         otlp_headers=headers,
         otlp_timeout=float(kwargs.get("otlp_timeout", 3.0)),
         otlp_explicit=endpoint is not None,
+        otlp_off=otlp_off,
         service_name=kwargs.get("service_name"),
         worker_otlp=bool(kwargs.get("worker_otlp")) or _env_flag("SPANFLOW_WORKER_OTLP"),
     )

@@ -13,6 +13,7 @@ import functools
 import inspect
 import logging
 import threading
+import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Mapping
 from concurrent.futures import Executor
 from typing import Any, Literal, ParamSpec, TypeVar, overload
@@ -450,8 +451,11 @@ async def _run_async(
     async def once() -> Any:
         if spec.timeout is None:
             return await fn(*args, **kwargs)
+        started = time.monotonic()
         with anyio.move_on_after(spec.timeout):
-            return await fn(*args, **kwargs)
+            result = await fn(*args, **kwargs)
+            _check_deadline(call, spec.timeout, time.monotonic() - started)
+            return result
         raise StepTimeout(f"step {spec.name!r} timed out after {spec.timeout:g}s")
 
     try:
@@ -474,6 +478,33 @@ async def _run_async(
                 return result
         call.mark(attr.DEFAULT_USED)
         return spec.default
+
+
+def _check_deadline(call: StepCall, timeout: float, elapsed: float) -> None:
+    """Note an attempt that ended past its deadline uncancelled: its code blocked the event loop.
+
+    Cancellation can only land at an ``await``; code that never yields (``time.sleep``, a
+    blocking client) runs to the end, and the timeout has no way to act.
+    """
+    overrun = elapsed - timeout
+    if overrun <= 0:
+        return
+    count("timeouts_missed")
+    try:
+        if call.span.is_recording():
+            call.span.set_attributes(
+                {attr.TIMEOUT_MISSED: True, attr.TIMEOUT_OVERRUN: round(overrun, 6)}
+            )
+    except Exception:
+        logger.debug("spanflow: could not mark the missed timeout", exc_info=True)
+    logger.warning(
+        "spanflow: step %r ran %.2fs, past its timeout of %gs, and was not cancelled: its code "
+        "blocked the event loop (a blocking call such as time.sleep or a sync client in an async "
+        "step); await an async API or move the blocking call to a thread",
+        call.spec.name,
+        elapsed,
+        timeout,
+    )
 
 
 async def _attempts_async(call: StepCall, once: Callable[[], Awaitable[Any]]) -> Any:

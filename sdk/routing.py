@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Mapping
+import inspect
+from collections.abc import Awaitable, Callable, Hashable, Mapping
 from typing import Any, TypeVar
 
 from opentelemetry import trace
@@ -61,3 +62,27 @@ def route(
     branch = str(key) if key in routes else "default"
     decision(branch, reason=key if reason is None else reason, name=name)
     return target(*args, **kwargs)
+
+
+async def aroute(
+    key: Hashable,
+    routes: Mapping[Any, Callable[..., Awaitable[R] | R]],
+    /,
+    *args: Any,
+    default: Callable[..., Awaitable[R] | R] | None = None,
+    reason: Any = None,
+    name: str | None = None,
+    **kwargs: Any,
+) -> R:
+    """:func:`route` for async code whose branches mix sync and async steps: always ``await`` it.
+
+    The chosen branch is called and, when it returns an awaitable (an async step), awaited;
+    a sync branch's value is returned as it is. The choice is recorded as with :func:`route`.
+
+    Raises:
+        LookupError: ``key`` has no route and no ``default`` was given.
+    """
+    result = route(key, routes, *args, default=default, reason=reason, name=name, **kwargs)
+    if inspect.isawaitable(result):
+        return await result
+    return result

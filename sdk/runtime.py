@@ -14,7 +14,7 @@ import os
 import signal
 import threading
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
@@ -29,7 +29,9 @@ from ._stats import count
 from .config import Capture, Settings, otlp_from_env, resolve, resource_for
 from .errors import ConfigurationError
 from .recording.logs import install_log_capture
+from .recording.scrub import scrub_span
 from .recording.span_values import attribute_blind, quiet_at_start
+from .values.redact import Redactor
 
 if TYPE_CHECKING:
     from spanflow.exporters.sqlite_store import SQLiteSpanProcessor
@@ -63,18 +65,21 @@ class Forwarder(SpanProcessor):
 
     def __init__(self) -> None:
         self.processors: tuple[SpanProcessor, ...] = ()
+        self.redactor = Redactor()
+        self._direct_end: Callable[[ReadableSpan], None] | None = None
 
-    def use(self, processors: tuple[SpanProcessor, ...]) -> None:
-        """Forward to ``processors`` from now on."""
+    def use(self, processors: tuple[SpanProcessor, ...], redactor: Redactor) -> None:
+        """Forward to ``processors`` from now on, every span scrubbed of secrets by ``redactor``."""
         self.processors = processors
+        self.redactor = redactor
         # The usual case, the local store alone, is called directly: one Python call fewer on
         # both ends of every span. Its hooks never raise (see SQLiteSpanProcessor).
         direct = len(processors) == 1 and getattr(processors[0], "never_raises", False)
-        for hook in ("on_start", "on_end"):
-            if direct:
-                setattr(self, hook, getattr(processors[0], hook))
-            else:
-                self.__dict__.pop(hook, None)
+        self._direct_end = processors[0].on_end if direct else None
+        if direct:
+            self.on_start = processors[0].on_start  # type: ignore[method-assign]
+        else:
+            self.__dict__.pop("on_start", None)
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         for p in self.processors:
@@ -85,6 +90,18 @@ class Forwarder(SpanProcessor):
                 logger.exception("spanflow: span processor %r failed in on_start", p)
 
     def on_end(self, span: ReadableSpan) -> None:
+        if not self.processors:
+            return
+        try:
+            span = scrub_span(span, self.redactor)
+        except Exception:
+            count("redaction_errors")
+            logger.exception("spanflow: redacting span %r failed; it is not stored", span.name)
+            return
+        direct = self._direct_end
+        if direct is not None:
+            direct(span)
+            return
         for p in self.processors:
             try:
                 p.on_end(span)
@@ -140,6 +157,7 @@ class Runtime:
     provider: trace.TracerProvider | None
     processors: tuple[SpanProcessor, ...] = ()
     store: SQLiteSpanProcessor | None = None  # when the local store is on
+    otlp: SpanProcessor | None = None  # spanflow's own OTLP exporter, when exporting
     # Whether the provider's sampler ignores attributes (see span_values).
     sampler_blind: bool = False
     _seen_processors: object = None  # the provider's processor list last looked at
@@ -194,7 +212,8 @@ def _build(settings: Settings, tracer_provider: trace.TracerProvider | None) -> 
         service = provider.resource.attributes.get("service.name")
         store = SQLiteSpanProcessor(settings.db, service_name=str(service) if service else None)
         processors.append(store)
-    if settings.otlp_explicit or (installed and otlp_from_env()):
+    otlp: SpanProcessor | None = None
+    if not settings.otlp_off and (settings.otlp_explicit or (installed and otlp_from_env())):
         otlp = otlp_exporter(
             endpoint=settings.otlp_endpoint,
             protocol=settings.otlp_protocol,
@@ -207,7 +226,7 @@ def _build(settings: Settings, tracer_provider: trace.TracerProvider | None) -> 
     if forwarder is None:
         forwarder = _forwarders[provider] = Forwarder()
         provider.add_span_processor(forwarder)
-    forwarder.use(tuple(processors))
+    forwarder.use(tuple(processors), settings.redactor)
     from . import __version__
 
     tracer = provider.get_tracer("spanflow", __version__)
@@ -217,6 +236,7 @@ def _build(settings: Settings, tracer_provider: trace.TracerProvider | None) -> 
         provider=provider,
         processors=tuple(processors),
         store=store,
+        otlp=otlp,
         sampler_blind=attribute_blind(provider.sampler),
     )
 
@@ -264,7 +284,8 @@ def configure(
         redact_patterns: extra regular expressions for secret-shaped text.
         log_level: ``logging`` records at or above it, emitted during a step, become span events;
             ``None`` turns log capture off.
-        otlp_endpoint: OTLP base URL (``http://localhost:4318``) to export to, besides the store.
+        otlp_endpoint: OTLP base URL (``http://localhost:4318``) to export to, besides the store;
+            ``""`` turns OTLP export off even when ``OTEL_EXPORTER_OTLP_*`` is set.
         otlp_protocol: ``"http/protobuf"`` (default) or ``"grpc"``.
         otlp_headers: extra headers for the OTLP exporter (e.g. an API key).
         otlp_timeout: seconds one export may take; bounds what a dead endpoint costs at exit.
@@ -366,12 +387,16 @@ def stats() -> dict[str, int]:
     """
     out = _stats.snapshot()
     rt = _runtime
-    if rt is not None and rt.store is not None:
-        try:
-            for key, value in rt.store.stats().items():
-                out[f"store.{key}"] = value
-        except Exception:
-            logger.exception("spanflow: reading store stats failed")
+    if rt is not None:
+        for prefix, processor in (("store", rt.store), ("otlp", rt.otlp)):
+            counters = getattr(processor, "stats", None)
+            if counters is None:
+                continue
+            try:
+                for key, value in counters().items():
+                    out[f"{prefix}.{key}"] = value
+            except Exception:
+                logger.exception("spanflow: reading %s stats failed", prefix)
     return out
 
 

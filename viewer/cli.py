@@ -1,7 +1,11 @@
 """The ``spanflow`` command: list, show, replay, export, import and prune stored runs.
 
 It reads the store through ``spanflow.exporters.store`` and never loads the recording runtime,
-except ``spanflow replay``, which has to run the user's workflow again. Problems are reported as
+except ``spanflow replay``, which has to run the user's workflow again. Start-up is kept to what
+Python itself costs: the reading commands use the store's plain records (no pydantic), output
+into a pipe is drawn without rich where ``plain`` can, and anything heavier (rich for a
+terminal, file formats, the web server, package metadata) is imported by the command that
+needs it. Problems are reported as
 one line on stderr with exit status 2; a replay that fails again exits with 1.
 """
 
@@ -16,17 +20,13 @@ import re
 import shlex
 import sys
 from collections.abc import Callable, Sequence
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Final, NoReturn
 
-import pydantic_core
-from rich.text import Text
 from spanflow.errors import SpanflowError, UnknownRunError
-from spanflow.exporters.file_formats import parse_otlp_json, to_jaeger, to_otlp_json
 from spanflow.exporters.store import Store
 
-from . import render
+from . import plain, render
 
 PROG: Final = "spanflow"
 DEFAULT_DB: Final = Path(".spanflow") / "traces.db"
@@ -167,7 +167,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     since = parse_since(args.since) if args.since else None
     filters: dict[str, Any] = {"status": args.status, "workflow": args.workflow, "since": since}
     with Store.open(db_path(args)) as store:
-        runs = store.list_runs(limit=args.limit, **filters)
+        runs = store.list_run_data(limit=args.limit, **filters)
         total = store.count_runs(**filters) if len(runs) == args.limit else len(runs)
     if args.json:
         _print_json(
@@ -184,6 +184,10 @@ def cmd_runs(args: argparse.Namespace) -> int:
             ]
         )
         return EXIT_OK
+    if _print_plain_runs(args, runs, filters, total):
+        return EXIT_OK
+    from rich.text import Text
+
     console = render.make_console()
     if not runs:
         if any(v is not None for v in filters.values()):
@@ -201,20 +205,55 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _print_plain_runs(
+    args: argparse.Namespace, runs: Sequence[Any], filters: dict[str, Any], total: int
+) -> bool:
+    """What ``cmd_runs`` prints, drawn without rich for a pipe; False if rich has to draw it."""
+    width = plain.width_for(sys.stdout)
+    if width is None:
+        return False
+    parts: list[str | None] = []
+    if not runs:
+        if any(v is not None for v in filters.values()):
+            parts.append(plain.line(f"no runs match those filters in {db_path(args)}", width))
+        else:
+            parts.append(
+                plain.line(
+                    f"no runs in {db_path(args)} yet: call a @spanflow.workflow to record one",
+                    width,
+                )
+            )
+    else:
+        parts.append(plain.runs_table(runs, width))
+        if total > len(runs):
+            parts.append(
+                plain.line(f"{len(runs)} of {total} runs shown; --limit {total} lists all", width)
+            )
+    if any(part is None for part in parts):
+        return False
+    render.write("".join(part or "" for part in parts))
+    return True
+
+
 def cmd_show(args: argparse.Namespace) -> int:
     """``spanflow show RUN``: a run's header and span tree, or its records as JSON."""
-    with Store.open(db_path(args)) as store:
-        run = store.get_run(args.run)
-        spans = store.spans(run.id)
-        replays = store.replays_of(run.id)
     if args.json:
+        with Store.open(db_path(args)) as store:
+            record = store.get_run(args.run)
+            span_records = store.spans(record.id)
         _print_json(
             {
-                "run": run.model_dump(mode="json"),
-                "spans": [span.model_dump(mode="json") for span in spans],
+                "run": record.model_dump(mode="json"),
+                "spans": [span.model_dump(mode="json") for span in span_records],
             }
         )
         return EXIT_OK
+    with Store.open(db_path(args)) as store:
+        run = store.get_run_data(args.run)
+        spans = store.span_data(run.id)
+        replays = store.replay_data(run.id)
+    from rich.text import Text
+
     console = render.make_console()
     console.print(render.run_view(run, spans, replays))
     if run.status in ("failed", "crashed") and run.entrypoint:
@@ -239,7 +278,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
         render.clean(f"replaying run {job.run_id}: importing {job.entrypoint} {where}") + "\n"
     )
     sys.stdout.flush()
-    outcome = runner.run(job)
+    outcome = runner.run(job, allow=args.allow)
+    import pydantic_core
+    from rich.text import Text
+
     plan = outcome.plan
     console = render.make_console()
     summary = Text()
@@ -300,7 +342,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from spanflow.replayer.check import check
 
     reuse = None if args.reuse is None else [x for x in args.reuse.split(",") if x.strip()]
-    result = check(args.run, db_path(args), reuse)
+    result = check(args.run, db_path(args), reuse, allow=args.allow)
     if args.json:
         _print_json(
             {
@@ -317,6 +359,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def _print_lines(lines: Sequence[tuple[str, str]]) -> None:
+    from rich.text import Text
+
     console = render.make_console()
     for text, style in lines:
         console.print(Text(render.clean(text), style=style), soft_wrap=True)
@@ -324,6 +368,8 @@ def _print_lines(lines: Sequence[tuple[str, str]]) -> None:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """``spanflow export RUN``: a run as Jaeger JSON or OTLP/JSON, to stdout or a file."""
+    from spanflow.exporters.file_formats import to_jaeger, to_otlp_json
+
     with Store.open(db_path(args)) as store:
         run = store.get_run(args.run)
         spans = store.spans(run.id)
@@ -343,6 +389,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_import(args: argparse.Namespace) -> int:
     """``spanflow import FILE``: load OTLP/JSON spans into the store (created if missing)."""
+    from spanflow.exporters.file_formats import parse_otlp_json
+
     source = Path(args.file)
     try:
         data = source.read_bytes()
@@ -423,10 +471,29 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 
 def _version() -> str:
+    from importlib import metadata
+
     try:
         return metadata.version("spanflow")
     except metadata.PackageNotFoundError:
         return "unknown"
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: reads the installed version only when asked (importlib.metadata is slow)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        render.write(f"{PROG} {_version()}\n")
+        parser.exit()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -436,10 +503,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Inspect, replay and export the runs spanflow recorded.",
         epilog=f"The store is --db PATH, else ${DB_ENV}, else {DEFAULT_DB}.",
     )
-    parser.add_argument("--version", action="version", version=f"{PROG} {_version()}")
+    parser.add_argument(
+        "--version", action=_VersionAction, help="show program's version number and exit"
+    )
     db = _Parser(add_help=False)
     db.add_argument("--db", metavar="PATH", help=f"the store (default: ${DB_ENV} or {DEFAULT_DB})")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    # prog= spares argparse a help formatter (and the shutil import) just to spell "spanflow".
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser, prog=PROG)
 
     def command(name: str, handler: Callable[[argparse.Namespace], int], text: str) -> Any:
         p = sub.add_parser(name, parents=[db], help=text, description=text)
@@ -467,6 +537,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="STEP",
         help="execute this step and everything after it, even where it succeeded",
     )
+    p.add_argument(
+        "--allow",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="also import MODULE (and its submodules) from outside the current directory; "
+        "repeatable",
+    )
 
     p = command("diff", cmd_diff, "Compare two runs step by step (default: a run and its replay).")
     p.add_argument("run_a", metavar="RUN_A", help="run id, or a unique prefix of at least 4 chars")
@@ -479,6 +557,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--reuse",
         metavar="KIND_OR_NAME,...",
         help="serve these kinds or steps from the recording (default: llm,tool,retriever,embedding)",
+    )
+    p.add_argument(
+        "--allow",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="a module the check may import although it is not under the current directory",
     )
     p.add_argument("--json", action="store_true", help="print the differences as JSON")
 

@@ -13,14 +13,18 @@ import os
 import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Final, TextIO
+from typing import TYPE_CHECKING, Any, Final, TextIO
 
-from rich.console import Console, Group, RenderableType
-from rich.table import Table
-from rich.text import Text
-from rich.tree import Tree
 from spanflow import attributes as attr
-from spanflow.exporters.records import RunRecord, SpanRecord, error_text
+from spanflow.exporters.records import RunData, SpanData, error_text
+
+if TYPE_CHECKING:
+    # rich costs ~90 ms of start-up: it loads in the functions that draw, so the text helpers
+    # here (and the plain output for pipes, ``viewer/plain.py``) do without it.
+    from rich.console import Console, Group, RenderableType
+    from rich.table import Table
+    from rich.text import Text
+    from rich.tree import Tree
 
 #: Captured values (outputs, inputs, state values) keep at least this many characters.
 VALUE_CHARS: Final = 300
@@ -105,6 +109,8 @@ def iso_utc(value: _dt.datetime) -> str:
 
 def status_text(status: str) -> Text:
     """A run status, coloured."""
+    from rich.text import Text
+
     return Text(status, style=STATUS_STYLES.get(status, ""))
 
 
@@ -123,6 +129,8 @@ def make_console(stream: TextIO | None = None) -> Console:
 
     Rich itself drops colour when ``NO_COLOR`` is set and when the stream is not a terminal.
     """
+    from rich.console import Console
+
     out = stream if stream is not None else sys.stdout
     width: int | None = None
     if not _isatty(out):
@@ -169,8 +177,11 @@ def format_bytes(n: int) -> str:
 # -- the run list ---------------------------------------------------------------------------------
 
 
-def runs_table(runs: Sequence[RunRecord]) -> Table:
+def runs_table(runs: Sequence[RunData]) -> Table:
     """Runs as a table: id (12 chars), workflow, status, started, duration, error."""
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table(box=None, header_style="bold", pad_edge=False, show_edge=False)
     table.add_column("run id", no_wrap=True)
     table.add_column("workflow", overflow="fold")
@@ -193,8 +204,10 @@ def runs_table(runs: Sequence[RunRecord]) -> Table:
 # -- one run --------------------------------------------------------------------------------------
 
 
-def run_header(run: RunRecord, replays: Sequence[RunRecord]) -> Text:
+def run_header(run: RunData, replays: Sequence[RunData]) -> Text:
     """The lines above the span tree: id, workflow, status, error, times, service, replays."""
+    from rich.text import Text
+
     out = Text()
     out.append("run ", style="bold")
     out.append(run.id, style="bold")
@@ -224,8 +237,11 @@ def run_header(run: RunRecord, replays: Sequence[RunRecord]) -> Text:
     return out
 
 
-def run_view(run: RunRecord, spans: Sequence[SpanRecord], replays: Sequence[RunRecord]) -> Group:
+def run_view(run: RunData, spans: Sequence[SpanData], replays: Sequence[RunData]) -> Group:
     """The header and the span tree of one run."""
+    from rich.console import Group
+    from rich.text import Text
+
     parts: list[RenderableType] = [run_header(run, replays), Text()]
     if spans:
         parts.append(span_tree(spans))
@@ -234,16 +250,19 @@ def run_view(run: RunRecord, spans: Sequence[SpanRecord], replays: Sequence[RunR
     return Group(*parts)
 
 
-def span_tree(spans: Sequence[SpanRecord]) -> Tree:
+def span_tree(spans: Sequence[SpanData]) -> Tree:
     """Spans nested by parent, children in start order.
 
     A span whose parent is not stored is shown at the top level, marked ``(orphan)``; offsets
     are from the start of the run and clamped at zero, so clock skew between processes (a child
     that seems to start before its parent) cannot produce negative times.
     """
+    from rich.text import Text
+    from rich.tree import Tree
+
     by_id = {s.span_id: s for s in spans}
-    children: dict[str, list[SpanRecord]] = {}
-    tops: list[SpanRecord] = []
+    children: dict[str, list[SpanData]] = {}
+    tops: list[SpanData] = []
     for span in spans:
         if (
             span.parent_id is not None
@@ -258,9 +277,9 @@ def span_tree(spans: Sequence[SpanRecord]) -> Tree:
     tree = Tree(Text("spans", style="bold"), guide_style="dim")
     shown: set[str] = set()
 
-    def attach(node: Tree, top: Sequence[SpanRecord], orphan: bool) -> None:
+    def attach(node: Tree, top: Sequence[SpanData], orphan: bool) -> None:
         # Iterative, so a very deep call tree cannot exhaust the Python stack.
-        stack: list[tuple[Tree, SpanRecord, bool, int]] = [
+        stack: list[tuple[Tree, SpanData, bool, int]] = [
             (node, s, orphan and s.parent_id is not None, 1) for s in reversed(_by_start(top))
         ]
         while stack:
@@ -286,14 +305,16 @@ def span_tree(spans: Sequence[SpanRecord]) -> Tree:
     return tree
 
 
-def _by_start(spans: Iterable[SpanRecord]) -> list[SpanRecord]:
+def _by_start(spans: Iterable[SpanData]) -> list[SpanData]:
     return sorted(spans, key=lambda s: (s.start_ns, s.span_id))
 
 
 def span_label(
-    span: SpanRecord, base_ns: int, children: Sequence[SpanRecord], *, orphan: bool = False
+    span: SpanData, base_ns: int, children: Sequence[SpanData], *, orphan: bool = False
 ) -> Text:
     """One span: a title line, then what it recorded (attempts, errors, logs, diffs, output)."""
+    from rich.text import Text
+
     a = span.attributes
     failed = span.status == "ERROR"
     out = Text()
@@ -308,7 +329,10 @@ def span_label(
     out.append(f"  +{format_duration((span.start_ns - base_ns) / 1e6)}", style="dim")
     out.append(f"  {format_duration((span.end_ns - span.start_ns) / 1e6)}")
     out.append("  ")
-    out.append("ERROR" if failed else "ok", style="bold red" if failed else "green")
+    if a.get(attr.RUN_UNFINISHED):  # rebuilt from its start record: it never ended
+        out.append(clean(span.status_message or "running"), style="bold yellow")
+    else:
+        out.append("ERROR" if failed else "ok", style="bold red" if failed else "green")
     if orphan:
         out.append("  (orphan)", style="yellow")
     for line, style in detail_lines(span, children):
@@ -317,7 +341,7 @@ def span_label(
     return out
 
 
-def _kind(span: SpanRecord) -> str:
+def _kind(span: SpanData) -> str:
     a = span.attributes
     step_type = str(a.get(attr.STEP_TYPE) or "")
     if step_type == attr.STEP_TYPE_ATTEMPT:
@@ -329,7 +353,7 @@ def _kind(span: SpanRecord) -> str:
     return " · ".join(parts)
 
 
-def detail_lines(span: SpanRecord, children: Sequence[SpanRecord]) -> list[tuple[str, str]]:
+def detail_lines(span: SpanData, children: Sequence[SpanData]) -> list[tuple[str, str]]:
     """The ``(text, style)`` lines recorded on a span, most telling first."""
     a = span.attributes
     lines: list[tuple[str, str]] = []
@@ -358,7 +382,9 @@ def detail_lines(span: SpanRecord, children: Sequence[SpanRecord]) -> list[tuple
     diff = a.get(attr.STATE_DIFF)
     if isinstance(diff, str) and diff:
         lines.extend((f"state: {op}", "magenta") for op in patch_lines(diff))
-    if span.status == "ERROR" and isinstance(a.get(attr.INPUT_VALUE), str):
+    if (span.status == "ERROR" or a.get(attr.RUN_UNFINISHED)) and isinstance(
+        a.get(attr.INPUT_VALUE), str
+    ):
         lines.append((f"input: {shorten(a[attr.INPUT_VALUE])}", ""))
     output = a.get(attr.OUTPUT_VALUE)
     if isinstance(output, str):
@@ -366,11 +392,11 @@ def detail_lines(span: SpanRecord, children: Sequence[SpanRecord]) -> list[tuple
     return lines
 
 
-def _exceptions(span: SpanRecord) -> list[Mapping[str, Any]]:
+def _exceptions(span: SpanData) -> list[Mapping[str, Any]]:
     return [e.attributes for e in span.events if e.name == attr.EXCEPTION_EVENT]
 
 
-def _error_lines(span: SpanRecord, children: Sequence[SpanRecord]) -> list[tuple[str, str]]:
+def _error_lines(span: SpanData, children: Sequence[SpanData]) -> list[tuple[str, str]]:
     events = [(e.name, e.attributes) for e in span.events]
     if span.status != "ERROR":
         return [
@@ -442,7 +468,7 @@ def _genai_lines(a: Mapping[str, Any]) -> list[tuple[str, str]]:
     return [("llm: " + ", ".join(parts), "dim")]
 
 
-def _log_lines(span: SpanRecord) -> list[tuple[str, str]]:
+def _log_lines(span: SpanData) -> list[tuple[str, str]]:
     logs = [e.attributes for e in span.events if e.name == attr.LOG_EVENT]
     lines = [
         (

@@ -10,31 +10,45 @@ writing is seen fresh on every request, so a page polling a running run follows 
 The page (``static/``) is hand-written JavaScript without a build step. It builds every element
 with ``textContent``, never parses captured data as HTML, and loads nothing from outside this
 server; the Content-Security-Policy sent with every response enforces both.
+
+Access is by token, as in Jupyter: the server makes a random token, the URL it prints carries it
+(``/?token=...``), and the first visit with it sets an HttpOnly, SameSite=Strict cookie so later
+requests need no token in the URL. Anything else on the machine (another user's process, a web
+page in the browser) gets 403 for every page, file and API route.
+
+A run's page gets at most :data:`MAX_SPANS` spans at once (the first ones depth-first, plus the
+path down to the failed step); ``/api/runs/<id>/spans?offset=`` pages through the rest.
 """
 
 from __future__ import annotations
 
+import hmac
 import http.server
 import ipaddress
 import json
 import logging
 import math
 import re
+import secrets
 import shlex
 import socket
+import threading
 import time
 import webbrowser
+from collections import OrderedDict
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
 from spanflow import attributes as attr
 from spanflow.errors import ConfigurationError, StoreError, UnknownRunError
-from spanflow.exporters.records import RunRecord, SpanRecord, datetime_to_ns
+from spanflow.exporters.records import RunRecord, SpanData, datetime_to_ns
 from spanflow.exporters.store import Store
+from spanflow.viewer.span_tree import SpanTree, build_tree
 
-__all__ = ["CSP", "ViewerServer", "make_server", "serve"]
+__all__ = ["CSP", "MAX_SPANS", "Viewer", "ViewerServer", "make_server", "serve", "start_viewer"]
 
 logger = logging.getLogger("spanflow.viewer")
 
@@ -59,8 +73,19 @@ _STATIC: Final = {
 }
 _RUN_PATH: Final = re.compile(r"/runs/([^/]+)/?")
 _API_RUN_PATH: Final = re.compile(r"/api/runs/([^/]+)/?")
+_API_SPANS_PATH: Final = re.compile(r"/api/runs/([^/]+)/spans/?")
 _DEFAULT_LIMIT: Final = 50
 _MAX_LIMIT: Final = 500
+#: The most spans one response carries; a bigger run is paged (the page shows "show more").
+MAX_SPANS: Final = 10_000
+#: Larger offsets cannot name anything in a store (and SQLite integers end at 2**63).
+_MAX_OFFSET: Final = 10**12
+_NUMBER: Final = re.compile(r"[0-9]{1,13}")
+#: Seconds a connection may stay silent (a half-sent request) before it is closed.
+REQUEST_TIMEOUT: Final = 10.0
+_TOKEN_PARAM: Final = "token"
+#: Runs with more spans than MAX_SPANS are parsed once and kept (the most recent few).
+_CACHED_RUNS: Final = 2
 _RUN_STATUSES: Final = ("running", "ok", "failed", "crashed")
 
 # Attribute names the page reads, sent with each run so the names live only in attributes.py.
@@ -101,20 +126,50 @@ _NAMES: Final = {
 }
 
 
+@dataclass(frozen=True)
+class _RunView:
+    """A run's spans placed in a tree, with the times the page measures from."""
+
+    key: tuple[Any, ...]
+    tree: SpanTree
+    t0: int
+    end: int
+
+
 class ViewerServer(http.server.ThreadingHTTPServer):
     """The viewer's HTTP server: one read-only store, the page's files, the allowed hosts."""
 
-    def __init__(self, db_path: Path, store: Store, address: tuple[str, int]) -> None:
+    # Bursts of requests (a page load, several tabs) must not wait for the kernel to retry a
+    # full accept queue, which costs about a second each time.
+    request_queue_size = 128
+
+    def __init__(
+        self,
+        db_path: Path,
+        store: Store,
+        address: tuple[str, int],
+        *,
+        token: str | None = None,
+        request_timeout: float = REQUEST_TIMEOUT,
+    ) -> None:
         """Bind to ``address`` (a loopback host) and serve ``store``; see :func:`make_server`."""
         self.db_path = db_path
         self.store = store
         self.static = _load_static()
+        self.token = token or secrets.token_urlsafe(32)
+        self.request_timeout = request_timeout
+        self._views: OrderedDict[str, _RunView] = OrderedDict()
+        self._views_lock = threading.Lock()
         # The address family must be chosen before the socket is created.
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         super().__init__(address, _Handler)
         host, port = address[0], int(self.server_address[1])
         shown = f"[{host}]" if ":" in host else host
         self.url = f"http://{shown}:{port}/"
+        #: The address to open: ``url`` with the access token.
+        self.login_url = f"{self.url}?{urlencode({_TOKEN_PARAM: self.token})}"
+        # Cookies are shared by every port of a host: one name per port keeps two viewers apart.
+        self.cookie_name = f"spanflow-viewer-{port}"
         names = {shown.lower(), "localhost"}
         # A browser always sends the port unless it is the scheme's default.
         self.allowed_hosts = frozenset(
@@ -126,12 +181,46 @@ class ViewerServer(http.server.ThreadingHTTPServer):
         super().server_close()
         self.store.close()
 
+    def token_matches(self, candidate: str) -> bool:
+        """Whether ``candidate`` is this server's token (in constant time)."""
+        return hmac.compare_digest(candidate.encode("utf-8"), self.token.encode("utf-8"))
 
-def make_server(db_path: Path, *, host: str = "127.0.0.1", port: int = 0) -> ViewerServer:
+    def run_view(self, run: RunRecord) -> _RunView:
+        """The run's span tree; a big finished one is parsed once and reused for its pages."""
+        key = (run.id, run.status, run.span_count, run.error_count, run.ended_at)
+        with self._views_lock:
+            view = self._views.get(run.id)
+            if view is not None and view.key == key:
+                self._views.move_to_end(run.id)
+                return view
+        spans = self.store.span_data(run.id)  # plain records: a 200k-span run reads 3x faster
+        t0 = min([datetime_to_ns(run.started_at), *(s.start_ns for s in spans)])
+        end = max([t0, *(s.end_ns for s in spans)])
+        if run.ended_at is not None:
+            end = max(end, datetime_to_ns(run.ended_at))
+        view = _RunView(key, build_tree(spans), t0, end)
+        if len(spans) > MAX_SPANS:
+            with self._views_lock:
+                self._views[run.id] = view
+                self._views.move_to_end(run.id)
+                while len(self._views) > _CACHED_RUNS:
+                    self._views.popitem(last=False)
+        return view
+
+
+def make_server(
+    db_path: Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    token: str | None = None,
+    request_timeout: float = REQUEST_TIMEOUT,
+) -> ViewerServer:
     """Open the store at ``db_path`` read-only and bind the viewer to ``host``:``port``.
 
-    Port 0 picks a free port (``server.url`` tells which). Call ``serve_forever()`` on the result,
-    and ``server_close()`` when done.
+    Port 0 picks a free port (``server.url`` tells which). ``token`` is the access token
+    (default: a new random one; ``server.login_url`` carries it). Call ``serve_forever()`` on the
+    result, and ``server_close()`` when done; :func:`start_viewer` does both in a thread.
 
     Raises:
         ConfigurationError: ``host`` is not a loopback address, or the port cannot be bound.
@@ -141,7 +230,7 @@ def make_server(db_path: Path, *, host: str = "127.0.0.1", port: int = 0) -> Vie
     path = Path(db_path).absolute()
     store = Store.open(path)
     try:
-        return ViewerServer(path, store, (bind, port))
+        return ViewerServer(path, store, (bind, port), token=token, request_timeout=request_timeout)
     except OSError as exc:
         store.close()
         raise ConfigurationError(
@@ -153,23 +242,105 @@ def make_server(db_path: Path, *, host: str = "127.0.0.1", port: int = 0) -> Vie
         raise
 
 
+class Viewer:
+    """A viewer answering requests in a background thread until :meth:`stop`."""
+
+    def __init__(self, server: ViewerServer) -> None:
+        """Start serving ``server`` (from :func:`make_server`) in a daemon thread."""
+        self.server = server
+        self._stopped = False
+        self._thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.1},
+            name=f"spanflow-viewer-{self.port}",
+            daemon=True,
+        )
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        """The address to open, with the access token: ``http://127.0.0.1:PORT/?token=...``."""
+        return self.server.login_url
+
+    @property
+    def base_url(self) -> str:
+        """The address without the token (``http://127.0.0.1:PORT/``)."""
+        return self.server.url
+
+    @property
+    def token(self) -> str:
+        """The access token."""
+        return self.server.token
+
+    @property
+    def port(self) -> int:
+        """The port listened on."""
+        return int(self.server.server_address[1])
+
+    def wait(self) -> None:
+        """Block until the viewer stops (Ctrl-C in the main thread interrupts the wait)."""
+        while self._thread.is_alive():
+            self._thread.join(0.5)
+
+    def stop(self) -> None:
+        """Stop answering, close the listening socket and the store (idempotent)."""
+        if self._stopped:
+            return
+        self._stopped = True
+        if self._thread.is_alive():
+            self.server.shutdown()
+            self._thread.join()
+        self.server.server_close()
+
+    def __enter__(self) -> Viewer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def start_viewer(
+    db_path: Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    token: str | None = None,
+    request_timeout: float = REQUEST_TIMEOUT,
+) -> Viewer:
+    """Serve the viewer for ``db_path`` in the background; ``stop()`` the result when done.
+
+    Raises:
+        ConfigurationError: ``host`` is not loopback, or the port cannot be bound.
+        StoreError: the store is missing, unreadable, or not a spanflow store.
+    """
+    server = make_server(
+        db_path, host=host, port=port, token=token, request_timeout=request_timeout
+    )
+    return Viewer(server)
+
+
 def serve(db_path: Path, *, port: int = 8765, open_browser: bool = False) -> None:
     """Serve the viewer for ``db_path`` on 127.0.0.1 until interrupted (Ctrl-C).
+
+    Prints the address with its access token on stdout (and opens it if ``open_browser``).
 
     Raises:
         ConfigurationError: the port cannot be bound.
         StoreError: the store is missing, unreadable, or not a spanflow store.
     """
-    server = make_server(db_path, port=port)
+    viewer = start_viewer(db_path, port=port)
     try:
-        print(f"spanflow viewer for {server.db_path} at {server.url} (Ctrl-C stops it)", flush=True)
+        print(
+            f"spanflow viewer for {viewer.server.db_path} at {viewer.url} (Ctrl-C stops it)",
+            flush=True,
+        )
         if open_browser:
-            webbrowser.open(server.url)
-        server.serve_forever()
+            webbrowser.open(viewer.url)
+        viewer.wait()
     except KeyboardInterrupt:
         pass
     finally:
-        server.server_close()
+        viewer.stop()
 
 
 def _loopback(host: str) -> str:
@@ -202,6 +373,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     server: ViewerServer
     server_version = "spanflow-viewer"
     sys_version = ""
+    _set_cookie = False
+
+    def setup(self) -> None:
+        # A socket timeout: a client that sends half a request and goes quiet loses its
+        # connection (and frees its thread) instead of holding it forever.
+        self.request.settimeout(self.server.request_timeout)
+        super().setup()
 
     # -- dispatch ------------------------------------------------------------------------------
 
@@ -212,19 +390,61 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self._dispatch(head=True)
 
     def _refuse_method(self) -> None:
+        if not self._admitted(head=False):
+            return
         error = {"error": "the viewer is read-only: only GET and HEAD"}
         self._send_json(405, error, head=False, extra={"Allow": "GET, HEAD"})
 
-    do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_CONNECT = _refuse_method
-
-    def _dispatch(self, *, head: bool) -> None:
+    def _admitted(self, *, head: bool) -> bool:
+        """Check the Host header and the access token; answer 403 (and say False) if wrong."""
         host = (self.headers.get("Host") or "").strip().lower()
         if host not in self.server.allowed_hosts:
             # DNS rebinding: a foreign site resolving its name to 127.0.0.1 sends its own Host.
             self._send_json(403, {"error": f"unexpected Host header {host!r}"}, head=head)
+            return False
+        if self._token_from_query() is not None:
+            self._set_cookie = True
+            return True
+        if self._token_from_cookie():
+            return True
+        body = (
+            "403 Forbidden: this spanflow viewer needs its access token. Open the address that "
+            "`spanflow ui` printed (it ends in ?token=...).\n"
+        ).encode("ascii")
+        self.send_response(403)
+        self._common_headers("text/plain; charset=utf-8", len(body), "no-store")
+        self.end_headers()
+        if not head:
+            self.wfile.write(body)
+        return False
+
+    def _token_from_query(self) -> str | None:
+        """The query's token if it is the right one, else None."""
+        for value in parse_qs(urlsplit(self.path).query).get(_TOKEN_PARAM, []):
+            if self.server.token_matches(value):
+                return value
+        return None
+
+    def _token_from_cookie(self) -> bool:
+        name = self.server.cookie_name
+        for header in self.headers.get_all("Cookie") or []:
+            for part in header.split(";"):
+                key, sep, value = part.strip().partition("=")
+                if sep and key == name and self.server.token_matches(value.strip('"')):
+                    return True
+        return False
+
+    def _cookie_header(self) -> str:
+        return f"{self.server.cookie_name}={self.server.token}; HttpOnly; SameSite=Strict; Path=/"
+
+    do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_CONNECT = _refuse_method
+
+    def _dispatch(self, *, head: bool) -> None:
+        if not self._admitted(head=head):
             return
         url = urlsplit(self.path)
         path = url.path
+        query = parse_qs(url.query)
         try:
             if path in ("/", "/index.html"):
                 self._send_static("index.html", head=head)
@@ -235,7 +455,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 else:
                     self._send_json(404, {"error": f"no file {path}"}, head=head)
             elif path in ("/api/runs", "/api/runs/"):
-                self._send_json(200, self._runs(parse_qs(url.query)), head=head)
+                self._send_json(200, self._runs(query), head=head)
+            elif m := _API_SPANS_PATH.fullmatch(path):
+                self._send_json(200, self._span_page(unquote(m.group(1)), query), head=head)
             elif m := _API_RUN_PATH.fullmatch(path):
                 self._send_json(200, self._run(unquote(m.group(1))), head=head)
             elif m := _RUN_PATH.fullmatch(path):
@@ -267,8 +489,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if status is not None and status not in _RUN_STATUSES:
             raise _BadRequest(f"status must be one of {', '.join(_RUN_STATUSES)}")
         workflow = _param(query, "workflow") or None
-        limit = min(max(_int_param(query, "limit", _DEFAULT_LIMIT), 1), _MAX_LIMIT)
-        offset = max(_int_param(query, "offset", 0), 0)
+        limit = _int_param(query, "limit", _DEFAULT_LIMIT, low=1, high=_MAX_LIMIT)
+        offset = _int_param(query, "offset", 0, low=0, high=_MAX_OFFSET)
         store = self.server.store
         runs = store.list_runs(status=status, workflow=workflow, limit=limit, offset=offset)
         total = store.count_runs(status=status, workflow=workflow)
@@ -283,7 +505,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _run(self, key: str) -> dict[str, Any]:
         store = self.server.store
         run = store.get_run(key)
-        spans = store.spans(run.id)
+        view = self.server.run_view(run)
+        tree = view.tree
         replays = store.replays_of(run.id)
         original: dict[str, Any] | None = None
         if run.replay_of:
@@ -291,26 +514,55 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 original = _run_json(store.get_run(run.replay_of))
             except UnknownRunError:
                 original = {"id": run.replay_of, "missing": True}
-        t0 = min([datetime_to_ns(run.started_at), *(s.start_ns for s in spans)])
-        end = max([t0, *(s.end_ns for s in spans)])
-        if run.ended_at is not None:
-            end = max(end, datetime_to_ns(run.ended_at))
+        end = view.end
         if run.status == "running":
             end = max(end, time.time_ns())
+        # The first MAX_SPANS depth first (a prefix holds every ancestor of what it holds),
+        # and the failed step with its ancestors and attempts wherever they are.
+        sent = list(range(min(len(tree.order), MAX_SPANS)))
+        if tree.failed is not None:
+            half = MAX_SPANS // 2
+            wanted = [*tree.path_to(tree.failed)[-half:], *tree.kids[tree.failed][:half]]
+            sent += sorted({tree.position[i] for i in wanted if tree.position[i] >= MAX_SPANS})
+        # Only a workflow run can be replayed: replay needs the entrypoint it recorded.
+        command = None
+        if run.entrypoint:
+            command = f"spanflow replay {run.id} --db {shlex.quote(str(self.server.db_path))}"
         return {
             "db": str(self.server.db_path),
             "run": _run_json(run),
-            "spans": [_span_json(s, t0) for s in spans],
-            "span_end": _ms(end - t0),
+            "spans": [_span_json(tree, tree.order[n], n, view.t0) for n in sent],
+            "span_total": len(tree.order),
+            "span_first": min(len(tree.order), MAX_SPANS),
+            "span_end": _ms(end - view.t0),
             "replays": [_run_json(r) for r in replays],
             "replay_of": original,
-            "replay_command": f"spanflow replay {run.id} --db {shlex.quote(str(self.server.db_path))}",
+            "replay_command": command,
             "names": _NAMES,
+        }
+
+    def _span_page(self, key: str, query: Mapping[str, list[str]]) -> dict[str, Any]:
+        run = self.server.store.get_run(key)
+        offset = _int_param(query, "offset", 0, low=0, high=_MAX_OFFSET)
+        limit = _int_param(query, "limit", MAX_SPANS, low=1, high=MAX_SPANS)
+        view = self.server.run_view(run)
+        tree = view.tree
+        chosen = range(min(offset, len(tree.order)), min(offset + limit, len(tree.order)))
+        return {
+            "run": run.id,
+            "spans": [_span_json(tree, tree.order[n], n, view.t0) for n in chosen],
+            "offset": offset,
+            "limit": limit,
+            "span_total": len(tree.order),
         }
 
     # -- responses -----------------------------------------------------------------------------
 
     def _common_headers(self, content_type: str, length: int, cache: str) -> None:
+        if self._set_cookie:
+            # The first visit: later requests (the page's files, its API calls, links) carry
+            # the token in this cookie, and the page takes it out of the address bar.
+            self.send_header("Set-Cookie", self._cookie_header())
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(length))
         self.send_header("Content-Security-Policy", CSP)
@@ -359,14 +611,18 @@ def _param(query: Mapping[str, list[str]], name: str) -> str | None:
     return values[-1].strip() if values else None
 
 
-def _int_param(query: Mapping[str, list[str]], name: str, default: int) -> int:
+def _int_param(
+    query: Mapping[str, list[str]], name: str, default: int, *, low: int, high: int
+) -> int:
     raw = _param(query, name)
     if not raw:
         return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise _BadRequest(f"{name} must be an integer, got {raw!r}") from None
+    # Plain digits only: int() would also take "1_000", "+5" and other scripts' digits.
+    value = int(raw) if _NUMBER.fullmatch(raw) else None
+    if value is None or not low <= value <= high:
+        shown = raw if len(raw) <= 40 else raw[:40] + "..."
+        raise _BadRequest(f"{name} must be a whole number from {low} to {high}, got {shown!r}")
+    return value
 
 
 def _ms(ns: int) -> float:
@@ -392,11 +648,16 @@ def _run_json(run: RunRecord) -> dict[str, Any]:
     }
 
 
-def _span_json(span: SpanRecord, t0: int) -> dict[str, Any]:
-    # Times are milliseconds from the run's start, exact as JavaScript numbers.
-    return {
-        "id": span.span_id,
-        "parent": span.parent_id,
+def _span_json(tree: SpanTree, index: int, seq: int, t0: int) -> dict[str, Any]:
+    # Times are milliseconds from the run's start, exact as JavaScript numbers. "parent" is the
+    # span this one is drawn under; "seq" its place depth first, which orders merged pages.
+    span: SpanData = tree.spans[index]
+    p = tree.parent[index]
+    parent = tree.ids[p] if p >= 0 else None
+    out: dict[str, Any] = {
+        "id": tree.ids[index],
+        "seq": seq,
+        "parent": parent,
         "name": span.name,
         "status": span.status,
         "message": span.status_message,
@@ -410,6 +671,12 @@ def _span_json(span: SpanRecord, t0: int) -> dict[str, Any]:
             {"trace": ln.trace_id, "span": ln.span_id, "attrs": ln.attributes} for ln in span.links
         ],
     }
+    if span.parent_id != parent and span.parent_id is not None:
+        # Damaged links (a cycle, its own id, a duplicate id) are shown, not followed.
+        out["recorded_parent"] = span.parent_id
+    if tree.ids[index] != span.span_id:
+        out["recorded_id"] = span.span_id
+    return out
 
 
 def _dumps(payload: Any) -> str:

@@ -14,6 +14,7 @@ import concurrent.futures
 import contextlib
 import logging
 import os
+import pickle
 import threading
 import uuid
 import weakref
@@ -63,7 +64,7 @@ class RemoteFunction:
         timeout: seconds the synchronous call waits before raising ``StepTimeout``.
     """
 
-    __slots__ = ("executor", "fn", "name", "resources", "target", "timeout")
+    __slots__ = ("_target", "executor", "fn", "name", "resources", "timeout")
 
     def __init__(
         self,
@@ -79,7 +80,18 @@ class RemoteFunction:
         self.name = name
         self.resources = resources
         self.timeout = timeout
-        self.target = shippable(fn)
+        self._target: Any = None
+
+    @property
+    def target(self) -> Any:
+        """What is sent for ``fn``, found at the first call (a decorator runs before its module
+        attribute is bound, so at decoration time a step's function is not reachable by name)."""
+        target = self._target
+        if target is None:
+            target = shippable(self.fn, self.executor)
+            if target is not self.fn:
+                self._target = target  # a reference stays valid; anything else is looked at again
+        return target
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         sent = self._send(args, kwargs)
@@ -91,7 +103,7 @@ class RemoteFunction:
         try:
             outcome = sent.future.result()
         except BaseException as exc:
-            _explain(exc, self.executor)
+            _explain(exc, self.executor, sent)
             raise
         return sent.finish(outcome)
 
@@ -102,7 +114,7 @@ class RemoteFunction:
             outcome = await _wait(sent.future)
         except BaseException as exc:
             if sent.future.done():
-                _explain(exc, self.executor)
+                _explain(exc, self.executor, sent)
             else:
                 sent.abandon()  # cancelled or timed out from outside: the task need not finish
             raise
@@ -133,13 +145,13 @@ class RemoteFunction:
             context=ctx,
         )
         future, cancel = executors.submit(self.executor, run_task, task, self.resources)
-        return _Sent(self.name, future, cancel, rt, run, args, kwargs, config)
+        return _Sent(self.name, future, cancel, rt, run, args, kwargs, config, task.target)
 
 
 class _Sent:
     """One submitted task, until its outcome is taken in."""
 
-    __slots__ = ("args", "cancel", "config", "future", "kwargs", "name", "rt", "run")
+    __slots__ = ("args", "cancel", "config", "future", "kwargs", "name", "rt", "run", "target")
 
     def __init__(
         self,
@@ -151,7 +163,9 @@ class _Sent:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         config: WorkerConfig | None,
+        target: Any,
     ) -> None:
+        self.target = target
         self.name = name
         self.future = future
         self.cancel = cancel
@@ -289,7 +303,9 @@ def _targets(
     forwarder = runtime.forwarder_of(provider)
     targets: list[SpanProcessor] = [p for p in active._span_processors if p is not forwarder]
     if rt.store is not None:
-        targets.append(rt.store)
+        to_store = runtime.Forwarder()  # the store gets them scrubbed, as through the forwarder
+        to_store.use((rt.store,), rt.settings.redactor)
+        targets.append(to_store)
     return targets
 
 
@@ -325,16 +341,47 @@ def _adopt_states(
             )
 
 
-def _explain(exc: BaseException, executor: Any) -> None:
-    """Add a hint to an error of the executor itself (not of the step) that pickling caused."""
-    if isinstance(exc, RemoteStepError) or "pickl" not in str(exc).lower():
+def _explain(exc: BaseException, executor: Any, sent: _Sent) -> None:
+    """Say what could not be pickled when the executor itself failed (not the step) over pickling.
+
+    The note names what is actually at fault: the function, an argument, or (when everything the
+    caller sends pickles) the way back, i.e. the return value.
+    """
+    if isinstance(exc, RemoteStepError) or "pickl" not in f"{type(exc).__name__} {exc}".lower():
         return
     with contextlib.suppress(Exception):
         exc.add_note(
-            f"spanflow: the task could not be sent to or from {executor}; what it sends must "
-            "pickle there: module-level functions and functools.partial of them, not lambdas or "
-            "local functions (cloudpickle-based engines such as Ray and Dask take those too)"
+            f"spanflow: step {sent.name!r} could not run on {executor!r}: {_culprit(sent)}"
         )
+
+
+def _culprit(sent: _Sent) -> str:
+    target = sent.target
+    qualname = getattr(target, "__qualname__", "") or ""
+    if "<lambda>" in qualname or "<locals>" in qualname:
+        return (
+            f"{qualname} is a lambda or a local function, which the standard pickler sends by "
+            "name only; define it at module level (cloudpickle-based engines such as Ray and "
+            "Dask take it as it is)"
+        )
+    if _refused(target):
+        return f"its function {qualname or target!r} cannot be pickled"
+    for key, value in (*enumerate(sent.args), *sent.kwargs.items()):
+        if _refused(value):
+            where = f"argument {key!r}" if isinstance(key, str) else f"positional argument {key}"
+            return f"{where} ({type(value).__name__}) cannot be pickled; pass data that pickles"
+    return (
+        "what it sends pickles here, so what failed was on the worker's side or on the way "
+        "back: the step's return value (and State arguments) must pickle too"
+    )
+
+
+def _refused(value: Any) -> bool:
+    try:
+        pickle.dumps(value)
+    except Exception:
+        return True
+    return False
 
 
 async def _wait(future: concurrent.futures.Future[Any]) -> Any:

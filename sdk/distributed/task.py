@@ -16,6 +16,7 @@ import os
 import pickle
 import sys
 from collections.abc import Callable, Mapping
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import FunctionType
 from typing import Any
@@ -130,26 +131,39 @@ class FunctionRef:
     """A step's function named by module and qualname, resolved in the worker.
 
     The undecorated function of a step cannot be pickled by reference (its module attribute is the
-    wrapper, "not the same object"), so it travels as this reference; a script's function
-    (``__main__``, which a Ray or Dask worker does not have) travels by value with cloudpickle.
+    wrapper, "not the same object"), so it travels as this reference and the worker unwraps the
+    step it imports. A script's function (``__main__``) travels by value with cloudpickle when
+    ``by_value`` says the worker has no such module (Ray, Dask); pool processes started by
+    ``multiprocessing`` have it (forked, or re-imported as ``__mp_main__``).
     """
 
-    __slots__ = ("fn", "module", "qualname")
+    __slots__ = ("by_value", "fn", "module", "qualname")
 
-    def __init__(self, module: str, qualname: str, fn: Callable[..., Any] | None = None) -> None:
+    def __init__(
+        self,
+        module: str,
+        qualname: str,
+        fn: Callable[..., Any] | None = None,
+        *,
+        by_value: bool = False,
+    ) -> None:
         self.module = module
         self.qualname = qualname
         self.fn = fn
+        self.by_value = by_value
 
     def __reduce__(self) -> tuple[Any, ...]:
-        if self.module == "__main__" and self.fn is not None:
+        if self.by_value and self.fn is not None:
             try:
                 import cloudpickle  # type: ignore[import-untyped]
-            except ImportError:  # a pool process forked or spawned from the script still has it
+            except ImportError:  # the worker may still have the module: try the reference
                 pass
             else:
                 return (pickle.loads, (cloudpickle.dumps(self.fn),))
         return (FunctionRef, (self.module, self.qualname))
+
+    def __repr__(self) -> str:
+        return f"FunctionRef({self.module!r}, {self.qualname!r})"
 
     def resolve(self) -> Callable[..., Any]:
         """The undecorated function, imported in this process."""
@@ -161,8 +175,12 @@ class FunctionRef:
         return spec.fn if spec is not None else obj  # type: ignore[no-any-return]
 
 
-def shippable(fn: Callable[..., Any]) -> Any:
-    """What to send for ``fn``: a :class:`FunctionRef` for a step's own function, else ``fn``."""
+def shippable(fn: Callable[..., Any], executor: Any = None) -> Any:
+    """What to send for ``fn``: a :class:`FunctionRef` for a step's own function, else ``fn``.
+
+    Call it when the task is sent, not when the step is decorated: until the decorator returns,
+    the module's attribute is not yet the step, and the function would look unreachable.
+    """
     module = getattr(fn, "__module__", None)
     qualname = getattr(fn, "__qualname__", None)
     if not (isinstance(fn, FunctionType) and module and qualname) or "<" in qualname:
@@ -174,8 +192,24 @@ def shippable(fn: Callable[..., Any]) -> Any:
         return fn
     spec = getattr(obj, "__spanflow_spec__", None)
     if spec is not None and spec.fn is fn:
-        return FunctionRef(module, qualname, fn)
+        by_value = module == "__main__" and not _has_main(executor)
+        return FunctionRef(module, qualname, fn, by_value=by_value)
     return fn
+
+
+def _has_main(executor: Any) -> bool:
+    """Whether ``executor``'s workers have this script as ``__main__`` (a multiprocessing pool)."""
+    if isinstance(executor, ThreadPoolExecutor):
+        return True
+    if not isinstance(executor, ProcessPoolExecutor):
+        return False
+    context = getattr(executor, "_mp_context", None)
+    method = context.get_start_method() if context is not None else None
+    if method == "fork":
+        return True
+    # spawn and forkserver re-import the main module from its file or its ``-m`` name.
+    main = sys.modules.get("__main__")
+    return bool(getattr(main, "__file__", None) or getattr(main, "__spec__", None))
 
 
 # -- redaction settings travel as data ---------------------------------------------------------

@@ -175,11 +175,15 @@ def _prepare(config: WorkerConfig) -> _Worker:
         w = _worker
         if w is not None and w.pid == os.getpid() and w.key == config.key:
             return w
+        redactor = rebuild_redactor(config.redactor)
         processors: list[SpanProcessor] = [_capture]
         if config.otlp is not None:
             exporter = runtime.otlp_exporter(**config.otlp)
             if exporter is not None:
-                processors.append(exporter)
+                # Spans leave this process over OTLP too: scrubbed as the caller would.
+                forwarder = runtime.Forwarder()
+                forwarder.use((exporter,), redactor)
+                processors.append(forwarder)
         provider = trace.get_tracer_provider()
         if isinstance(provider, TracerProvider):
             # Inherited over fork (the caller's own processors and store) or installed by the
@@ -194,7 +198,6 @@ def _prepare(config: WorkerConfig) -> _Worker:
             for p in processors:
                 provider.add_span_processor(p)
             trace.set_tracer_provider(provider)
-        redactor = rebuild_redactor(config.redactor)
         settings = Settings(
             enabled=True,
             db=None,

@@ -158,6 +158,8 @@ class StepCall:
         # unless a sampler or span processor might read them at the start (see span_values).
         if recording:
             self._capture_inputs(args, kwargs, attributes, replaying=plan is not None)
+            if self.is_root and self._lossy:  # known at the start: a killed run cannot say later
+                attributes[attr.LOSSY] = ",".join(self._lossy)
         values: dict[str, AttributeValue]
         if rt.attributes_at_start():
             span = rt.tracer.start_span(

@@ -78,6 +78,12 @@ def entrypoint_of(fn: Any) -> tuple[str, str | None]:
     module = getattr(fn, "__module__", None) or "__main__"
     qualname = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", "unknown")
     if module == "__main__":
+        # `python -m pkg.mod`: the module's real name, so replay imports it as part of its
+        # package (relative imports intact) rather than as a loose file.
+        main_spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+        spec_name = getattr(main_spec, "name", None)
+        if isinstance(spec_name, str) and spec_name and spec_name != "__main__":
+            return f"{spec_name}:{qualname}", None
         main_file = getattr(sys.modules.get("__main__"), "__file__", None)
         if main_file:
             path = Path(main_file).resolve()
@@ -158,6 +164,10 @@ def build_spec(fn: Any, step_type: str, o: Mapping[str, Any]) -> StepSpec:
             static[attr.WORKFLOW_FILE] = file
     if timeout is not None:
         static[attr.TIMEOUT_S] = float(timeout)
+    if span_kind == "LLM":
+        # What OTel's GenAI conventions (and Jaeger's GenAI view) key on; record_llm_usage may
+        # name another operation.
+        static[attr.GEN_AI_OPERATION_NAME] = attr.GEN_AI_OPERATION_CHAT
     return StepSpec(
         fn=fn,
         name=name,

@@ -116,6 +116,8 @@ def check(
     run_or_file: str | os.PathLike[str],
     db: str | os.PathLike[str] | None = None,
     reuse: Sequence[str] | None = None,
+    *,
+    allow: Iterable[str] = (),
 ) -> CheckResult:
     """Re-run a recording with today's code and compare every step with it.
 
@@ -124,6 +126,8 @@ def check(
             into ``db`` first.
         db: the store (default: the configured one); the check's own run is recorded there.
         reuse: kinds and step names to serve from the recording (default ``DEFAULT_REUSE``).
+        allow: modules it may import although they do not lie under the current directory
+            (as ``replay``'s ``allow``).
 
     Raises:
         ReplayError, StoreError, UnknownRunError: as replay; nothing was run.
@@ -149,7 +153,7 @@ def check(
     value: Any = None
     error: BaseException | None = None
     try:
-        outcome = run(job)
+        outcome = run(job, allow=allow)
         value, error = outcome.value, outcome.error
     except StepRefused as exc:
         error = exc

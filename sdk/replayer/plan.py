@@ -33,6 +33,8 @@ from ..values.state_diff import apply_patch
 
 __all__ = ["RecordedCall", "ReplayPlan", "build_plan"]
 
+_STEP_TYPES = (attr.STEP_TYPE_STEP, attr.STEP_TYPE_WORKFLOW)
+
 logger = logging.getLogger("spanflow")
 
 _UNMATCHED = "~"  # ends the path of a call that matched no recorded call (recorded ones end in "]")
@@ -283,24 +285,47 @@ def build_plan(run_id: str, spans: Sequence[Any], from_step: str | None) -> tupl
     paths: dict[str, str] = {}
     parents: dict[str, str] = {}  # call path -> its parent call's path
 
+    broken: set[str] = set()  # spans whose step ancestry loops (a hostile or damaged store)
+
     def path_of(span: Any) -> str | None:
-        if span.span_id in paths:
-            return paths[span.span_id]
-        a = span.attributes
-        if a.get(attr.STEP_TYPE) not in (attr.STEP_TYPE_STEP, attr.STEP_TYPE_WORKFLOW):
+        # Up the step ancestry until a span with a known path, a root or a loop; iterative, so
+        # neither a deep tree nor a parent cycle can stop the replay.
+        chain: list[Any] = []
+        seen: set[str] = set()
+        current = span
+        base: str | None
+        while True:
+            span_id = current.span_id
+            if span_id in paths:
+                base = paths[span_id]
+                break
+            if span_id in broken or span_id in seen:
+                base = None
+                break
+            if current.attributes.get(attr.STEP_TYPE) not in _STEP_TYPES:
+                base = None
+                break
+            seen.add(span_id)
+            chain.append(current)
+            parent = _step_ancestor(current, by_id)
+            if parent is None:
+                base = ""  # ``current`` is a root
+                break
+            current = parent
+        if base is None:
+            broken.update(c.span_id for c in chain)
             return None
-        parent = _step_ancestor(span, by_id)
-        name = a.get(attr.STEP_NAME, span.name)
-        if parent is None:
-            path = str(name)
-        else:
-            parent_path = path_of(parent)
-            if parent_path is None:
-                return None
-            path = f"{parent_path}/{name}[{int(a.get(attr.STEP_OCCURRENCE, 0))}]"
-            parents[path] = parent_path
-        paths[span.span_id] = path
-        return path
+        for call in reversed(chain):
+            a = call.attributes
+            name = a.get(attr.STEP_NAME, call.name)
+            if not base:
+                path = str(name)
+            else:
+                path = f"{base}/{name}[{int(a.get(attr.STEP_OCCURRENCE, 0))}]"
+                parents[path] = base
+            paths[call.span_id] = path
+            base = path
+        return paths.get(span.span_id)
 
     calls: dict[str, RecordedCall] = {}
     for span in spans:
@@ -349,10 +374,12 @@ def build_plan(run_id: str, spans: Sequence[Any], from_step: str | None) -> tupl
 
 
 def _step_ancestor(span: Any, by_id: dict[str, Any]) -> Any:
+    """The nearest step or workflow above ``span`` (None at a root or in a parent cycle)."""
+    seen = {span.span_id}
     parent = by_id.get(span.parent_id) if span.parent_id else None
-    while parent is not None and parent.attributes.get(attr.STEP_TYPE) not in (
-        attr.STEP_TYPE_STEP,
-        attr.STEP_TYPE_WORKFLOW,
-    ):
+    while parent is not None and parent.attributes.get(attr.STEP_TYPE) not in _STEP_TYPES:
+        if parent.span_id in seen:
+            return None
+        seen.add(parent.span_id)
         parent = by_id.get(parent.parent_id) if parent.parent_id else None
     return parent

@@ -18,9 +18,10 @@ import os
 import re
 import sys
 import typing
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from importlib.machinery import PathFinder
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ __all__ = [
     "ReplayJob",
     "ReplayResult",
     "check_entrypoint",
+    "check_import",
     "load",
     "load_workflow",
     "replay",
@@ -68,12 +70,81 @@ def check_entrypoint(entrypoint: str) -> tuple[str, str]:
     return module, qualname
 
 
+def _under(path: str | os.PathLike[str], root: Path) -> bool:
+    try:
+        Path(path).resolve().relative_to(root)
+    except (ValueError, OSError):
+        return False
+    return True
+
+
+def _search_path(workflow_file: str | None) -> list[str]:
+    """Where replay looks for the module first: the script's folder (only when it lies under the
+    current directory: a recorded path is never trusted) and the current directory."""
+    cwd = Path.cwd().resolve()
+    first = [str(cwd)]
+    if workflow_file and _under(Path(workflow_file).parent, cwd):
+        first.insert(0, str(Path(workflow_file).resolve().parent))
+    return first
+
+
+def _allowed_by_name(module: str, allow: Iterable[str]) -> bool:
+    return any(module == a or module.startswith(a + ".") for a in allow)
+
+
+def check_import(
+    entrypoint: str, workflow_file: str | None = None, allow: Iterable[str] = ()
+) -> None:
+    """Refuse a module replay must not import, deciding WITHOUT importing anything.
+
+    Allowed: a module already imported in this process, one the user named (``allow``), or one
+    whose files (each package on the way included) lie under the current directory. Where a
+    module would load from is found with ``PathFinder`` part by part, each part searched in its
+    parent's locations: ``importlib.util.find_spec`` of a dotted name would import the parents.
+    """
+    module_name, _ = check_entrypoint(entrypoint)
+    allow = tuple(allow)
+    if module_name in sys.modules or _allowed_by_name(module_name, allow):
+        return
+    cwd = Path.cwd().resolve()
+    top = module_name.split(".")[0]
+    hint = (
+        f"replay imports only your own code: run it from the project directory, or pass "
+        f"--allow {top} (Python API: allow=[{top!r}]) if you trust that module"
+    )
+    parts = module_name.split(".")
+    locations: list[str] | None = [*_search_path(workflow_file), *sys.path]
+    for i in range(len(parts)):
+        name = ".".join(parts[: i + 1])
+        loaded = sys.modules.get(name)
+        if loaded is not None:  # already imported: importing it again runs nothing new
+            locations = list(getattr(loaded, "__path__", None) or [])
+            continue
+        spec = PathFinder.find_spec(name, locations) if locations is not None else None
+        if spec is None:
+            where = (
+                f"; the recorded file {workflow_file} is not under it: replay from a directory "
+                "that contains it"
+                if workflow_file and not _under(workflow_file, cwd)
+                else f"; {hint}"
+            )
+            raise ReplayError(
+                f"cannot import {module_name!r} for {entrypoint}: no module {name!r} under the "
+                f"current directory {cwd} or on the import path{where}"
+            )
+        origins = [spec.origin] if spec.origin else list(spec.submodule_search_locations or [])
+        outside = [o for o in origins if not _under(o, cwd)]
+        if outside or not origins:
+            raise ReplayError(
+                f"refusing to import {module_name!r} for {entrypoint}: it would load "
+                f"{outside[0] if outside else name}, outside the current directory {cwd}; {hint}"
+            )
+        locations = list(spec.submodule_search_locations or []) or None
+
+
 @contextmanager
 def _import_paths(workflow_file: str | None) -> Iterator[None]:
-    extra = [os.getcwd()]
-    if workflow_file:
-        extra.insert(0, str(Path(workflow_file).parent))
-    added = [p for p in extra if p not in sys.path]
+    added = [p for p in _search_path(workflow_file) if p not in sys.path]
     sys.path[:0] = added
     try:
         yield
@@ -83,9 +154,11 @@ def _import_paths(workflow_file: str | None) -> Iterator[None]:
                 sys.path.remove(p)
 
 
-def load_workflow(entrypoint: str, workflow_file: str | None) -> Any:
-    """Import the recorded entrypoint and make sure it is a spanflow workflow."""
+def load_workflow(entrypoint: str, workflow_file: str | None, allow: Iterable[str] = ()) -> Any:
+    """Import the recorded entrypoint (if :func:`check_import` allows it) and make sure it is a
+    spanflow workflow."""
     module_name, qualname = check_entrypoint(entrypoint)
+    check_import(entrypoint, workflow_file, allow)
     with _import_paths(workflow_file):
         try:
             obj: Any = importlib.import_module(module_name)
@@ -94,12 +167,22 @@ def load_workflow(entrypoint: str, workflow_file: str | None) -> Any:
                 f"cannot import {module_name!r} for {entrypoint}: {type(exc).__name__}: {exc}"
             ) from exc
     for part in qualname.split("."):
+        owner = obj
         try:
             obj = getattr(obj, part)
         except AttributeError:
             raise ReplayError(
                 f"{entrypoint}: {module_name} has no attribute path {qualname!r} today"
             ) from None
+    if inspect.isclass(owner) and not isinstance(
+        inspect.getattr_static(owner, qualname.rsplit(".", 1)[-1], None),
+        staticmethod | classmethod,
+    ):
+        raise ReplayError(
+            f"{entrypoint} is a method that needs an instance (self), which a recording cannot "
+            "rebuild; to replay it make the workflow a module-level function, a @staticmethod "
+            "or a @classmethod"
+        )
     spec = spec_of(obj)
     if spec is None or not spec.is_workflow:
         raise ReplayError(f"{entrypoint} is not a @spanflow.workflow; refusing to call it")
@@ -130,6 +213,7 @@ def rebuild_arguments(
         )
     target = inspect.unwrap(fn)
     signature = inspect.signature(target)
+    _check_signature(signature, recorded)
     try:
         hints = typing.get_type_hints(target)
     except Exception:
@@ -162,6 +246,29 @@ def rebuild_arguments(
         else:
             kwargs[name] = value
     return args, kwargs
+
+
+def _check_signature(signature: inspect.Signature, recorded: dict[str, Any]) -> None:
+    """Refuse, naming the parameter, recorded arguments today's signature cannot take."""
+    params = signature.parameters
+    kinds = {p.kind for p in params.values()}
+    if inspect.Parameter.VAR_KEYWORD not in kinds:
+        unknown = [k for k in recorded if k not in params]
+        if unknown:
+            raise ReplayError(
+                f"the run recorded argument {unknown[0]!r}, which today's workflow has no "
+                f"parameter for (renamed or removed? its parameters are {', '.join(params)})"
+            )
+    for name, p in params.items():
+        if (
+            p.default is p.empty
+            and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+            and name not in recorded
+        ):
+            raise ReplayError(
+                f"today's workflow requires parameter {name!r}, which the run did not record "
+                "(added or renamed since?); give it a default to replay old runs"
+            )
 
 
 # -- the public entry point ------------------------------------------------------------------
@@ -227,13 +334,13 @@ def _default_db() -> Path:
     return runtime.store_path() or db_from_env()
 
 
-def run(job: ReplayJob) -> ReplayResult:
+def run(job: ReplayJob, *, allow: Iterable[str] = ()) -> ReplayResult:
     """Import the workflow, rebuild its arguments and call it as a new run linked to the original.
 
     Raises ReplayError before anything is called when the entrypoint or the arguments cannot be
     rebuilt; the workflow's own exception is returned in the result, not raised.
     """
-    fn = load_workflow(job.entrypoint, job.workflow_file)
+    fn = load_workflow(job.entrypoint, job.workflow_file, allow)
     args, kwargs = rebuild_arguments(fn, job.input_json, job.lossy)
     is_async = inspect.iscoroutinefunction(fn)
     if is_async and (
@@ -269,7 +376,11 @@ async def _await(call: Any) -> Any:
 
 
 def replay(
-    run_id: str, db: str | os.PathLike[str] | None = None, from_step: str | None = None
+    run_id: str,
+    db: str | os.PathLike[str] | None = None,
+    from_step: str | None = None,
+    *,
+    allow: Iterable[str] = (),
 ) -> Any:
     """Re-run a recorded run with today's code, reusing the outputs of steps that succeeded.
 
@@ -277,6 +388,8 @@ def replay(
         run_id: the run to replay (a unique prefix of at least 4 hex characters is enough).
         db: the store to read it from and record the replay in (default: the configured store).
         from_step: run this step and everything after it live, even where it succeeded.
+        allow: modules (and their submodules) replay may import although they do not lie under
+            the current directory, such as an installed package of yours.
 
     Returns:
         What the workflow returns. Raises what it raises (with a note naming the new run).
@@ -285,7 +398,7 @@ def replay(
         ReplayError: the run cannot be replayed (entrypoint, arguments); StoreError /
             UnknownRunError: the store or the run cannot be read.
     """
-    outcome = run(load(run_id, db, from_step))
+    outcome = run(load(run_id, db, from_step), allow=allow)
     if outcome.error is not None:
         raise outcome.error
     return outcome.value

@@ -10,6 +10,8 @@ Two independent checks, both applied by :mod:`spanflow.values.serialize` before 
     user-supplied key (``api_key``, ``apiKey`` and ``API-KEY`` all contain ``apikey``);
   - one of its words is ``auth``, ``oauth``, ``jwt``, ``csrf`` or ``xsrf`` (so ``auth`` and
     ``basic_auth`` match but ``author`` does not);
+  - it is an environment-variable style name ending in ``_KEY`` (``OPENAI_KEY``; lowercase
+    ``cache_key`` is a cache key);
   - its last word is ``pass``, ``pwd`` or ``session`` (``db_pass`` but not ``pass_rate``;
     ``session_id`` is a conversation id in most pipelines and is kept);
   - its last word ends in ``token`` (``token``, ``access_token``, ``x-api-token``, ``csrftoken``)
@@ -27,7 +29,7 @@ Two independent checks, both applied by :mod:`spanflow.values.serialize` before 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
 from ..errors import ConfigurationError
@@ -77,6 +79,9 @@ _NOT_CREDENTIAL_TOKEN: Final = frozenset(
 )  # fmt: skip
 
 _CHARS = r"[A-Za-z0-9._~+/-]"
+# Where a vendor key may start: not inside a word or number. Unlike \b, an underscore before
+# it counts as a start, so "key_sk-proj-..." and "token=ghp_..." are both found.
+_START = r"(?<![A-Za-z0-9])"
 # Value groups never start at an earlier replacement, so redacting twice changes nothing.
 _FRESH = r"(?!\[REDACTED\])"
 _SCHEME = r"(?i:basic|bearer|digest|token|negotiate)"
@@ -99,22 +104,22 @@ _DEFAULT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     # "Bearer <token>": the token must have a digit or punctuation, so prose stays untouched.
     (rf"\b(?i:bearer)\s+((?={_CHARS}*[0-9_~+/-]){_CHARS}{{8,}}=*)", ("bearer",)),
     # OpenAI / Anthropic style keys: sk-..., sk-proj-..., sk-ant-api03-...
-    (r"\bsk-[A-Za-z0-9_-]{20,}", ("sk-",)),
+    (rf"{_START}sk-[A-Za-z0-9_-]{{20,}}", ("sk-",)),
     # AWS access key ids.
-    (r"\b(?:AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{16}\b", ("akia", "asia", "abia", "acca")),
+    (rf"{_START}(?:AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{{16}}\b", ("akia", "asia", "abia", "acca")),
     # GitHub tokens.
     (
-        r"\b(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,})",
+        rf"{_START}(?:gh[pousr]_[A-Za-z0-9]{{30,}}|github_pat_[A-Za-z0-9_]{{30,}})",
         ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"),
     ),
     # Slack tokens.
-    (r"\bxox[abeoprs]-[A-Za-z0-9-]{10,}", ("xox",)),
+    (rf"{_START}xox[abeoprs]-[A-Za-z0-9-]{{10,}}", ("xox",)),
     # Google API keys, Stripe secret keys, Hugging Face tokens.
-    (r"\bAIza[0-9A-Za-z_-]{35}", ("aiza",)),
-    (r"\b[rs]k_(?:live|test)_[0-9A-Za-z]{16,}", ("k_live_", "k_test_")),
-    (r"\bhf_[A-Za-z0-9]{30,}", ("hf_",)),
+    (rf"{_START}AIza[0-9A-Za-z_-]{{35}}", ("aiza",)),
+    (rf"{_START}[rs]k_(?:live|test)_[0-9A-Za-z]{{16,}}", ("k_live_", "k_test_")),
+    (rf"{_START}hf_[A-Za-z0-9]{{30,}}", ("hf_",)),
     # JSON Web Tokens (header.payload.signature, the first two base64url JSON objects).
-    (r"\beyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*", ("eyj",)),
+    (rf"{_START}eyJ[A-Za-z0-9_-]{{4,}}\.eyJ[A-Za-z0-9_-]{{4,}}\.[A-Za-z0-9_-]*", ("eyj",)),
     # PEM private keys, to the END line or, when cut, to the end of the text.
     (
         r"-----BEGIN[A-Z ]*PRIVATE KEY-----(?:[\s\S]*?-----END[A-Z ]*PRIVATE KEY-----|[\s\S]*)",
@@ -129,9 +134,11 @@ _DEFAULT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ),
     # key=value / key: value with a secret-named key (query strings, reprs, config text).
     (
-        r"(?<![A-Za-z0-9])(?i:pass(?:word|wd|phrase)|pwd|secret(?:[_-]?(?:access[_-]?)?key)?"
+        r"(?<![A-Za-z0-9])(?:(?i:pass(?:word|wd|phrase)|pwd|secret(?:[_-]?(?:access[_-]?)?key)?"
         r"|api[_-]?key|(?:access|refresh|id|auth|api|bearer|session|csrf)[_-]?token"
         r"|private[_-]?key|client[_-]?secret)"
+        # Environment-variable style names: OPENAI_KEY=..., MY_SERVICE_TOKEN: ...
+        r"|[A-Z][A-Z0-9_]*_(?:KEY|SECRET|TOKEN|PASSWORD|PASS|PWD))"
         rf"[\"']?\s*[:=]\s*(?:\"({_FRESH}[^\"\\\r\n]+)\"|'({_FRESH}[^'\\\r\n]+)'"
         rf"|({_FRESH}[^\s\"'&,;)}}\]\\]+))",
         ("pass", "pwd", "secret", "key", "token"),
@@ -141,6 +148,7 @@ DEFAULT_SECRET_PATTERNS: tuple[str, ...] = tuple(pattern for pattern, _ in _DEFA
 """Regular expressions for secret-shaped text (compiled with ``re.ASCII``); capturing groups
 mark the part to replace."""
 
+_ENV_NAME: Final = re.compile(r"[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+")
 _CAMEL: Final = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _NON_ALNUM: Final = re.compile(r"[^a-z0-9]+")
 _KEY_CACHE_SIZE: Final = 4096
@@ -332,6 +340,8 @@ class Redactor:
         last = words[-1]
         if last in _SECRET_LAST_WORDS or not _SECRET_WORDS.isdisjoint(words):
             return True
+        if last == "key" and len(words) > 1 and _ENV_NAME.fullmatch(key):
+            return True  # OPENAI_KEY, STRIPE_LIVE_KEY: environment variables name credentials
         if last.endswith("token"):
             return not (last == "token" and len(words) > 1 and words[-2] in _NOT_CREDENTIAL_TOKEN)
         return False
@@ -369,6 +379,34 @@ class Redactor:
         part = text[-window:] if tail else text[:window]
         clean = self.redact_text(part)[0]
         return clean[-limit:] if tail else clean[:limit]
+
+    def scrub_attributes(
+        self, attributes: Mapping[str, object], skip: frozenset[str] = frozenset()
+    ) -> dict[str, object] | None:
+        """OTel attributes with secrets replaced, or None when nothing had to change.
+
+        A key that names a secret has its whole value replaced; strings (and strings in
+        sequences) are redacted by shape. Keys in ``skip`` are left as they are (values spanflow
+        made, already redacted when they were encoded).
+        """
+        out: dict[str, object] | None = None
+        for key, value in attributes.items():
+            if key in skip:
+                continue
+            clean: object = value
+            if self.redact_key(key)[1]:
+                clean = REDACTED
+            elif isinstance(value, str):
+                clean = self.redact_text(value)[0]
+            elif isinstance(value, (tuple, list)) and any(isinstance(v, str) for v in value):
+                clean = tuple(self.redact_text(v)[0] if isinstance(v, str) else v for v in value)
+                if clean == tuple(value):
+                    clean = value
+            if clean is not value and clean != value:
+                if out is None:
+                    out = dict(attributes)
+                out[key] = clean
+        return out
 
     def _redact(self, text: str) -> tuple[str, bool]:
         changed = False

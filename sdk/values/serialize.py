@@ -73,6 +73,8 @@ _MIN_CUT: Final = 24
 _ATTEMPTS: Final = 12
 _MARKER_ROOM: Final = 24
 _FLAT_ITEMS: Final = 16
+# Arrays with more elements than this are recorded as shape, dtype and this many first items.
+_ARRAY_ITEMS: Final = 64
 _FLAT_CHARS: Final = 256
 _UNBOUNDED: Final = sys.maxsize
 _SECRET_TYPES: tuple[type, ...] = tuple(
@@ -495,8 +497,11 @@ class _Walker:
             return self.exception(v)
         if isinstance(v, Iterator):  # generators, files, cursors: iterating would consume them
             return self.unknown(v)
+        shape = getattr(v, "shape", None)
+        if isinstance(shape, tuple) and shape and getattr(v, "dtype", None) is not None:
+            return self.array(v, shape, depth)  # numpy arrays, torch tensors, jax arrays
         tolist = getattr(v, "tolist", None)
-        if callable(tolist):  # numpy arrays and scalars, array.array, torch tensors
+        if callable(tolist):  # numpy scalars, array.array
             return self.walk(tolist(), depth + 1)
         if isinstance(v, (Sequence, ValuesView)):
             return self.sequence(v, v, len(v), depth)
@@ -510,6 +515,24 @@ class _Walker:
             else:
                 return self.walk(plain, depth + 1)
         return self.unknown(v)
+
+    def array(self, v: Any, shape: tuple[Any, ...], depth: int) -> Any:
+        """An n-dimensional array: whole when small, else its shape, dtype and first items, in
+        time independent of its size (embeddings and tensors can hold millions of values)."""
+        dims = [int(d) for d in shape]
+        if math.prod(dims) <= _ARRAY_ITEMS:
+            return self.walk(v.tolist(), depth + 1)
+        self.lossless = False
+        self.truncated = True
+        # The first items of the first row: a view, not a copy, for numpy, torch and jax alike.
+        head = v[(0,) * (len(dims) - 1) + (slice(0, _ARRAY_ITEMS),)]
+        self.budget -= 48
+        return {
+            "__array__": self.fit(_type_name(type(v))),
+            "shape": dims,
+            "dtype": self.fit(str(v.dtype)),
+            "head": self.walk(head.tolist(), depth + 1),
+        }
 
     def model(self, v: BaseModel, t: type[BaseModel], depth: int) -> Any:
         if isinstance(v, RootModel):

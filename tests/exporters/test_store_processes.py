@@ -11,6 +11,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from spanflow import attributes as attr
+from spanflow.exporters import schema
 from spanflow.exporters.store import Store
 
 from tests.exporters.conftest import Recorder, child_env, query
@@ -77,7 +79,9 @@ def test_four_processes_writing_one_new_store_lose_nothing(tmp_path: Path) -> No
         assert {r.id for r in store.list_runs(limit=1000)} == ids
         assert {r.span_count for r in store.list_runs(limit=1000)} == {3}
     assert query(path, "SELECT count(*) FROM spans") == [(1200,)]
-    assert query(path, "SELECT max(version), count(*) FROM schema_version") == [(1, 2)]
+    assert query(path, "SELECT max(version), count(*) FROM schema_version") == [
+        (schema.SCHEMA_VERSION, schema.SCHEMA_VERSION + 1)
+    ]
 
 
 def test_sigkill_keeps_ended_spans_and_the_run_reads_crashed(tmp_path: Path) -> None:
@@ -103,7 +107,9 @@ def test_sigkill_keeps_ended_spans_and_the_run_reads_crashed(tmp_path: Path) -> 
         run = store.get_run(run_id)
         assert run.status == "crashed"
         assert run.pid == child.pid
-        assert [s.name for s in store.spans(run_id)] == ["s0", "s1", "s2"]
+        root, *ended = store.spans(run_id)  # the root never ended: from its start record
+        assert root.attributes[attr.RUN_UNFINISHED] is True and root.parent_id is None
+        assert [s.name for s in ended] == ["s0", "s1", "s2"]
         assert store.count_runs(status="crashed") == 1
         assert store.count_runs(status="running") == 0
         assert [r.id for r in store.list_runs(status="crashed")] == [run_id]

@@ -33,7 +33,9 @@ def test_fresh_store_is_marked_and_at_the_current_version(tmp_path: Path) -> Non
     assert query(path, "SELECT key, value FROM meta WHERE key = 'format'") == [
         ("format", "spanflow")
     ]
-    assert query(path, "SELECT version FROM schema_version ORDER BY version") == [(0,), (1,)]
+    assert query(path, "SELECT version FROM schema_version ORDER BY version") == [
+        (v,) for v in range(schema.SCHEMA_VERSION + 1)
+    ]
     assert query(path, "PRAGMA journal_mode") == [("wal",)]
     tables = {r[0] for r in query(path, "SELECT name FROM sqlite_master WHERE type='table'")}
     assert {schema.RUNS, schema.SPANS, schema.EVENTS, schema.LINKS, schema.RESOURCES} <= tables
@@ -67,7 +69,9 @@ def test_a_registered_migration_runs_once_and_newer_code_is_required_after(
     upgraded = [*schema.MIGRATIONS, add_priority]
     for _ in range(2):  # the second open finds nothing to do
         schema.open_for_writing(path, migrations=upgraded).close()
-    assert query(path, "SELECT max(version), count(*) FROM schema_version") == [(2, 3)]
+    assert query(path, "SELECT max(version), count(*) FROM schema_version") == [
+        (schema.SCHEMA_VERSION + 1, schema.SCHEMA_VERSION + 2)
+    ]
     columns = {r[1] for r in query(path, "PRAGMA table_info(runs)")}
     assert "priority" in columns
     with pytest.raises(StoreError, match="newer spanflow"):
@@ -84,7 +88,7 @@ def test_a_failing_migration_changes_nothing(tmp_path: Path) -> None:
 
     with pytest.raises(RuntimeError, match="migration bug"):
         schema.open_for_writing(path, migrations=[*schema.MIGRATIONS, broken])
-    assert query(path, "SELECT max(version) FROM schema_version") == [(1,)]
+    assert query(path, "SELECT max(version) FROM schema_version") == [(schema.SCHEMA_VERSION,)]
     assert "priority" not in {r[1] for r in query(path, "PRAGMA table_info(runs)")}
 
 
@@ -106,7 +110,9 @@ def test_concurrent_creation_is_race_free(tmp_path: Path) -> None:
     for t in threads:
         t.join()
     assert errors == []
-    assert query(path, "SELECT version FROM schema_version ORDER BY version") == [(0,), (1,)]
+    assert query(path, "SELECT version FROM schema_version ORDER BY version") == [
+        (v,) for v in range(schema.SCHEMA_VERSION + 1)
+    ]
     assert query(path, "SELECT count(*) FROM meta WHERE key = 'format'") == [(1,)]
 
 

@@ -22,6 +22,7 @@ from spanflow.attributes import (
     ERROR_TYPE,
     REPLAY_OF,
     RUN_ID,
+    RUN_UNFINISHED,
     STEP_NAME,
     STEP_TYPE,
     STEP_TYPE_STEP,
@@ -48,7 +49,9 @@ def test_run_is_listed_while_running(recorder: Recorder) -> None:
             assert run.workflow == "pipeline"
             assert run.entrypoint == "app:pipeline"
             assert run.ended_at is None and run.duration_ms is None
-            assert [s.name for s in store.spans(run_id)] == ["fetch"]
+            first, *ended = store.spans(run_id)  # the running root, from its start record
+            assert first.attributes[RUN_UNFINISHED] is True
+            assert [s.name for s in ended] == ["fetch"]
     recorder.flush()
     with Store.open(recorder.path) as store:
         run = store.get_run(run_id)

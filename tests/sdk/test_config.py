@@ -295,3 +295,44 @@ def test_an_unsupported_protocol_in_the_environment_does_not_stop_the_app(tmp_pa
     assert proc.stdout.split() == ["3", "5"]
     assert "not supported" in proc.stderr
     assert rows(tmp_path / "t.db", "select count(*) from runs") == [(2,)]
+
+
+def test_an_empty_otlp_endpoint_turns_otlp_off_whatever_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
+    provider = TracerProvider()
+    spanflow.configure(tracer_provider=provider, db=tmp_path / "t.db", otlp_endpoint="")
+    try:
+        assert runtime.get_runtime().otlp is None
+        assert not any(k.startswith("otlp.") for k in spanflow.stats())
+    finally:
+        runtime.reset_for_tests()
+        provider.shutdown()
+
+
+def test_stats_report_the_otlp_exporter(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on: every export fails at once
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    provider = TracerProvider()
+    spanflow.configure(
+        tracer_provider=provider, db=False, otlp_endpoint=f"http://127.0.0.1:{port}", otlp_timeout=1
+    )
+    try:
+
+        @spanflow.step
+        def one() -> int:
+            return 1
+
+        one()
+        spanflow.flush(timeout=2)
+        stats = spanflow.stats()
+        assert stats["otlp.export_errors"] >= 1
+        assert stats["otlp.spans_failed"] >= 1
+        assert stats["otlp.spans_exported"] == 0
+    finally:
+        runtime.reset_for_tests()
+        provider.shutdown()

@@ -343,3 +343,58 @@ def test_a_pattern_match_inside_other_text_is_redacted(index: int, data: st.Data
     text = data.draw(around) + data.draw(st.from_regex(pattern, fullmatch=True)) + data.draw(around)
     if any(re.compile(p, re.ASCII).search(text) for p, _ in _DEFAULT_RULES):
         assert Redactor().redact_text(text)[1]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # A word character before a vendor key is no word boundary, and no reason to keep it.
+        ("key_sk-proj-Zq3vT9xLmW2aB7cD4eF6gH8iJ0k", "key_[REDACTED]"),
+        ("token_ghp_abcdefghijklmnopqrstuvwxyz0123456789", "token_[REDACTED]"),
+        ("x_hf_abcdefghijklmnopqrstuvwxyz0123456", "x_[REDACTED]"),
+        # Environment-variable assignments name their own secrets.
+        ("OPENAI_KEY=Zq3vT9xLmW2aB7cD4", "OPENAI_KEY=[REDACTED]"),
+        ("export MY_SERVICE_TOKEN='abcdefgh12'", "export MY_SERVICE_TOKEN='[REDACTED]'"),
+        ("DB_PASSWORD: s3cr3t-pw", "DB_PASSWORD: [REDACTED]"),
+    ],
+)
+def test_secrets_glued_to_words_and_env_assignments(
+    redactor: Redactor, text: str, expected: str
+) -> None:
+    assert redactor.redact_text(text) == (expected, True)
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "OPENAI_KEY",
+        "ANTHROPIC_API_KEY",
+        "STRIPE_LIVE_KEY",
+        "AWS_SECRET",
+        "GH_TOKEN",
+        "passwd",
+        "pwd",
+    ],
+)
+def test_environment_variable_style_keys(redactor: Redactor, key: str) -> None:
+    assert redactor.is_secret_key(key)
+
+
+@pytest.mark.parametrize("key", ["cache_key", "primary_key", "sort_key", "MAX_TOKENS", "task"])
+def test_keys_that_only_look_like_env_secrets(redactor: Redactor, key: str) -> None:
+    assert not redactor.is_secret_key(key)
+
+
+KEY = "sk-proj-Zq3vT9xLmW2aB7cD4eF6gH8iJ0kLmNoPqRsTuVwXyZ"
+
+
+@pytest.mark.parametrize("offset", range(-len(KEY) + 1, 1))
+def test_redact_then_cut_leaves_no_part_of_a_secret(redactor: Redactor, offset: int) -> None:
+    # Wherever the cut falls inside the key, nothing of it survives, head or tail.
+    limit = 100
+    head_text = "a " * ((limit + offset) // 2) + KEY + " tail"
+    tail_text = "start " + KEY + " b" * ((limit + offset) // 2)
+    for text, tail in ((head_text, False), (tail_text, True)):
+        out = redactor.redact_cut(text, limit, tail=tail)
+        assert len(out) <= limit
+        assert not any(KEY[i : i + 6] in out for i in range(3, len(KEY) - 6))

@@ -131,7 +131,7 @@ def test_replay_reuses_succeeded_steps(
     db, run_id, calls = failed_run
     monkeypatch.setenv("CALLS_FILE", str(calls))
     monkeypatch.setenv("FIXED", "1")
-    monkeypatch.syspath_prepend(str(db.parent))  # the test's own cwd is elsewhere
+    monkeypatch.chdir(db.parent)  # the script lies under the current directory: the user's code
     try:
         result = spanflow.replay(run_id[:8], db=db)
         spanflow.flush()
@@ -152,6 +152,7 @@ def test_replay_failing_again_raises_with_a_new_run(
 ) -> None:
     db, run_id, calls = failed_run
     monkeypatch.setenv("CALLS_FILE", str(calls))
+    monkeypatch.chdir(db.parent)
     try:
         with pytest.raises(RuntimeError, match="answer model crashed") as info:
             spanflow.replay(run_id, db=db, from_step="enrich")
@@ -571,3 +572,18 @@ def test_a_reused_state_change_is_applied_whole(reorder: tuple[Any, str, Path]) 
     # would see one list longer than the other in between.
     assert spanflow.replay(run_id, db=db) == [30, ["a"], [1]]
     assert mod.CALLS == ["parent 2"]
+
+
+@pytest.mark.timeout(10)
+def test_a_plan_is_built_whatever_the_parent_graph() -> None:
+    # A hostile or damaged store: a parent cycle among steps, one through a foreign span, a step
+    # that is its own parent, and a chain far deeper than Python's recursion limit.
+    spans = [_span(1, "wf", None, **{attr.STEP_TYPE: "workflow"}), _span(2, "ok", 1)]
+    spans += [_span(10, "a", 11), _span(11, "b", 10)]
+    spans += [_span(20, "c", 21), _span(21, "http", 20, **{attr.STEP_TYPE: "other"})]
+    spans += [_span(30, "self", 30)]
+    spans += [_span(100 + i, "deep", 100 + i - 1 if i else 1) for i in range(5000)]
+    plan = build_plan(RID, spans, None)[0]
+    assert "wf/ok[0]" in plan.calls
+    assert not any(c.name in ("a", "b", "c", "self") for c in plan.calls.values())
+    assert sum(c.name == "deep" for c in plan.calls.values()) == 5000

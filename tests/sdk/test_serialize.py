@@ -860,3 +860,33 @@ def test_repeated_flat_dicts_stay_redacted() -> None:
     assert "q" in redactor.plain_keys and "refund please" in redactor.plain_texts
     assert "api_key" not in redactor.plain_keys
     assert not any(token in text for text in redactor.plain_texts)
+
+
+def test_big_arrays_cost_time_independent_of_their_size() -> None:
+    import resource
+    import time
+
+    np = pytest.importorskip("numpy")
+    big = np.zeros(20_000_000, dtype=np.float32)
+    strided = np.ones((2000, 3000))[:, ::2]  # not contiguous: flattening it would copy
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    enc = encode({"embedding": big, "matrix": strided, "small": np.arange(3)})
+    elapsed = time.perf_counter() - start
+    assert elapsed < 0.2  # tolist() of 20M floats took ~2 s and 765 MB
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 50_000  # KiB
+    value = json.loads(enc.json)
+    assert value["embedding"]["shape"] == [20_000_000]
+    assert value["embedding"]["dtype"] == "float32"
+    assert value["embedding"]["__array__"] == "numpy.ndarray"
+    assert value["matrix"]["shape"] == [2000, 1500]
+    assert len(value["matrix"]["head"]) == 64
+    assert value["small"] == [0, 1, 2]  # small arrays stay whole
+    assert not enc.lossless and enc.truncated
+
+
+def test_torch_tensors_are_recorded_by_shape() -> None:
+    torch = pytest.importorskip("torch")
+    enc = encode({"t": torch.zeros(1000, 1000)})
+    value = json.loads(enc.json)["t"]
+    assert value["shape"] == [1000, 1000] and value["dtype"] == "torch.float32"

@@ -8,7 +8,6 @@ unless ``SPANFLOW_REQUIRE_SERVICES=1`` (set by ``make test``) makes that a failu
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from spanflow.viewer.web import ViewerServer, make_server
+from spanflow.viewer.web import Viewer, ViewerServer, start_viewer
 
 CHROMIUM = os.environ.get("SPANFLOW_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -32,21 +31,27 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 
 class Served:
-    """A viewer server running in a background thread."""
+    """A viewer server running in a background thread (:func:`start_viewer`)."""
 
-    def __init__(self, db: Path) -> None:
-        self.server: ViewerServer = make_server(db, port=0)
+    def __init__(self, db: Path, *, request_timeout: float | None = None) -> None:
+        if request_timeout is None:
+            self.viewer: Viewer = start_viewer(db, port=0)
+        else:
+            self.viewer = start_viewer(db, port=0, request_timeout=request_timeout)
+        self.server: ViewerServer = self.viewer.server
         self.url = self.server.url.rstrip("/")
-        self.port = int(self.server.server_address[1])
-        self._thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
+        self.port = self.viewer.port
+        self.token = self.viewer.token
+        #: What a browser that visited the token URL sends with every request.
+        self.cookie = f"{self.server.cookie_name}={self.token}"
+
+    def page_url(self, path: str = "/") -> str:
+        """``path`` on this viewer with the access token, as the URL ``spanflow ui`` prints."""
+        sep = "&" if "?" in path else "?"
+        return f"{self.url}{path}{sep}token={self.token}"
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self._thread.join(5)
+        self.viewer.stop()
 
 
 @pytest.fixture
@@ -54,8 +59,8 @@ def serve_store() -> Iterator[Any]:
     """Start viewers for store paths; every one is stopped after the test."""
     started: list[Served] = []
 
-    def start(db: Path) -> Served:
-        served = Served(db)
+    def start(db: Path, *, request_timeout: float | None = None) -> Served:
+        served = Served(db, request_timeout=request_timeout)
         started.append(served)
         return served
 

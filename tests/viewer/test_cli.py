@@ -14,7 +14,7 @@ import subprocess
 import sys
 import textwrap
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +23,9 @@ import spanflow
 import tenacity
 from spanflow import attributes as attr
 from spanflow.exporters.file_formats import parse_otlp_json
-from spanflow.exporters.records import RunRecord, SpanRecord
+from spanflow.exporters.records import RunData, RunRecord, SpanRecord
 from spanflow.exporters.store import Store
-from spanflow.viewer import cli, render
+from spanflow.viewer import cli, plain, render
 from spanflow.viewer.cli import main
 
 from tests.conftest import Recorded
@@ -914,7 +914,10 @@ def test_replay_of_a_script_from_another_directory(tmp_path: Path) -> None:
     (scripts / "fixed.flag").touch()
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    replayed = spanflow_proc("replay", run.id, "--db", db, cwd=elsewhere)
+    # A recorded path outside the current directory is never put on the import path.
+    refused = spanflow_proc("replay", run.id, "--db", db, cwd=elsewhere)
+    assert refused.returncode == 2 and "is not under it" in refused.stderr
+    replayed = spanflow_proc("replay", run.id, "--db", db, cwd=tmp_path)
     assert replayed.returncode == 0, replayed.stderr
     assert replayed.stdout.startswith(
         f"replaying run {run.id}: importing script:pipeline from {script}\n"
@@ -971,7 +974,7 @@ def test_ui_serves_the_store_until_interrupted(stored: Stored, tmp_path: Path) -
         assert proc.stdout is not None
         try:
             first = proc.stdout.readline()
-            url = re.search(r"http://127\.0\.0\.1:\d+/", first)
+            url = re.search(r"http://127\.0\.0\.1:\d+/\?token=\S+", first)
             assert url is not None, first
             with urllib.request.urlopen(url.group(0), timeout=10) as response:
                 assert response.status == 200
@@ -981,3 +984,106 @@ def test_ui_serves_the_store_until_interrupted(stored: Stored, tmp_path: Path) -
             _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0
     assert "Traceback" not in err
+
+
+# -- start-up cost ---------------------------------------------------------------------------------
+
+#: Modules a reading command must not load: each costs tens of milliseconds at start-up.
+HEAVY = ("pydantic", "pydantic_core", "sqlite_utils", "opentelemetry.sdk", "importlib.metadata")
+_MODULES_AFTER_MAIN = (
+    "import json, sys\n"
+    "from spanflow.viewer.cli import main\n"
+    "code = main(sys.argv[1:])\n"
+    "sys.stderr.write(json.dumps(sorted(sys.modules)))\n"
+    "sys.exit(code)\n"
+)
+
+
+def _modules_loaded_by(*argv: object, cwd: Path) -> set[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "TTY_COMPATIBLE")}
+    done = subprocess.run(
+        [sys.executable, "-c", _MODULES_AFTER_MAIN, *map(str, argv)],
+        capture_output=True,  # stdout is a pipe, as in `spanflow runs | grep`
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return set(json.loads(done.stderr))
+
+
+def _heavy(modules: set[str], names: Sequence[str]) -> set[str]:
+    return {m for m in modules if any(m == n or m.startswith(n + ".") for n in names)}
+
+
+def test_reading_commands_start_without_heavy_imports(stored: Stored, tmp_path: Path) -> None:
+    runtime = ("spanflow.decorators", "spanflow.runtime", "spanflow.exporters.sqlite_store")
+    for argv in (["runs"], ["runs", "--json"], ["runs", "--status", "failed"]):
+        loaded = _modules_loaded_by(*argv, "--db", stored.db, cwd=tmp_path)
+        assert "spanflow.exporters.store" in loaded  # the probe did run the command
+        assert _heavy(loaded, (*HEAVY, "rich", *runtime)) == set(), argv
+    # A run's tree is still drawn by rich, but without pydantic and the rest.
+    loaded = _modules_loaded_by("show", stored.bad, "--db", stored.db, cwd=tmp_path)
+    assert _heavy(loaded, (*HEAVY, *runtime)) == set()
+
+
+def _run_data(workflow: str, error: str | None, n: int) -> RunData:
+    return RunData(
+        id=f"{n:032x}",
+        workflow=workflow,
+        entrypoint=None,
+        workflow_file=None,
+        status="failed" if error else "ok",
+        started_at=dt.datetime(2024, 5, 1, 12, 0, n % 60, tzinfo=dt.UTC),
+        ended_at=None,
+        duration_ms=1234.5 * n,
+        error=error,
+        replay_of=None,
+        service=None,
+        host=None,
+        pid=None,
+        process_start=None,
+        span_count=1,
+        error_count=1 if error else 0,
+        attrs_version=1,
+    )
+
+
+@pytest.mark.parametrize("columns", ["", "80", "200", "45"])
+def test_plain_run_table_is_what_rich_prints(columns: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    monkeypatch.setenv("COLUMNS", columns)
+    cases = {
+        "short": [_run_data("support", None, 1), _run_data("triage", "KeyError: 'x'", 2)],
+        "long error": [_run_data("support", "ValueError: " + "no route " * 20, 3)],
+        "folded workflow": [
+            _run_data("a_very_long_workflow_name_" * 3, "RuntimeError: " + "x" * 80, 4),
+            _run_data("w", None, 5),
+        ],
+        "folds at 120": [
+            _run_data("summarise_the_ticket_history_of_customer", "E: " + "z" * 57, 8)
+        ],
+        "spaces in workflow": [_run_data("two words " * 8, "E: " + "y" * 90, 6)],
+        "wide text": [_run_data("分类", None, 7)],
+    }
+    drawn = set()
+    for name, runs in cases.items():
+        out = io.StringIO()
+        width = plain.width_for(out)
+        assert width is not None
+        text = plain.runs_table(runs, width)
+        if text is None:
+            continue
+        out = io.StringIO()
+        render.make_console(out).print(render.runs_table(runs))
+        assert text == out.getvalue(), name
+        drawn.add(name)
+    # The plain path is taken for ordinary tables, not only checked.
+    assert "short" in drawn or columns == "45"
+
+
+def test_version_is_read_only_when_asked(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out == f"spanflow {spanflow.__version__}\n"

@@ -12,14 +12,18 @@ import http.client
 import json
 import os
 import random
+import re
 import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +39,7 @@ from spanflow import runtime
 from spanflow.errors import ConfigurationError, StoreError
 from spanflow.exporters.records import SpanRecord
 from spanflow.exporters.store import Store
-from spanflow.viewer.web import CSP, make_server
+from spanflow.viewer.web import CSP, MAX_SPANS, make_server, start_viewer
 
 from tests.viewer.conftest import ARTIFACTS, Served, Watched, screenshot
 
@@ -236,11 +240,20 @@ def served(runs: Runs, serve_store: Any) -> Served:
 
 
 def request(
-    served: Served, path: str, *, host: str | None = None, method: str = "GET"
+    served: Served,
+    path: str,
+    *,
+    host: str | None = None,
+    method: str = "GET",
+    cookie: str | None = "",
 ) -> tuple[int, dict[str, str], bytes]:
+    """One request; it carries the viewer's cookie unless ``cookie`` is None (or another one)."""
     conn = http.client.HTTPConnection("127.0.0.1", served.port, timeout=10)
+    headers = {"Host": host or f"127.0.0.1:{served.port}"}
+    if cookie is not None:
+        headers["Cookie"] = cookie or served.cookie
     try:
-        conn.request(method, path, headers={"Host": host or f"127.0.0.1:{served.port}"})
+        conn.request(method, path, headers=headers)
         resp = conn.getresponse()
         return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
     finally:
@@ -433,14 +446,10 @@ def test_serve_prints_the_url_and_stops_on_ctrl_c(runs: Runs) -> None:
         line = proc.stdout.readline()
         assert "spanflow viewer for" in line and str(runs.db) in line
         url = line.split(" at ")[1].split()[0]
-        assert url.startswith("http://127.0.0.1:")
-        port = int(url.rstrip("/").rsplit(":", 1)[1])
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        try:
-            conn.request("GET", "/api/runs?limit=1")
-            assert conn.getresponse().status == 200
-        finally:
-            conn.close()
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+/\?token=[\w-]{40,}", url), url
+        base, token = url.split("/?token=")
+        with urllib.request.urlopen(f"{base}/api/runs?limit=1&token={token}", timeout=10) as r:
+            assert r.status == 200
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=10)
         assert proc.returncode == 0, err
@@ -509,7 +518,7 @@ browser_test = pytest.mark.browser
 
 
 def open_run(w: Watched, served: Served, run_id: str) -> Any:
-    response = w.page.goto(f"{served.url}/runs/{run_id}")
+    response = w.page.goto(served.page_url(f"/runs/{run_id}"))
     w.page.wait_for_function("() => window.__spanflow && window.__spanflow.ready")
     return response
 
@@ -524,7 +533,7 @@ def test_run_list_shows_runs_and_filters_failed(
     watched: Watched, served: Served, runs: Runs
 ) -> None:
     page = watched.page
-    response = page.goto(served.url + "/")
+    response = page.goto(served.page_url("/"))
     assert response.headers["content-security-policy"] == CSP
     page.wait_for_selector("tr.run-row")
     assert page.locator("tr.run-row").count() == 6
@@ -547,7 +556,7 @@ def test_run_list_shows_runs_and_filters_failed(
 @browser_test
 def test_run_list_pages(watched: Watched, served: Served, runs: Runs) -> None:
     page = watched.page
-    page.goto(served.url + "/?limit=4")
+    page.goto(served.page_url("/?limit=4"))
     page.wait_for_selector("tr.run-row")
     assert page.inner_text(".pager .count") == "1–4 of 6"
     page.click(".pager a.next")
@@ -788,7 +797,7 @@ def test_page_json_patch_agrees_with_python_jsonpatch(watched: Watched, served: 
         ({"a": 1}, [{"op": "add", "path": "a", "value": 0}]),
     ]
     page = watched.page
-    page.goto(served.url + "/")
+    page.goto(served.page_url("/"))
     results = page.evaluate(
         """async (cases) => {
             const { applyPatch } = await import("/static/state.js");
@@ -811,7 +820,7 @@ def test_page_json_patch_agrees_with_python_jsonpatch(watched: Watched, served: 
 @browser_test
 def test_unknown_run_page_says_so(watched: Watched, served: Served) -> None:
     page = watched.page
-    response = page.goto(f"{served.url}/runs/{'cd' * 16}")
+    response = page.goto(served.page_url(f"/runs/{'cd' * 16}"))
     assert response.status == 404
     page.wait_for_selector(".notice.error")
     assert "No such run" in page.inner_text(".notice.error")
@@ -852,7 +861,7 @@ def test_running_run_refreshes_itself(watched: Watched, tmp_path: Path, serve_st
             time.sleep(0.05)
         served = serve_store(db)
         page = watched.page
-        page.goto(f"{served.url}/runs/{listed[0].id}")
+        page.goto(served.page_url(f"/runs/{listed[0].id}"))
         page.wait_for_selector(".rh-top .badge.running")
         assert page.locator(".live").is_visible()
         page.wait_for_selector(".wf-row .nm >> text=prepare")
@@ -895,3 +904,536 @@ def test_every_page_file_is_served(served: Served) -> None:
 def test_artifacts_folder_is_ignored_by_git() -> None:
     gitignore = ARTIFACTS.parent / ".gitignore"
     assert "test-artifacts/" in gitignore.read_text().splitlines()
+
+
+# -- access token ----------------------------------------------------------------------------
+
+_OTHER_PROCESS = """
+import sys, urllib.error, urllib.request
+base = sys.argv[1]
+for arg in sys.argv[2:]:
+    method, path = arg.split(" ", 1)
+    req = urllib.request.Request(base + path, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            print(r.status, path, r.headers.get("Set-Cookie") or "-", sep="\\t")
+    except urllib.error.HTTPError as e:
+        body = e.read().decode("utf-8", "replace").replace("\\n", " ")
+        print(e.code, path, e.headers.get("Content-Type"), body, sep="\\t")
+"""
+
+
+def _from_another_process(served: Served, *requests: str) -> list[list[str]]:
+    result = subprocess.run(
+        [sys.executable, "-c", _OTHER_PROCESS, served.url, *requests],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return [line.split("\t") for line in result.stdout.splitlines()]
+
+
+def _every_route(runs: Runs) -> list[str]:
+    return [
+        "/",
+        "/index.html",
+        f"/runs/{runs.failed}",
+        "/static/app.js",
+        "/static/app.css",
+        "/api/runs",
+        "/api/runs?status=failed",
+        f"/api/runs/{runs.failed}",
+        f"/api/runs/{runs.big}/spans?offset=0",
+        "/nope",
+    ]
+
+
+def test_requests_without_the_token_are_refused(served: Served, runs: Runs) -> None:
+    routes = _every_route(runs)
+    wrong = "x" * len(served.token)
+    asked = [f"GET {r}" for r in routes] + [f"HEAD {r}" for r in routes[:3]]
+    asked += ["POST /api/runs", f"GET /?token={wrong}", "GET /?token=", "GET /?token=%C3%A9"]
+    answers = _from_another_process(served, *asked)
+    assert len(answers) == len(asked)
+    for question, answer in zip(asked, answers, strict=True):
+        assert answer[0] == "403", (question, answer)
+        if not question.startswith("HEAD"):
+            assert answer[2] == "text/plain; charset=utf-8", (question, answer)
+            assert "access token" in answer[3] and len(answer[3]) < 200, answer
+    # A cookie with another value, or another port's cookie name, is no key either.
+    assert request(served, "/api/runs", cookie=f"{served.server.cookie_name}={wrong}")[0] == 403
+    assert request(served, "/api/runs", cookie=f"spanflow-viewer-1={served.token}")[0] == 403
+    assert request(served, "/api/runs", cookie=None)[0] == 403
+
+
+def test_the_token_opens_every_route_and_sets_the_cookie(served: Served, runs: Runs) -> None:
+    routes = [r for r in _every_route(runs) if r != "/nope"]
+    asked = [f"GET {r}{'&' if '?' in r else '?'}token={served.token}" for r in routes]
+    answers = _from_another_process(served, *asked)
+    for question, answer in zip(asked, answers, strict=True):
+        assert answer[0] == "200", (question, answer)
+        cookie = [p.strip() for p in answer[2].split(";")]
+        assert cookie[0] == served.cookie, answer
+        assert {"HttpOnly", "SameSite=Strict", "Path=/"} <= set(cookie[1:]), answer
+    # With the cookie alone (what the browser sends after the first visit) every route answers.
+    for route in routes:
+        status, headers, _ = request(served, route)
+        assert status == 200, route
+        assert "set-cookie" not in headers
+
+
+def test_two_viewers_do_not_share_a_token(runs: Runs, serve_store: Any) -> None:
+    a, b = serve_store(runs.db), serve_store(runs.db)
+    assert a.token != b.token and len(a.token) >= 40
+    assert request(a, "/api/runs", cookie=b.cookie.replace(str(b.port), str(a.port)))[0] == 403
+
+
+def test_start_viewer_returns_a_url_with_the_token_and_stops(runs: Runs) -> None:
+    viewer = start_viewer(runs.db, port=0)
+    try:
+        assert viewer.url == f"http://127.0.0.1:{viewer.port}/?token={viewer.token}"
+        with urllib.request.urlopen(viewer.url, timeout=10) as r:
+            assert r.status == 200 and b"app.js" in r.read()
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(viewer.base_url + "api/runs", timeout=10)
+        assert refused.value.code == 403
+        refused.value.close()
+    finally:
+        viewer.stop()
+    viewer.stop()  # idempotent
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", viewer.port), timeout=2).close()
+
+
+@browser_test
+def test_the_token_becomes_a_cookie_in_the_browser(
+    browser: Any, watched: Watched, served: Served, runs: Runs
+) -> None:
+    page = watched.page
+    page.goto(served.page_url("/"))
+    page.wait_for_selector("tr.run-row")
+    # The token left the address bar; the cookie is HttpOnly, so the page cannot read it.
+    assert page.url == served.url + "/"
+    assert page.evaluate("document.cookie") == ""
+    (cookie,) = watched.context.cookies()
+    assert cookie["name"] == served.server.cookie_name and cookie["value"] == served.token
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["path"] == "/"
+    # Later addresses need no token.
+    response = page.goto(f"{served.url}/runs/{runs.failed}")
+    assert response is not None and response.status == 200
+    page.wait_for_function("() => window.__spanflow && window.__spanflow.ready")
+    assert page.inner_text(".wf-row.sel .nm") == "respond"
+    assert watched.errors == []
+    # A browser that never had the token gets the refusal, for the page and the API alike.
+    other = browser.new_context()
+    try:
+        stranger = other.new_page()
+        for path in ("/", f"/runs/{runs.failed}", "/api/runs"):
+            refused = stranger.goto(served.url + path)
+            assert refused is not None and refused.status == 403, path
+            assert "access token" in stranger.inner_text("body")
+    finally:
+        other.close()
+
+
+# -- server hygiene --------------------------------------------------------------------------
+
+
+def _handler_threads() -> int:
+    # ThreadingHTTPServer names its request threads after process_request_thread.
+    return sum("process_request_thread" in t.name for t in threading.enumerate())
+
+
+def test_half_open_connections_time_out_and_never_block_others(
+    runs: Runs, serve_store: Any
+) -> None:
+    served = serve_store(runs.db, request_timeout=1.5)
+    before = _handler_threads()
+    stalled = []
+    try:
+        for _ in range(60):
+            s = socket.create_connection(("127.0.0.1", served.port), timeout=5)
+            s.sendall(b"GET /api/runs HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+            stalled.append(s)
+        deadline = time.monotonic() + 5
+        while _handler_threads() < before + 60 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert _handler_threads() >= before + 60
+        start = time.perf_counter()
+        assert request(served, "/api/runs?limit=1")[0] == 200
+        took = time.perf_counter() - start
+        assert took < 0.5, took
+        # The silent connections are closed by the server, and their threads end.
+        deadline = time.monotonic() + 10
+        while _handler_threads() > before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _handler_threads() == before
+        for s in stalled:
+            s.settimeout(2)
+            assert s.recv(100) == b""  # closed by the server without an answer
+    finally:
+        for s in stalled:
+            s.close()
+
+
+def test_a_burst_of_connections_is_accepted_at_once(served: Served) -> None:
+    assert served.server.request_queue_size >= 128
+    # 120 clients connecting at the same moment: with a short listen queue some SYNs are
+    # dropped and retried a second later.
+    barrier = threading.Barrier(120)
+    times: list[float] = []
+    lock = threading.Lock()
+
+    def client() -> None:
+        barrier.wait()
+        start = time.perf_counter()
+        s = socket.create_connection(("127.0.0.1", served.port), timeout=10)
+        with lock:
+            times.append(time.perf_counter() - start)
+        s.close()
+
+    clients = [threading.Thread(target=client) for _ in range(120)]
+    for t in clients:
+        t.start()
+    for t in clients:
+        t.join(30)
+    assert len(times) == 120
+    assert max(times) < 0.9, sorted(times)[-5:]
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "offset=1e30",
+        "offset=-1",
+        "offset=99999999999999999999999999",
+        "offset=" + "9" * 5000,
+        "offset=1_000",
+        "offset=%EF%BC%91",  # a fullwidth digit, which int() would take
+        "limit=0",
+        "limit=-5",
+        "limit=100000",
+        "limit=1.5",
+        "limit=NaN",
+    ],
+)
+def test_bad_numbers_are_400_with_a_readable_message(
+    served: Served, runs: Runs, query: str
+) -> None:
+    name = query.split("=")[0]
+    for path in ("/api/runs?", f"/api/runs/{runs.big}/spans?"):
+        status, _, body = request(served, path + query)
+        assert status == 400, (path, query, body[:200])
+        error = json.loads(body)["error"]
+        assert error.startswith(f"{name} must be a whole number from "), error
+        assert len(error) < 120, error
+
+
+# -- hostile graphs --------------------------------------------------------------------------
+
+
+@spanflow.step
+def leaf(n: int) -> int:
+    raise RuntimeError(f"leaf {n} failed")
+
+
+@spanflow.step
+def middle(n: int) -> int:
+    return leaf(n)
+
+
+@spanflow.step
+def sibling(n: int) -> int:
+    return n + 1
+
+
+@spanflow.workflow
+def tangled(n: int) -> int:
+    sibling(n)
+    sibling(n + 1)
+    return middle(n)
+
+
+def _tangled_store(db: Path, *, copy: bool = True) -> tuple[str, dict[str, str]]:
+    """A failed run recorded for real, then its parent links broken with plain SQL."""
+    provider = TracerProvider()
+    spanflow.configure(db=db, tracer_provider=provider)
+
+    def record() -> None:
+        with pytest.raises(RuntimeError):
+            tangled(1)
+        spanflow.flush()
+
+    try:
+        in_thread(record)
+    finally:
+        runtime.reset_for_tests()
+        provider.shutdown()
+    with Store.open(db) as store:
+        (run,) = store.list_runs()
+        ids: dict[str, str] = {}
+        for s in store.spans(run.id):
+            ids.setdefault(s.name, s.span_id)
+    conn = sqlite3.connect(db)
+    try:
+        with conn:
+            # The root's parent is the failed leaf: tangled -> middle -> leaf -> tangled.
+            conn.execute(
+                "UPDATE spans SET parent_id = ? WHERE span_id = ?", (ids["leaf"], ids["tangled"])
+            )
+            # The first sibling is its own parent.
+            conn.execute(
+                "UPDATE spans SET parent_id = span_id WHERE span_id = ?", (ids["sibling"],)
+            )
+            if copy:
+                # A second span with middle's id, under the leaf: another way round the cycle.
+                conn.execute(
+                    "INSERT INTO spans SELECT run_pk, span_id, ?, name || ' (copy)', kind, "
+                    "'UNSET', status_message, start_ns + 1, end_ns, attributes, resource_pk "
+                    "FROM spans WHERE span_id = ?",
+                    (ids["leaf"], ids["middle"]),
+                )
+    finally:
+        conn.close()
+    return run.id, ids
+
+
+def test_a_cyclic_run_is_served_whole(tmp_path: Path, serve_store: Any) -> None:
+    run_id, ids = _tangled_store(tmp_path / "tangled.db")
+    served = serve_store(tmp_path / "tangled.db")
+    data = get_json(served, f"/api/runs/{run_id}")
+    spans = {s["id"]: s for s in data["spans"]}
+    assert data["span_total"] == len(spans) == 6
+    assert spans[ids["tangled"]]["parent"] is None  # the cycle is cut at its first span
+    assert spans[ids["tangled"]]["recorded_parent"] == ids["leaf"]
+    assert spans[ids["sibling"]]["parent"] is None
+    assert spans[ids["sibling"]]["recorded_parent"] == ids["sibling"]
+    copy = spans[ids["middle"] + "#2"]
+    assert copy["recorded_id"] == ids["middle"] and copy["parent"] == ids["leaf"]
+    # Depth first, every parent before its children.
+    seen: set[str] = set()
+    for s in data["spans"]:
+        assert s["parent"] is None or s["parent"] in seen
+        seen.add(s["id"])
+
+
+@browser_test
+def test_a_cyclic_run_page_renders(watched: Watched, tmp_path: Path, serve_store: Any) -> None:
+    run_id, ids = _tangled_store(tmp_path / "tangled.db")
+    served = serve_store(tmp_path / "tangled.db")
+    page = watched.page
+    page.set_default_timeout(5_000)
+    start = time.perf_counter()
+    open_run(watched, served, run_id)
+    assert time.perf_counter() - start < 5
+    names = page.locator(".wf-row .nm").all_inner_texts()
+    assert sorted(names) == sorted(
+        ["tangled", "sibling", "sibling", "middle", "leaf", "middle (copy)"]
+    )
+    # The failure is followed down to the step that raised, and the damage is shown.
+    assert page.inner_text(".wf-row.sel .nm") == "leaf"
+    assert "RuntimeError: leaf 1 failed" in panel_text(watched)
+    page.locator(".wf-row", has=page.locator(".nm", has_text="tangled")).first.click()
+    assert ids["leaf"] in page.inner_text(".detail .facts")
+    # Filtering and collapsing walk the same tree.
+    page.fill(".wf-search", "leaf")
+    page.wait_for_function("() => document.querySelectorAll('.wf-row').length === 3")
+    page.fill(".wf-search", "")
+    page.click("button[data-tab=state]")
+    assert watched.errors == []
+
+
+@browser_test
+@pytest.mark.parametrize("copy", [False, True], ids=["cycle", "cycle-and-repeated-id"])
+def test_the_page_never_loops_on_cyclic_parents(
+    watched: Watched, tmp_path: Path, serve_store: Any, copy: bool
+) -> None:
+    # The server cuts cycles before sending; the page's own walks must end even on data that
+    # still has them. The run's JSON is rewritten back to the links as recorded.
+    run_id, _ = _tangled_store(tmp_path / "tangled.db", copy=copy)
+    served = serve_store(tmp_path / "tangled.db")
+    page = watched.page
+
+    def as_recorded(route: Any) -> None:
+        data = json.loads(route.fetch().text())
+        for s in data["spans"]:
+            s["parent"] = s.pop("recorded_parent", s["parent"])
+            s["id"] = s.pop("recorded_id", s["id"])
+        route.fulfill(json=data)
+
+    page.route(f"**/api/runs/{run_id}", as_recorded)
+    page.set_default_timeout(5_000)
+    open_run(watched, served, run_id)
+    assert page.locator(".wf-row").count() >= 5
+    assert page.inner_text(".wf-row.sel .nm") == "leaf"
+    page.click("button[data-tab=state]")
+    page.fill(".wf-search", "leaf")
+    page.wait_for_function("() => document.querySelectorAll('.wf-row').length >= 1")
+    assert watched.errors == []
+
+
+# -- huge runs -------------------------------------------------------------------------------
+
+HUGE_SPANS = 200_000
+
+
+def _huge_run(db: Path) -> str:
+    """One workflow with 200,000 steps under it, the last of which failed.
+
+    The store's writer records the root and the failed step; the 199,998 steps between them
+    are plain SQL inserts (the writer's own path takes far longer for that many).
+    """
+    run_id = os.urandom(16).hex()
+    t0 = time.time_ns()
+    root_id = f"{1:016x}"
+
+    def span(i: int, name: str, parent: str | None, **extra: Any) -> SpanRecord:
+        return SpanRecord(
+            run_id=run_id,
+            span_id=f"{i:016x}",
+            parent_id=parent,
+            name=name,
+            status="ERROR",
+            status_message="KeyError: 'sku-199999'",
+            start_ns=t0 + i * 1_000,
+            end_ns=t0 + HUGE_SPANS * 1_000 if parent is None else t0 + i * 1_000 + 800,
+            attributes={attr.RUN_ID: run_id, attr.STEP_NAME: name, **extra},
+        )
+
+    with Store.open(db, readonly=False) as store:
+        store.write_spans(
+            [
+                span(1, "load_catalogue", None, **{attr.STEP_TYPE: "workflow"}),
+                span(
+                    HUGE_SPANS,
+                    "price_lookup",
+                    root_id,
+                    **{attr.STEP_TYPE: "step", attr.INPUT_VALUE: '{"sku": 199999}'},
+                ),
+            ]
+        )
+    conn = sqlite3.connect(db)
+    try:
+        with conn:
+            (run_pk,) = conn.execute("SELECT pk FROM runs WHERE id = ?", [run_id]).fetchone()
+            conn.executemany(
+                "INSERT INTO spans (run_pk, span_id, parent_id, name, kind, status, start_ns, "
+                "end_ns, attributes) VALUES (?, ?, ?, ?, 'INTERNAL', 'UNSET', ?, ?, ?)",
+                (
+                    (
+                        run_pk,
+                        f"{i:016x}",
+                        root_id,
+                        f"item_{i}",
+                        t0 + i * 1_000,
+                        t0 + i * 1_000 + 800,
+                        json.dumps({attr.RUN_ID: run_id, attr.STEP_NAME: f"item_{i}"}),
+                    )
+                    for i in range(2, HUGE_SPANS)
+                ),
+            )
+            conn.execute("UPDATE runs SET span_count = ? WHERE pk = ?", [HUGE_SPANS, run_pk])
+    finally:
+        conn.close()
+    return run_id
+
+
+@browser_test
+def test_a_200k_span_run_opens_on_its_failed_step(
+    watched: Watched, tmp_path: Path, serve_store: Any
+) -> None:
+    db = tmp_path / "huge.db"
+    t = time.perf_counter()
+    run_id = _huge_run(db)
+    print(f"200k spans: store written in {time.perf_counter() - t:.1f} s")
+    served = serve_store(db)
+    page = watched.page
+    start = time.perf_counter()
+    open_run(watched, served, run_id)
+    ready = time.perf_counter() - start
+    info = page.evaluate("window.__spanflow")
+    assert info["total"] == HUGE_SPANS
+    assert info["spans"] == MAX_SPANS + 1  # the first 10,000 and the failed step
+    assert info["rows"] < 200
+    assert page.inner_text(".wf-row.sel .nm") == "price_lookup"
+    assert json.loads(page.inner_text(".detail .inputs pre")) == {"sku": 199999}
+    assert "KeyError" in panel_text(watched)
+    more = page.inner_text(".wf-more")
+    assert "189,999 more spans" in more
+    # The page answers input at once.
+    t = time.perf_counter()
+    page.fill(".wf-search", "item_9999")
+    page.wait_for_function("() => document.querySelectorAll('.wf-row').length === 2")
+    assert time.perf_counter() - t < 2
+    page.fill(".wf-search", "")
+    page.click(".wf-more button")
+    page.wait_for_function(f"() => window.__spanflow.spans === {2 * MAX_SPANS + 1}")
+    assert "179,999 more spans" in page.inner_text(".wf-more")
+    assert page.inner_text(".d-title h2") == "price_lookup"  # the selection stays
+    print(f"200k spans: page ready in {ready:.1f} s")
+    assert ready < 25, ready
+    # What the API sends at once stays bounded.
+    status, _, body = request(served, f"/api/runs/{run_id}")
+    assert status == 200 and len(body) < 8_000_000, len(body)
+    assert watched.errors == []
+
+
+# -- replay offers ---------------------------------------------------------------------------
+
+
+def test_only_workflow_runs_offer_a_replay(tmp_path: Path, serve_store: Any) -> None:
+    db = tmp_path / "lone.db"
+    provider = TracerProvider()
+    spanflow.configure(db=db, tracer_provider=provider)
+
+    def record() -> None:
+        count_rows(4)
+        spanflow.flush()
+        nightly(2)
+        spanflow.flush()
+
+    try:
+        in_thread(record)
+    finally:
+        runtime.reset_for_tests()
+        provider.shutdown()
+    with Store.open(db) as store:
+        wf, lone = store.list_runs()
+    served = serve_store(db)
+    assert get_json(served, f"/api/runs/{lone.id}")["replay_command"] is None
+    assert get_json(served, f"/api/runs/{wf.id}")["replay_command"] == (
+        f"spanflow replay {wf.id} --db {db}"
+    )
+
+
+@browser_test
+def test_a_lone_step_run_page_offers_no_replay(
+    watched: Watched, tmp_path: Path, serve_store: Any
+) -> None:
+    db = tmp_path / "lone.db"
+    provider = TracerProvider()
+    spanflow.configure(db=db, tracer_provider=provider)
+
+    def record() -> None:
+        count_rows(4)
+        spanflow.flush()
+        nightly(2)
+        spanflow.flush()
+
+    try:
+        in_thread(record)
+    finally:
+        runtime.reset_for_tests()
+        provider.shutdown()
+    with Store.open(db) as store:
+        wf, lone = store.list_runs()
+    served = serve_store(db)
+    page = watched.page
+    open_run(watched, served, lone.id)
+    assert page.locator("#replay-cmd").count() == 0
+    assert "Not replayable" in page.inner_text(".rh-noreplay")
+    open_run(watched, served, wf.id)
+    assert page.input_value("#replay-cmd") == f"spanflow replay {wf.id} --db {db}"
+    assert page.locator(".rh-noreplay").count() == 0
+    assert watched.errors == []

@@ -21,4 +21,11 @@ function go(href) {
 
 window.addEventListener("popstate", route);
 
+// The first visit's ?token= is now a cookie: keep it out of history, bookmarks and screenshots.
+const here = new URL(location.href);
+if (here.searchParams.has("token")) {
+  here.searchParams.delete("token");
+  history.replaceState(null, "", here.pathname + here.search + here.hash);
+}
+
 route();

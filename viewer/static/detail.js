@@ -48,8 +48,11 @@ export function renderDetail(box, s, model, spanLink) {
   fact("Starts", "+" + fmtMs(s.start));
   fact("Type", s.type || "span");
   if (s.parentSpan) fact("Parent", spanLink(s.parentSpan));
-  const sid = el("code", null, s.id);
+  const sid = el("code", null, s.recorded_id || s.id);
   fact("Id", sid);
+  // Damaged links in the store are shown as recorded, never followed.
+  if (s.recorded_id) fact("Note", "another span has the same id");
+  if (s.recorded_parent) fact("Recorded parent", el("code", null, s.recorded_parent + (s.parentSpan ? "" : " (missing or a cycle: drawn at the top)")));
   box.append(facts);
 
   // The error's one-line summary comes first, then what the step received; the traceback

@@ -4,7 +4,7 @@
 import { opsList, renderDetail } from "./detail.js";
 import { ago, badge, el, fmtDate, fmtMs, getJSON, link, runHref, setCrumbs, setStore, shortId, showError } from "./dom.js";
 import { playback } from "./state.js";
-import { buildModel, pickFailed, spanClass, spanTags } from "./trace.js";
+import { ancestors, buildModel, pickFailed, spanClass, spanTags } from "./trace.js";
 
 const ROW_H = 26; // keep in sync with --row-h in app.css
 const OVERSCAN = 15;
@@ -22,6 +22,8 @@ export function RunPage(key) {
   this.frame = 0;
   this.win = { first: -1, last: -1 };
   this.rendered = false;
+  this.extra = new Map(); // seq -> span, from "show more" pages
+  this.loadingMore = false;
   setCrumbs([{ text: "Runs", href: "/" }, { text: shortId(key) }]);
   this.load();
 }
@@ -45,13 +47,64 @@ RunPage.prototype.load = async function () {
     return;
   }
   if (this.stopped) return;
+  // A refresh starts from the first page again: a running run's order may have changed.
+  this.extra = new Map();
+  this.first = data;
+  this.show(data);
+  if (data.run.status === "running") this.timer = setTimeout(() => this.load(), RUN_POLL_MS);
+};
+
+RunPage.prototype.show = function (data) {
   const t0 = performance.now();
   this.render(data);
   // Force style and layout so the figure covers what the user waits for.
   void document.body.offsetHeight;
   const ms = performance.now() - t0;
-  window.__spanflow = { renderMs: ms, spans: data.spans.length, rows: this.rowsLayer.childElementCount, ready: true };
-  if (data.run.status === "running") this.timer = setTimeout(() => this.load(), RUN_POLL_MS);
+  window.__spanflow = { renderMs: ms, spans: data.spans.length, total: data.span_total, rows: this.rowsLayer.childElementCount, ready: true };
+};
+
+// The spans loaded so far: the first page plus the pages "show more" fetched, by place.
+RunPage.prototype.merged = function () {
+  const bySeq = new Map(this.first.spans.map((s) => [s.seq, s]));
+  for (const [seq, s] of this.extra) bySeq.set(seq, s);
+  const spans = Array.from(bySeq.values()).sort((a, b) => a.seq - b.seq);
+  return Object.assign({}, this.first, { spans });
+};
+
+// How many spans, from the first on, are loaded without a gap.
+RunPage.prototype.loadedPrefix = function () {
+  let n = this.first.span_first;
+  while (this.extra.has(n)) n++;
+  return n;
+};
+
+RunPage.prototype.showMore = async function () {
+  if (this.loadingMore) return;
+  this.loadingMore = true;
+  this.moreButton.disabled = true;
+  const offset = this.loadedPrefix();
+  let page;
+  try {
+    page = await getJSON("/api/runs/" + encodeURIComponent(this.key) + "/spans?offset=" + offset);
+  } catch (e) {
+    this.moreText.textContent = "Cannot load more spans: " + e.message;
+    return;
+  } finally {
+    this.loadingMore = false;
+    this.moreButton.disabled = false;
+  }
+  if (this.stopped) return;
+  for (const s of page.spans) this.extra.set(s.seq, s);
+  this.show(this.merged());
+};
+
+RunPage.prototype.renderMore = function () {
+  const d = this.data;
+  const left = d.span_total - d.spans.length;
+  this.more.classList.toggle("hidden", left <= 0);
+  if (left <= 0) return;
+  this.moreText.textContent = "… " + left.toLocaleString("en-US") + " more spans not loaded (the page shows the first " +
+    this.loadedPrefix().toLocaleString("en-US") + " and the failed step) — ";
 };
 
 RunPage.prototype.render = function (data) {
@@ -70,6 +123,7 @@ RunPage.prototype.render = function (data) {
     sel = pickFailed(this.model) || sel || this.model.root || this.model.order[0] || null;
   }
   this.renderAxis();
+  this.renderMore();
   this.selectSpan(sel ? sel.id : null, { scroll: !this.rendered, user: this.userSelected });
   this.renderPlayback();
   this.rendered = true;
@@ -121,7 +175,14 @@ RunPage.prototype.buildSkeleton = function () {
   this.body.addEventListener("keydown", (ev) => this.onKey(ev));
   this.rowsLayer.addEventListener("click", (ev) => this.onRowClick(ev));
   window.addEventListener("resize", () => this.renderWindow(true));
-  wf.append(tools, head, this.body);
+  // Huge runs come in pages: this bar says how many spans are not loaded yet.
+  this.more = el("div", "wf-more hidden");
+  this.moreText = el("span", "muted");
+  this.moreButton = el("button", "btn more-spans", "Show more");
+  this.moreButton.type = "button";
+  this.moreButton.addEventListener("click", () => this.showMore());
+  this.more.append(this.moreText, this.moreButton);
+  wf.append(tools, head, this.body, this.more);
 
   const panel = el("aside", "panel");
   const tabs = el("div", "tabs");
@@ -178,7 +239,7 @@ RunPage.prototype.renderHead = function () {
   started.title = run.started_at + " (" + ago(run.started_ms) + ")";
   item("Started", started);
   item("Duration", run.status === "running" ? "running…" : fmtMs(run.duration_ms));
-  item("Spans", d.spans.length.toLocaleString("en-US"));
+  item("Spans", (d.span_total || d.spans.length).toLocaleString("en-US"));
   if (run.error_count) item("Errors", String(run.error_count), "bad");
   if (run.entrypoint) item("Entrypoint", el("code", null, run.entrypoint));
   if (run.service) item("Service", run.service);
@@ -211,6 +272,11 @@ RunPage.prototype.renderHead = function () {
   }
   if (rel.childElementCount) h.append(rel);
 
+  if (!d.replay_command) {
+    // Replay re-runs a workflow from its recorded entrypoint; a lone step has none.
+    h.append(el("div", "rh-noreplay muted", "Not replayable: this run is not a @spanflow.workflow call, so there is no entrypoint to re-run."));
+    return;
+  }
   const cmd = el("div", "rh-cmd");
   const label = el("label", null, "Replay");
   const input = el("input", "mono");
@@ -257,7 +323,11 @@ RunPage.prototype.computeVisible = function () {
     const keep = new Set();
     for (const s of order) {
       if (!s.name.toLowerCase().includes(this.filter)) continue;
-      for (let a = s; a && !keep.has(a.id); a = a.parentSpan) keep.add(a.id);
+      keep.add(s.id);
+      for (const a of ancestors(s)) {
+        if (keep.has(a.id)) break;
+        keep.add(a.id);
+      }
     }
     return order.filter((s) => keep.has(s.id));
   }
@@ -367,7 +437,7 @@ RunPage.prototype.selectSpan = function (id, opts) {
   this.selected = id;
   if (opts.user) this.userSelected = true;
   // A selected span inside a collapsed subtree is revealed.
-  for (let a = s && s.parentSpan; a; a = a.parentSpan) this.collapsed.delete(a.id);
+  for (const a of ancestors(s)) this.collapsed.delete(a.id);
   this.refreshRows(true);
   if (opts.scroll && s) this.scrollTo(s);
   if (changed) {

@@ -93,11 +93,13 @@ export function playback(model) {
     if (s === root || !has(s)) continue;
     let a = s.parentSpan;
     let covered = false;
-    while (a && a !== root) {
+    const seen = new Set(); // ends on any graph, even a damaged one
+    while (a && a !== root && !seen.has(a)) {
       if (has(a)) {
         covered = true;
         break;
       }
+      seen.add(a);
       a = a.parentSpan;
     }
     if (!covered) steps.push(s);

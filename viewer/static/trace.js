@@ -19,56 +19,66 @@ export function buildModel(data) {
     s.fallback = a[N.fallbackUsed] === true;
     s.usedDefault = a[N.defaultUsed] === true;
     s.handled = !s.error && s.events.some((e) => e.name === N.exceptionEvent);
-    byId.set(s.id, s);
+    // A repeated id (a damaged store) keeps its first span; the server renames repeats.
+    if (!byId.has(s.id)) byId.set(s.id, s);
   }
+  // Candidate children per span as recorded; a span that is its own parent is a root.
+  const kids = new Map();
   const roots = [];
   for (const s of spans) {
     const p = s.parent ? byId.get(s.parent) : null;
     if (p && p !== s) {
-      p.children.push(s);
-      s.parentSpan = p;
+      if (!kids.has(p)) kids.set(p, []);
+      kids.get(p).push(s);
     } else {
       roots.push(s);
     }
   }
-  // Depth-first order; spans come sorted by start, so siblings are too. A parent cycle (only
-  // possible in a damaged import) cannot loop: each span is placed once.
+  // Depth-first placement; spans come in the server's order, so siblings do too. Each span is
+  // placed once, under the span it was reached from, so a parent cycle (a damaged or hostile
+  // store) cannot loop: its first span becomes a root. children/parentSpan describe the tree
+  // as placed, and every later walk follows them.
   const order = [];
   const placed = new Set();
   const walk = (start) => {
-    const stack = [start];
+    const stack = [[start, null]];
     while (stack.length) {
-      const s = stack.pop();
-      if (placed.has(s.id)) continue;
-      placed.add(s.id);
-      const p = s.parentSpan && placed.has(s.parentSpan.id) ? s.parentSpan : null;
+      const [s, p] = stack.pop();
+      if (placed.has(s)) continue;
+      placed.add(s);
+      s.parentSpan = p;
+      if (p) p.children.push(s);
       s.depth = p ? p.depth + 1 : 0;
       // A worker's clock may run behind: never draw a child before its parent starts.
       s.vs = p ? Math.max(s.start, p.vs) : s.start;
       s.ve = Math.max(s.end, s.vs);
       order.push(s);
-      for (let i = s.children.length - 1; i >= 0; i--) stack.push(s.children[i]);
+      const ks = kids.get(s) || [];
+      for (let i = ks.length - 1; i >= 0; i--) if (!placed.has(ks[i])) stack.push([ks[i], s]);
     }
   };
   for (const r of roots) walk(r);
   for (const s of spans) {
-    if (!placed.has(s.id)) {
-      s.parentSpan = null;
+    if (!placed.has(s)) {
       roots.push(s);
       walk(s);
     }
   }
-  // While a run is still going its root span is not stored yet: then there is no root.
-  const root = spans.find((s) => !s.parent && s.isWorkflow) || spans.find((s) => !s.parent) || null;
+  const treeRoots = order.filter((s) => !s.parentSpan);
+  // While a run is still going its root span is not stored yet: then there is no root. A span
+  // whose recorded parent is missing or damaged is drawn at the top but is not the run's root.
+  const top = (s) => !s.parent && !s.recorded_parent;
+  const root = spans.find((s) => top(s) && s.isWorkflow) || spans.find(top) || null;
   let total = data.span_end || 0;
   for (const s of order) total = Math.max(total, s.ve);
-  return { N, spans, byId, roots, order, root, total: Math.max(total, 0.001) };
+  return { N, spans, byId, roots: treeRoots, order, root, total: Math.max(total, 0.001) };
 }
 
 // The span to show first: follow the failure down from the root to the step that raised.
 export function pickFailed(model) {
   let cur = model.roots.find((s) => s.error);
   if (!cur) return model.order.find((s) => s.error && !s.isAttempt) || null;
+  const seen = new Set([cur]);
   for (;;) {
     let next = null;
     for (const c of cur.children) {
@@ -79,9 +89,21 @@ export function pickFailed(model) {
       }
       for (const g of c.children) if (g.error && !g.isAttempt) next = g;
     }
-    if (!next) return cur;
+    if (!next || seen.has(next)) return cur;
+    seen.add(next);
     cur = next;
   }
+}
+
+// A span and its ancestors, nearest first; ends on any graph.
+export function ancestors(s) {
+  const out = [];
+  const seen = new Set();
+  for (let a = s && s.parentSpan; a && !seen.has(a); a = a.parentSpan) {
+    seen.add(a);
+    out.push(a);
+  }
+  return out;
 }
 
 export function spanClass(s) {
