@@ -8,6 +8,8 @@
           │    └── UnknownRunError   no run with that id in the store
           ├── ReplayError            a run that cannot be replayed (entrypoint, arguments)
           └── RemoteStepError        a step that failed in another process or on another node
+    BaseException
+     └── StepRefused                a check may only serve this call from the recording, and cannot
 
 Telemetry problems (a dead exporter, a full disk, an unserialisable value) are never raised:
 they are logged on the ``spanflow`` logger and counted (``spanflow.stats()``).
@@ -48,3 +50,17 @@ class RemoteStepError(SpanflowError):
         self.type_name = type_name
         self.remote_message = message
         self.remote_traceback = traceback
+
+
+class StepRefused(BaseException):
+    """``spanflow check`` may serve this step call only from the recording and cannot: today's
+    code calls it with other inputs (a prompt that changed), or its recorded call failed.
+
+    The call is not executed. Not an ``Exception`` on purpose: application code that catches
+    ``Exception``, retries and fallbacks must not turn the refusal into a live model call.
+    """
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason

@@ -17,6 +17,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from spanflow import attributes as attr
 from spanflow import runtime
 
+pytest_plugins = ["pytester"]  # tests/sdk/test_pytest_plugin.py runs pytest on tiny projects
+
 # A shell starts background jobs with SIGINT ignored, and child processes inherit that. The tests
 # that stop a spanflow process as Ctrl-C does need the disposition a terminal gives it.
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:

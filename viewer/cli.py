@@ -40,8 +40,9 @@ DB_ENV: Final = "SPANFLOW_DB"
 EXIT_OK: Final = 0
 EXIT_REPLAY_FAILED: Final = 1
 EXIT_USAGE: Final = 2
-#: ``replay --strict`` found calls that diverged from the recording.
+#: ``replay --strict`` found calls that diverged from the recording; ``check`` found differences.
 EXIT_DIVERGED: Final = 3
+EXIT_DIFFERENT: Final = 3
 EXIT_INTERRUPTED: Final = 130
 #: The reader of stdout went away (`spanflow runs | head`): rich's console exits with 1 then.
 EXIT_BROKEN_PIPE: Final = 1
@@ -393,6 +394,60 @@ def _import_if_file(args: argparse.Namespace, ref: str, *, quiet: bool = False) 
     return str(run_ids[0])
 
 
+def cmd_diff(args: argparse.Namespace) -> int:
+    """``spanflow diff RUN_A [RUN_B]``: two runs' step trees aligned as replay matches them."""
+    from spanflow.replayer.diff import diff_spans
+
+    with Store.open(db_path(args)) as store:
+        a = store.get_run(args.run_a)
+        if args.run_b is None:
+            replays = store.replays_of(a.id)
+            if not replays:
+                raise CliError(
+                    f"run {a.id} has no replay to compare with; give RUN_B, or replay it first: "
+                    f"spanflow replay {a.id}{_db_option(args)}"
+                )
+            b = replays[0]
+        else:
+            b = store.get_run(args.run_b)
+        result = diff_spans(a.id, store.spans(a.id), b.id, store.spans(b.id))
+    if args.json:
+        _print_json(result.to_json())
+        return EXIT_OK
+    _print_lines(result.lines(render.make_console().width))
+    return EXIT_OK
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """``spanflow check RUN_OR_FILE``: re-run a recording with today's code and compare."""
+    # Like replay, a check runs the user's workflow: it loads the runtime.
+    from spanflow.replayer.check import check
+
+    reuse = None if args.reuse is None else [x for x in args.reuse.split(",") if x.strip()]
+    result = check(args.run, db_path(args), reuse, allow=args.allow)
+    if args.json:
+        _print_json(
+            {
+                **result.diff.to_json(),
+                "passed": result.passed,
+                "refused": [{"path": r.path, "reason": r.reason} for r in result.refused],
+            }
+        )
+    else:
+        _print_lines(result.lines(render.make_console().width))
+        if result.run_id:
+            render.write(f"see it: spanflow show {result.run_id}{_db_option(args)}\n")
+    return EXIT_OK if result.passed else EXIT_DIFFERENT
+
+
+def _print_lines(lines: Sequence[tuple[str, str]]) -> None:
+    from rich.text import Text
+
+    console = render.make_console()
+    for text, style in lines:
+        console.print(Text(render.clean(text), style=style), soft_wrap=True)
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     """``spanflow export RUN``: a run as Jaeger JSON or OTLP/JSON, to stdout or a file.
 
@@ -685,6 +740,27 @@ def build_parser() -> argparse.ArgumentParser:
         "repeatable",
     )
 
+    p = command("diff", cmd_diff, "Compare two runs step by step (default: a run and its replay).")
+    p.add_argument("run_a", metavar="RUN_A", help="run id, or a unique prefix of at least 4 chars")
+    p.add_argument("run_b", metavar="RUN_B", nargs="?", help="default: RUN_A's latest replay")
+    p.add_argument("--json", action="store_true", help="print the aligned steps as JSON")
+
+    p = command("check", cmd_check, "Re-run a recording with today's code; exit 3 if it differs.")
+    p.add_argument("run", metavar="RUN_OR_FILE", help="run id, or an OTLP/JSON file to import")
+    p.add_argument(
+        "--reuse",
+        metavar="KIND_OR_NAME,...",
+        help="serve these kinds or steps from the recording (default: llm,tool,retriever,embedding)",
+    )
+    p.add_argument(
+        "--allow",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="a module the check may import although it is not under the current directory",
+    )
+    p.add_argument("--json", action="store_true", help="print the differences as JSON")
+
     p = command("export", cmd_export, "Write a run as Jaeger JSON or OTLP/JSON.")
     p.add_argument("run", metavar="RUN", help="run id, or a unique prefix of at least 4 chars")
     p.add_argument("--format", choices=FORMATS, required=True, help="jaeger or otlp-json")
@@ -753,7 +829,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         handler = getattr(args, "handler", None)
         if handler is None:
             raise CliError(
-                "choose a command: runs, show, replay, export, import, gc, ui, serve "
+                "choose a command: runs, show, replay, diff, check, export, import, gc, ui, serve "
                 f"(see `{PROG} --help`)"
             )
         return int(handler(args))

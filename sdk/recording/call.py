@@ -21,6 +21,7 @@ from .. import attributes as attr
 from .._stats import count
 from ..config import DEFAULT_DB
 from ..context import CallFrame, RunState, current_frame, current_replay, with_run
+from ..errors import StepRefused
 from ..state import State
 from ..values.redact import REDACTED
 from ..values.serialize import Encoded, encode, to_jsonable
@@ -196,12 +197,16 @@ class StepCall:
                     self._encoded_inputs,
                     self._states,
                     streams=spec.streams,
+                    kind=spec.span_kind,
                 )
                 self.frame.path = stands_for  # its own calls are matched under that call
                 if hit:
                     self.cached = True
                     self.cached_value = value
                     span.set_attribute(attr.REPLAY_CACHED, True)
+            except StepRefused as exc:  # a check: the call must not run live; end its span
+                self.fail(exc)
+                raise
             except Exception:  # a broken lookup means "run it live", never a half-open span
                 count("replay_errors")
                 logger.warning(

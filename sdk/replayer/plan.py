@@ -33,7 +33,7 @@ import logging
 import threading
 import typing
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,7 +41,7 @@ from opentelemetry.trace import Link, SpanContext, TraceFlags
 from pydantic import TypeAdapter, ValidationError
 
 from .. import attributes as attr
-from ..errors import ReplayError
+from ..errors import ReplayError, StepRefused
 from ..state import State, adopt
 from ..values.serialize import Encoded
 from ..values.state_diff import apply_patch
@@ -89,6 +89,12 @@ class ReplayPlan:
     complete: bool = True
     #: Attributes the replay's root span starts with (the original's workflow file, the edits).
     root_attributes: dict[str, str] = field(default_factory=dict)
+    # A check's selection, ``(recorded path the call stands for, step name, OpenInference kind)
+    # -> True`` for the calls that may only be served from the recording: those are reused or
+    # refused (StepRefused, never run live), and every other call runs live. None (replay):
+    # reuse whatever matches.
+    must_serve: Callable[[str, str, str], bool] | None = None
+    refused: list[StepRefused] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     # Recorded calls some live call already stands for (each stands for one at most), and the
     # recorded calls by (parent path, step name, canonical inputs) in occurrence order, built
@@ -124,6 +130,7 @@ class ReplayPlan:
         states: Sequence[tuple[str, State, Any]],
         *,
         streams: bool = False,
+        kind: str = "",
     ) -> tuple[bool, Any, str]:
         """Look up the call of step ``name`` at ``path`` (under the call at ``parent``).
 
@@ -131,14 +138,19 @@ class ReplayPlan:
         state change re-applied to ``states`` (the live State arguments); ``stands_for`` is the
         path of the recorded call this one corresponds to, under which its own calls are matched.
         A generator (``streams``) is matched, so its own calls are, but always executes.
+
+        Raises:
+            StepRefused: ``must_serve`` selects the call and it cannot be served.
         """
         shown = path.replace(_UNMATCHED + "/", "/")  # the summary prints paths without marks
         with self.lock:
             recorded, stands_for = self._counterpart(path, parent, name, inputs)
             if recorded is None and self._is_added(parent):
                 self._added.append(shown)
+        strict = self.must_serve is not None and self.must_serve(stands_for, name, kind)
         try:
-            if streams:
+            if streams or (self.must_serve is not None and not strict):
+                # A generator always executes; a check runs everything it does not serve.
                 hit, value, why = False, None, ""
             else:
                 hit, value, why = self._match(recorded, fn, inputs)
@@ -153,6 +165,11 @@ class ReplayPlan:
                 self._reused_recorded.add(recorded.path)
             if why:
                 self.notes.append(f"{shown}: {why}")
+        if strict and not hit:
+            refusal = StepRefused(path, _refusal_reason(recorded, why))
+            with self.lock:
+                self.refused.append(refusal)
+            raise refusal
         return hit, value, stands_for
 
     def stopped(self, stands_for: str) -> None:
@@ -208,6 +225,14 @@ class ReplayPlan:
     def closing_attributes(self) -> dict[str, str]:
         """What the replay's root span records as it ends (its divergence)."""
         return {attr.REPLAY_DIVERGED: json.dumps(self.divergence(), ensure_ascii=False)}
+
+    def counterpart(
+        self, path: str, parent: str, name: str, inputs: Encoded
+    ) -> tuple[RecordedCall | None, str]:
+        """The recorded call a call at ``path`` is matched to, as replay matches it (``diff``
+        aligns two runs with it); see ``reuse``. Taking a recorded call is for good."""
+        with self.lock:
+            return self._counterpart(path, parent, name, inputs)
 
     def _counterpart(
         self, path: str, parent: str, name: str, inputs: Encoded
@@ -299,6 +324,14 @@ class ReplayPlan:
         for state, updated in updates:  # all or none: a failure above leaves every State as is
             adopt(state, updated)
         return ""
+
+
+def _refusal_reason(recorded: RecordedCall | None, why: str) -> str:
+    if recorded is None:
+        return "no recorded call of this step at this position to serve"
+    if not recorded.ok:
+        return "its recorded call failed; there is no output to serve"
+    return why.removeprefix("runs live: ") or "it cannot be served from the recording"
 
 
 def _same_inputs(recorded: RecordedCall, inputs: Encoded) -> bool:
