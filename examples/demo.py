@@ -32,7 +32,14 @@ def run(
     shown = " ".join(c if " " not in c else repr(c) for c in words)
     prefix = " ".join(f"{k}={v}" for k, v in (env or {}).items() if k == "SUPPORT_FIXED")
     print(f"$ {prefix + ' ' if prefix else ''}{shown}", flush=True)
-    result = subprocess.run(cmd, env={**os.environ, **(env or {})}, text=True, capture_output=True)
+    # From the project's folder, as a user would: replay imports only code under the current one.
+    result = subprocess.run(
+        cmd,
+        env={**os.environ, **(env or {})},
+        text=True,
+        capture_output=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
     print(result.stdout, end="")
     if result.stderr:
         print(result.stderr, end="", file=sys.stderr)
@@ -83,7 +90,7 @@ def main() -> None:
     )
     print(f"$ spanflow ui --db {db}")
     print(
-        "  then open http://127.0.0.1:8765/ (the failed run shows its failing step's inputs and error)"
+        "  then open the URL it prints (it carries the viewer's access token; the failed run shows its failing step's inputs and error)"
     )
     print(
         f"\nOther views: `spanflow export {run_id[:12]} --format jaeger --db {db} -o trace.json` "

@@ -88,7 +88,7 @@ def test_to_jaeger_survives_a_dead_endpoint(tmp_path: Path) -> None:
 
 
 def test_demo_end_to_end(tmp_path: Path) -> None:
-    """What `make demo` runs: fail, list, show, replay after the fix."""
+    """What `make demo` runs: fail, list, show, replay after the fix, fork with an edit."""
     db = tmp_path / "demo.db"
     proc = run("demo.py", db)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -102,4 +102,4 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     assert "IndexError" in out
     assert "spanflow ui" in out
     statuses = [status for _, status, _ in runs(db)]
-    assert statuses == ["failed", "ok"]
+    assert statuses == ["failed", "ok", "ok"]  # the run, its replay after the fix, and a fork
