@@ -75,9 +75,14 @@ def _missing_browser(reason: str) -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """A headless Debian chromium driven by playwright, shared by the session."""
+    """A headless Debian chromium driven by playwright, shared by one test module.
+
+    Not by the session: playwright's sync API keeps an asyncio loop marked running in the main
+    thread while it is open, and every later test that starts an event loop (anyio, asyncio.run)
+    would fail with "Cannot run the event loop while another loop is running".
+    """
     if not Path(CHROMIUM).exists():
         _missing_browser(f"no chromium at {CHROMIUM}; install Debian's chromium package")
     try:
