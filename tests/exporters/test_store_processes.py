@@ -96,7 +96,19 @@ def test_sigkill_keeps_ended_spans_and_the_run_reads_crashed(tmp_path: Path) -> 
                 s.set_attributes({RUN_ID: rid, STEP_NAME: f"s{j}", STEP_TYPE: "step"})
         unfinished = tracer.start_span("never_ends", context=inside)
         print(rid, flush=True)
-        time.sleep(0.6)
+        # Killed once the ended spans are committed (promised within 0.5 s; test_store_writer
+        # times that promise): waiting for it here keeps a loaded machine from failing this test.
+        import sqlite3
+        from contextlib import closing
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+            try:
+                with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+                    if db.execute("SELECT count(*) FROM spans").fetchone()[0] >= 3:
+                        break
+            except sqlite3.OperationalError:
+                pass  # not created yet
         os.kill(os.getpid(), signal.SIGKILL)
     """
     child = python(code, str(path))
