@@ -42,14 +42,17 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
 from spanflow import attributes as attr
-from spanflow.errors import ConfigurationError, StoreError, UnknownRunError
+from spanflow.errors import ConfigurationError, ReplayError, StoreError, UnknownRunError
 from spanflow.exporters.records import RunRecord, SpanData, datetime_to_ns
 from spanflow.exporters.store import Store
 from spanflow.viewer.span_tree import SpanTree, build_tree
+
+if TYPE_CHECKING:
+    from spanflow.replayer.diff import RunDiff
 
 __all__ = [
     "CSP",
@@ -178,6 +181,8 @@ class ViewerServer(http.server.ThreadingHTTPServer):
         self.request_timeout = request_timeout
         self._views: OrderedDict[str, _RunView] = OrderedDict()
         self._views_lock = threading.Lock()
+        # The last comparison: its step clicks ask for the same two runs again.
+        self._last_diff: tuple[tuple[Any, ...], RunDiff] | None = None
         # The address family must be chosen before the socket is created.
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         super().__init__(address, _Handler)
@@ -202,6 +207,27 @@ class ViewerServer(http.server.ThreadingHTTPServer):
     def token_matches(self, candidate: str) -> bool:
         """Whether ``candidate`` is this server's token (in constant time)."""
         return hmac.compare_digest(candidate.encode("utf-8"), self.token.encode("utf-8"))
+
+    def run_diff(self, a: RunRecord, b: RunRecord) -> RunDiff:
+        """Run ``a`` against run ``b`` (``spanflow diff``); the last one is kept until either
+        run changes, so opening its steps one by one does not align the trees again.
+
+        Raises:
+            ReplayError: a run without a root step span.
+        """
+        # Loaded on first use: diff shares replay's matcher, which `spanflow ui` needs only here.
+        from spanflow.replayer.diff import diff_spans
+
+        key = tuple((r.id, r.status, r.span_count, r.error_count, r.ended_at) for r in (a, b))
+        with self._views_lock:
+            last = self._last_diff
+        if last is not None and last[0] == key:
+            return last[1]
+        store = self.store
+        result = diff_spans(a.id, store.span_data(a.id), b.id, store.span_data(b.id))
+        with self._views_lock:
+            self._last_diff = (key, result)
+        return result
 
     def run_view(self, run: RunRecord) -> _RunView:
         """The run's span tree; a big finished one is parsed once and reused for its pages."""
@@ -586,10 +612,6 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _compare(self, query: Mapping[str, list[str]]) -> dict[str, Any]:
         """Run ``a`` against run ``b`` (default: a's latest replay), as ``spanflow diff --json``
         says it; with ``step=<path>`` one step of it, with both sides' inputs and outputs."""
-        # Loaded on first use: diff shares replay's matcher, which `spanflow ui` needs only here.
-        from spanflow.errors import ReplayError
-        from spanflow.replayer.diff import diff_spans
-
         store = self.server.store
         a_key = _run_key(query, "a", required=True)
         b_key = _run_key(query, "b", required=False)
@@ -606,7 +628,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 )
             b = replays[0]
         try:
-            result = diff_spans(a.id, store.span_data(a.id), b.id, store.span_data(b.id))
+            result = self.server.run_diff(a, b)
         except ReplayError as exc:
             raise _Unprocessable(str(exc)) from exc
         runs = {"a": _run_json(a), "b": _run_json(b)}

@@ -254,6 +254,47 @@ def test_a_parent_cycle_terminates_and_is_noted(tmp_path: Path, serve_store: Any
     assert status == 422 and "no root" in message
 
 
+def _added_and_removed(db: Path) -> tuple[str, str]:
+    """Run A calls ``old``; run B calls ``new`` instead, whose output is hostile HTML."""
+    a, b = "a" * 32, "b" * 32
+    hostile = {attr.OUTPUT_VALUE: json.dumps(HOSTILE)}
+    spans = [_span(a, 1, None, "wf"), _span(a, 2, 1, "old", **{attr.OUTPUT_VALUE: '"gone"'})]
+    spans += [_span(b, 1, None, "wf"), _span(b, 3, 1, "new", **hostile)]
+    with Store.open(db, readonly=False) as store:
+        store.write_spans(spans)
+    return a, b
+
+
+def test_added_and_removed_steps_and_their_values(tmp_path: Path, serve_store: Any) -> None:
+    a, b = _added_and_removed(tmp_path / "moved.db")
+    served = serve_store(tmp_path / "moved.db")
+    data = get_json(served, f"/api/compare?a={a}&b={b}")
+    assert [(s["path"], s["change"]) for s in data["steps"]] == [
+        ("wf", "same"),
+        ("wf/old[0]", "removed"),
+        ("wf/new[0]", "added"),
+    ]
+    added = get_json(served, f"/api/compare?a={a}&b={b}&step=wf/new[0]&change=added")["step"]
+    assert added["values"]["a"] is None and json.loads(added["values"]["b"]["output"]) == HOSTILE
+    removed = get_json(served, f"/api/compare?a={a}&b={b}&step=wf/old[0]")["step"]
+    assert removed["values"]["b"] is None and removed["values"]["a"]["output"] == '"gone"'
+    # An added step is looked up as added: the same path among A's steps is another step.
+    status, _ = _error(served, f"/api/compare?a={a}&b={b}&step=wf/new[0]")
+    assert status == 404
+
+
+def test_a_run_that_changes_is_compared_afresh(tmp_path: Path, serve_store: Any) -> None:
+    a, b = _added_and_removed(tmp_path / "moved.db")
+    served = serve_store(tmp_path / "moved.db")
+    before = get_json(served, f"/api/compare?a={a}&b={b}")
+    assert before["counts"]["added"] == 1
+    # B calls ``old`` as well, later (a running run's next span reaching the store).
+    with Store.open(tmp_path / "moved.db", readonly=False) as store:
+        store.write_spans([_span(b, 4, 1, "old", **{attr.OUTPUT_VALUE: '"gone"'})])
+    after = get_json(served, f"/api/compare?a={a}&b={b}")
+    assert after["counts"] == {"same": 2, "changed": 0, "added": 1, "removed": 0}
+
+
 def test_a_huge_comparison_is_cut_keeping_the_differences(tmp_path: Path, serve_store: Any) -> None:
     a, b = "a" * 32, "b" * 32
     n = MAX_COMPARE_STEPS + 500
@@ -389,3 +430,30 @@ def test_a_comparison_that_cannot_be_made_says_why(
     text = page.inner_text(".notice.error")
     assert "has no replay" in text and f"spanflow replay {stores.replays[0]}" in text
     assert watched.errors == [] or all("404" in e for e in watched.errors)
+
+
+@browser_test
+def test_added_and_removed_steps_read_without_colour(
+    watched: Watched, tmp_path: Path, serve_store: Any
+) -> None:
+    a, b = _added_and_removed(tmp_path / "moved.db")
+    served = serve_store(tmp_path / "moved.db")
+    page = watched.page
+    _open(watched, served, f"/compare/{a}/{b}")
+    assert _row(watched, "wf/old[0]").locator(".cmark").inner_text().lower() == "removed"
+    assert _row(watched, "wf/new[0]").locator(".cmark").inner_text().lower() == "added"
+    # The first difference (the removed step) opens by itself; its B side is absent.
+    page.wait_for_selector(".cmp-detail .side-a pre.output")
+    assert "Not in run B." in page.inner_text(".cmp-detail .side-b")
+    page.keyboard.press("Tab")  # rows take the keyboard as well as clicks
+    _row(watched, "wf/new[0]").focus()
+    page.keyboard.press("Enter")
+    page.wait_for_function(
+        "() => document.querySelector('.cmp-detail .cmp-path')?.textContent === 'wf/new[0]'"
+    )
+    page.wait_for_selector(".cmp-detail .side-b pre.output")
+    assert json.loads(page.inner_text(".cmp-detail .side-b pre.output")) == HOSTILE
+    assert "Not in run A." in page.inner_text(".cmp-detail .side-a")
+    assert page.evaluate("typeof window.__pwned") == "undefined"
+    assert page.locator("img").count() == 0
+    assert watched.errors == []
