@@ -613,9 +613,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         """Run ``a`` against run ``b`` (default: a's latest replay), as ``spanflow diff --json``
         says it; with ``step=<path>`` one step of it, with both sides' inputs and outputs."""
         store = self.server.store
-        a_key = _run_key(query, "a", required=True)
-        b_key = _run_key(query, "b", required=False)
-        assert a_key is not None
+        a_key, b_key = _run_key(query, "a"), _run_key(query, "b")
+        if a_key is None:
+            raise _BadRequest("a= must name a run (its id, or at least its first 4 hex)")
         a = store.get_run(a_key)
         if b_key is not None:
             b = store.get_run(b_key)
@@ -624,7 +624,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             if not replays:
                 raise UnknownRunError(
                     f"run {a.id} has no replay to compare with; name the other run (b=), or "
-                    f"replay it first: spanflow replay {a.id}"
+                    f"replay it first: spanflow replay {a.id} "
+                    f"--db {shlex.quote(str(self.server.db_path))}"
                 )
             b = replays[0]
         try:
@@ -707,11 +708,9 @@ class _Unprocessable(ValueError):
     """The request is well formed but the store's data cannot answer it (a run without a root)."""
 
 
-def _run_key(query: Mapping[str, list[str]], name: str, *, required: bool) -> str | None:
+def _run_key(query: Mapping[str, list[str]], name: str) -> str | None:
     raw = _param(query, name)
     if not raw:
-        if required:
-            raise _BadRequest(f"{name}= must name a run (its id, or at least its first 4 hex)")
         return None
     if not _RUN_KEY.fullmatch(raw):
         shown = raw if len(raw) <= 40 else raw[:40] + "..."

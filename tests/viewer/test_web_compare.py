@@ -445,8 +445,7 @@ def test_added_and_removed_steps_read_without_colour(
     # The first difference (the removed step) opens by itself; its B side is absent.
     page.wait_for_selector(".cmp-detail .side-a pre.output")
     assert "Not in run B." in page.inner_text(".cmp-detail .side-b")
-    page.keyboard.press("Tab")  # rows take the keyboard as well as clicks
-    _row(watched, "wf/new[0]").focus()
+    _row(watched, "wf/new[0]").focus()  # rows take the keyboard as well as clicks
     page.keyboard.press("Enter")
     page.wait_for_function(
         "() => document.querySelector('.cmp-detail .cmp-path')?.textContent === 'wf/new[0]'"
