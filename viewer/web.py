@@ -18,6 +18,9 @@ page in the browser) gets 403 for every page, file and API route.
 
 A run's page gets at most :data:`MAX_SPANS` spans at once (the first ones depth-first, plus the
 path down to the failed step); ``/api/runs/<id>/spans?offset=`` pages through the rest.
+
+``/api/compare?a=RUN[&b=RUN]`` is ``spanflow diff --json`` for the compare page (``/compare/A/B``):
+b defaults to a's latest replay, and at most :data:`MAX_COMPARE_STEPS` steps are listed.
 """
 
 from __future__ import annotations
@@ -39,16 +42,28 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
 from spanflow import attributes as attr
-from spanflow.errors import ConfigurationError, StoreError, UnknownRunError
+from spanflow.errors import ConfigurationError, ReplayError, StoreError, UnknownRunError
 from spanflow.exporters.records import RunRecord, SpanData, datetime_to_ns
 from spanflow.exporters.store import Store
 from spanflow.viewer.span_tree import SpanTree, build_tree
 
-__all__ = ["CSP", "MAX_SPANS", "Viewer", "ViewerServer", "make_server", "serve", "start_viewer"]
+if TYPE_CHECKING:
+    from spanflow.replayer.diff import RunDiff
+
+__all__ = [
+    "CSP",
+    "MAX_COMPARE_STEPS",
+    "MAX_SPANS",
+    "Viewer",
+    "ViewerServer",
+    "make_server",
+    "serve",
+    "start_viewer",
+]
 
 logger = logging.getLogger("spanflow.viewer")
 
@@ -70,10 +85,16 @@ _STATIC: Final = {
     "trace.js": _JS,
     "detail.js": _JS,
     "state.js": _JS,
+    "compare.js": _JS,
 }
 _RUN_PATH: Final = re.compile(r"/runs/([^/]+)/?")
 _API_RUN_PATH: Final = re.compile(r"/api/runs/([^/]+)/?")
 _API_SPANS_PATH: Final = re.compile(r"/api/runs/([^/]+)/spans/?")
+_COMPARE_PATH: Final = re.compile(r"/compare/([^/]+)(?:/([^/]+))?/?")
+#: A run id or the unique prefix of one, as ``?a=`` and ``?b=`` of ``/api/compare`` take them.
+_RUN_KEY: Final = re.compile(r"[0-9a-fA-F]{4,32}")
+#: The most steps ``/api/compare`` lists (differences first); ``truncated`` says when cut.
+MAX_COMPARE_STEPS: Final = 2_000
 _DEFAULT_LIMIT: Final = 50
 _MAX_LIMIT: Final = 500
 #: The most spans one response carries; a bigger run is paged (the page shows "show more").
@@ -160,6 +181,8 @@ class ViewerServer(http.server.ThreadingHTTPServer):
         self.request_timeout = request_timeout
         self._views: OrderedDict[str, _RunView] = OrderedDict()
         self._views_lock = threading.Lock()
+        # The last comparison: its step clicks ask for the same two runs again.
+        self._last_diff: tuple[tuple[Any, ...], RunDiff] | None = None
         # The address family must be chosen before the socket is created.
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         super().__init__(address, _Handler)
@@ -184,6 +207,27 @@ class ViewerServer(http.server.ThreadingHTTPServer):
     def token_matches(self, candidate: str) -> bool:
         """Whether ``candidate`` is this server's token (in constant time)."""
         return hmac.compare_digest(candidate.encode("utf-8"), self.token.encode("utf-8"))
+
+    def run_diff(self, a: RunRecord, b: RunRecord) -> RunDiff:
+        """Run ``a`` against run ``b`` (``spanflow diff``); the last one is kept until either
+        run changes, so opening its steps one by one does not align the trees again.
+
+        Raises:
+            ReplayError: a run without a root step span.
+        """
+        # Loaded on first use: diff shares replay's matcher, which `spanflow ui` needs only here.
+        from spanflow.replayer.diff import diff_spans
+
+        key = tuple((r.id, r.status, r.span_count, r.error_count, r.ended_at) for r in (a, b))
+        with self._views_lock:
+            last = self._last_diff
+        if last is not None and last[0] == key:
+            return last[1]
+        store = self.store
+        result = diff_spans(a.id, store.span_data(a.id), b.id, store.span_data(b.id))
+        with self._views_lock:
+            self._last_diff = (key, result)
+        return result
 
     def run_view(self, run: RunRecord) -> _RunView:
         """The run's span tree; a big finished one is parsed once and reused for its pages."""
@@ -460,9 +504,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self._send_json(200, self._span_page(unquote(m.group(1)), query), head=head)
             elif m := _API_RUN_PATH.fullmatch(path):
                 self._send_json(200, self._run(unquote(m.group(1))), head=head)
+            elif path in ("/api/compare", "/api/compare/"):
+                self._send_json(200, self._compare(query), head=head)
             elif m := _RUN_PATH.fullmatch(path):
                 # Same page as "/", routed in the browser; an unknown run is a 404 all the same.
                 self.server.store.get_run(unquote(m.group(1)))
+                self._send_static("index.html", head=head)
+            elif m := _COMPARE_PATH.fullmatch(path):
+                for key in m.groups():
+                    if key is not None:
+                        self.server.store.get_run(unquote(key))
                 self._send_static("index.html", head=head)
             else:
                 self._send_json(404, {"error": f"no page {path}"}, head=head)
@@ -473,6 +524,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self._send_static("index.html", head=head, status=404)
         except _BadRequest as exc:
             self._send_json(400, {"error": str(exc)}, head=head)
+        except _Unprocessable as exc:
+            self._send_json(422, {"error": str(exc)}, head=head)
         except StoreError as exc:
             logger.warning("spanflow viewer: %s", exc)
             self._send_json(500, {"error": str(exc)}, head=head)
@@ -556,6 +609,51 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             "span_total": len(tree.order),
         }
 
+    def _compare(self, query: Mapping[str, list[str]]) -> dict[str, Any]:
+        """Run ``a`` against run ``b`` (default: a's latest replay), as ``spanflow diff --json``
+        says it; with ``step=<path>`` one step of it, with both sides' inputs and outputs."""
+        store = self.server.store
+        a_key, b_key = _run_key(query, "a"), _run_key(query, "b")
+        if a_key is None:
+            raise _BadRequest("a= must name a run (its id, or at least its first 4 hex)")
+        a = store.get_run(a_key)
+        if b_key is not None:
+            b = store.get_run(b_key)
+        else:
+            replays = store.replays_of(a.id)  # newest first, as `spanflow diff` takes it
+            if not replays:
+                raise UnknownRunError(
+                    f"run {a.id} has no replay to compare with; name the other run (b=), or "
+                    f"replay it first: spanflow replay {a.id} "
+                    f"--db {shlex.quote(str(self.server.db_path))}"
+                )
+            b = replays[0]
+        try:
+            result = self.server.run_diff(a, b)
+        except ReplayError as exc:
+            raise _Unprocessable(str(exc)) from exc
+        runs = {"a": _run_json(a), "b": _run_json(b)}
+        wanted = _param(query, "step")
+        if wanted is None:
+            return {
+                "db": str(self.server.db_path),
+                "runs": runs,
+                **result.to_json(max_steps=MAX_COMPARE_STEPS),
+            }
+        # An added step is named by its path in B, which may equal a path in A.
+        added = _param(query, "change") == "added"
+        for step in result.steps:
+            if step.path == wanted and (step.change == "added") == added:
+                detail = step.to_json()
+                detail["values"] = {
+                    side: None
+                    if data is None
+                    else {"input": data.input_json, "output": data.output_json}
+                    for side, data in (("a", step.a), ("b", step.b))
+                }
+                return {"db": str(self.server.db_path), "runs": runs, "step": detail}
+        raise UnknownRunError(f"no step {wanted!r} in the comparison of {a.id} with {b.id}")
+
     # -- responses -----------------------------------------------------------------------------
 
     def _common_headers(self, content_type: str, length: int, cache: str) -> None:
@@ -604,6 +702,20 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 class _BadRequest(ValueError):
     """A query parameter the API cannot use."""
+
+
+class _Unprocessable(ValueError):
+    """The request is well formed but the store's data cannot answer it (a run without a root)."""
+
+
+def _run_key(query: Mapping[str, list[str]], name: str) -> str | None:
+    raw = _param(query, name)
+    if not raw:
+        return None
+    if not _RUN_KEY.fullmatch(raw):
+        shown = raw if len(raw) <= 40 else raw[:40] + "..."
+        raise _BadRequest(f"{name} must be a run id (4 to 32 hex characters), got {shown!r}")
+    return raw
 
 
 def _param(query: Mapping[str, list[str]], name: str) -> str | None:

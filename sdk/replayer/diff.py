@@ -74,6 +74,7 @@ class StepDiff:
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"path": self.path, "name": self.name, "change": self.change}
+        out["depth"], out["label"] = self.depth, self.label
         out["status"] = {"a": _get(self.a, "status"), "b": _get(self.b, "status")}
         out["error"] = {"a": _get(self.a, "error"), "b": _get(self.b, "error")}
         out["duration_ms"] = _delta(_get(self.a, "duration_ms"), _get(self.b, "duration_ms"))
@@ -106,13 +107,54 @@ class RunDiff:
             out[s.change] += 1
         return out
 
-    def to_json(self) -> dict[str, Any]:
-        return {
+    def to_json(self, *, max_steps: int | None = None) -> dict[str, Any]:
+        """The diff as JSON (``spanflow diff --json``, the viewer's compare page).
+
+        ``max_steps`` caps the steps listed: the differences and their ancestors are kept
+        first, then the rest in tree order; ``counts`` still covers every step, and
+        ``steps_total`` / ``truncated`` say how many were left out."""
+        kept = self.steps if max_steps is None else self._within(max_steps)
+        out: dict[str, Any] = {
             "a": self.a,
             "b": self.b,
             "counts": self.counts(),
-            "steps": [s.to_json() for s in self.steps],
+            "steps": [s.to_json() for s in kept],
+            "notes": list(self.notes),
         }
+        if max_steps is not None:
+            out["steps_total"] = len(self.steps)
+            out["truncated"] = len(kept) < len(self.steps)
+        return out
+
+    def _within(self, limit: int) -> list[StepDiff]:
+        if len(self.steps) <= limit:
+            return self.steps
+        # Each step's parent in the list: the nearest earlier step one level up (depth first).
+        parent: list[int] = []
+        last_at: list[int] = []  # last_at[d]: index of the latest step at depth d
+        for i, step in enumerate(self.steps):
+            d = min(step.depth, len(last_at))
+            parent.append(last_at[d - 1] if d else -1)
+            del last_at[d:]
+            last_at.append(i)
+        keep: set[int] = set()
+        for i, step in enumerate(self.steps):
+            if step.change == "same":
+                continue
+            chain: list[int] = []
+            j = i
+            while j >= 0 and j not in keep:
+                chain.append(j)
+                j = parent[j]
+            if len(keep) + len(chain) > limit:
+                break
+            keep.update(chain)
+        for i in range(len(self.steps)):
+            if len(keep) >= limit:
+                break
+            if parent[i] < 0 or parent[i] in keep:
+                keep.add(i)
+        return [self.steps[i] for i in sorted(keep)]
 
     def lines(self, width: int = 80, *, only_changes: bool = False) -> list[tuple[str, str]]:
         """The diff as ``(text, style)`` lines that fit ``width`` columns (style: a rich style

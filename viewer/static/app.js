@@ -1,8 +1,9 @@
-// spanflow viewer: the entry point. The server sends this same page for "/" and "/runs/<id>";
-// the path picks the view.
+// spanflow viewer: the entry point. The server sends this same page for "/", "/runs/<id>" and
+// "/compare/<a>[/<b>]"; the path picks the view.
 // Every element is built with createElement/textContent: captured data is never parsed as HTML.
 // Nothing is loaded from outside this server (see the Content-Security-Policy).
 
+import { ComparePage } from "./compare.js";
 import { RunPage } from "./run.js";
 import { ListPage } from "./runs.js";
 
@@ -11,7 +12,10 @@ let page = null; // the view on screen; stop() ends its polling
 function route() {
   if (page) page.stop();
   const m = location.pathname.match(/^\/runs\/([^/]+)\/?$/);
-  page = m ? new RunPage(decodeURIComponent(m[1])) : new ListPage(go);
+  const c = location.pathname.match(/^\/compare\/([^/]+)(?:\/([^/]+))?\/?$/);
+  if (m) page = new RunPage(decodeURIComponent(m[1]));
+  else if (c) page = new ComparePage(decodeURIComponent(c[1]), c[2] ? decodeURIComponent(c[2]) : null);
+  else page = new ListPage(go);
 }
 
 function go(href) {

@@ -1,6 +1,7 @@
 // spanflow viewer: one run: header, waterfall of spans, span panel and state playback.
 // Every element is built with createElement/textContent: captured data is never parsed as HTML.
 
+import { compareLinks } from "./compare.js";
 import { opsList, renderDetail } from "./detail.js";
 import { ago, badge, el, fmtDate, fmtMs, getJSON, link, runHref, setCrumbs, setStore, shortId, showError } from "./dom.js";
 import { playback } from "./state.js";
@@ -271,6 +272,8 @@ RunPage.prototype.renderHead = function () {
     rel.append(span);
   }
   if (rel.childElementCount) h.append(rel);
+  const compare = compareLinks(d);
+  if (compare) h.append(compare);
 
   if (!d.replay_command) {
     // Replay re-runs a workflow from its recorded entrypoint; a lone step has none.
