@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Final, TextIO
 from spanflow import attributes as attr
 from spanflow.exporters.records import AnyRun, AnySpan, error_text
 
-from . import ai_spans, span_forest
+from . import span_forest
 
 if TYPE_CHECKING:
     # rich costs ~90 ms of start-up: it loads in the functions that draw, so the text helpers
@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from rich.tree import Tree
     from spanflow.exporters.records import RunRecord, SpanRecord
     from spanflow.exporters.store import Store
+
+    from . import ai_spans
 
 
 #: Captured values (outputs, inputs, state values) keep at least this many characters.
@@ -627,6 +629,8 @@ CONVERSATION_MESSAGES: Final = 6
 
 def interpret_span(span: AnySpan) -> ai_spans.AiSpan:
     """What ``span`` says as an AI call (see :func:`ai_spans.interpret`)."""
+    from . import ai_spans
+
     return ai_spans.interpret(span.attributes, ((e.name, e.attributes) for e in span.events))
 
 
@@ -715,19 +719,22 @@ def run_tokens(
 
     See :func:`ai_spans.run_tokens` for how parents that total their children are not added.
     """
+    from . import ai_spans
+
     own = {s.span_id: ai_spans.tokens_of(s.attributes) for s in carriers}
+    none = ai_spans.Tokens()
     return ai_spans.run_tokens(
-        (span_id, parent_id, own.get(span_id, _NO_TOKENS)) for span_id, parent_id in outline
+        (span_id, parent_id, own.get(span_id, none)) for span_id, parent_id in outline
     )
 
 
-_NO_TOKENS: Final = ai_spans.Tokens()
 #: Text only the attributes of a span that counts tokens hold (OpenInference, GenAI).
 _TOKEN_NEEDLES: Final = ("llm.token_count.", "gen_ai.usage.")
 
 
 def stored_run_tokens(store: Store, run_id: str) -> ai_spans.Tokens:
     """The token total of a stored run; reads in full only the spans that count tokens."""
+
     outline = store.span_outline(run_id)
     carriers = store.spans_at(run_id, store.rows_mentioning(run_id, _TOKEN_NEEDLES))
     return run_tokens(((row[1], row[2]) for row in outline), carriers.values())
@@ -736,6 +743,8 @@ def stored_run_tokens(store: Store, run_id: str) -> ai_spans.Tokens:
 def show_json(run: RunRecord, spans: Sequence[SpanRecord]) -> dict[str, Any]:
     """``show --json``: the run and span records, each span with what it says as an AI call
     (``ai``: kind, model, provider, tool, messages, tokens) and the run with its token total."""
+    from . import ai_spans
+
     interpreted = [interpret_span(span) for span in spans]
     tokens = ai_spans.run_tokens(
         (span.span_id, span.parent_id, ai.tokens)

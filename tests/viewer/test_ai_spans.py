@@ -6,6 +6,7 @@ import json
 import re
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from spanflow.viewer import ai_spans
 from spanflow.viewer.ai_spans import Message, Tokens, ToolCall, interpret, run_tokens
 
 from tests.conftest import Recorded
+from tests.viewer.conftest import Watched
 from tests.viewer.test_cli import MS, T0, subprocess_env, write_store
 
 # What OpenInference's LangChain instrumentor writes for a chat model call (as recorded from
@@ -491,3 +493,67 @@ def test_show_of_spanflow_llm_steps_counts_the_root_once(
     assert re.search(r"tokens +30 \(22 prompt \+ 8 completion\)", out), out
     assert out.count("[llm]") == 2  # the steps; the workflow is a chain, which says nothing new
     assert "llm: model gpt-4o-mini, provider openai, tokens 15 (11 prompt + 4 completion)" in out
+
+
+# -- the web viewer ------------------------------------------------------------------------------
+
+PLANTED = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>'
+
+
+@pytest.mark.browser
+def test_viewer_shows_messages_as_text_with_kind_badges_and_tokens(
+    tmp_path: Path, serve_store: Any, watched: Watched
+) -> None:
+    run_id = "d" * 32
+    spans = foreign_run(run_id)
+    llm = spans[2]
+    spans[2] = llm.model_copy(
+        update={
+            "attributes": {
+                **llm.attributes,
+                "llm.input_messages.1.message.content": PLANTED,
+                "llm.input_messages.1.message.role": PLANTED,
+            }
+        }
+    )
+    served = serve_store(write_store(tmp_path / "web.db", spans))
+    # The API: each span's interpretation, the run's total.
+    with urllib.request.urlopen(served.page_url(f"/api/runs/{run_id}"), timeout=30) as response:
+        data = json.loads(response.read())
+    assert data["tokens"] == {"prompt": 17, "completion": 7, "total": 24}
+    by_name = {s["name"]: s for s in data["spans"]}
+    assert by_name["ChatOpenAI"]["ai"]["kind"] == "llm"
+    assert by_name["ChatOpenAI"]["ai"]["input_messages"][1]["content"] == PLANTED
+    page = watched.page
+    page.goto(served.page_url(f"/runs/{run_id}"))
+    page.wait_for_function("() => window.__spanflow && window.__spanflow.ready")
+    assert "24 (17 prompt + 7 completion)" in page.locator(".mi.tokens").inner_text()
+    tags = {
+        name: page.locator(".wf-row", has=page.locator(".nm", has_text=name)).first.locator(
+            ".tag.kind"
+        )
+        for name in ("RunnableSequence", "ChatPromptTemplate", "ChatOpenAI", "chat gpt-4o")
+    }
+    assert {n: t.inner_text() for n, t in tags.items()} == {
+        "RunnableSequence": "chain",
+        "ChatPromptTemplate": "prompt",
+        "ChatOpenAI": "llm",
+        "chat gpt-4o": "llm",
+    }
+    page.locator(".wf-row", has=page.locator(".nm", has_text="ChatOpenAI")).first.click()
+    page.wait_for_function(
+        "() => document.querySelector('.d-title h2')?.textContent === 'ChatOpenAI'"
+    )
+    bubbles = page.locator(".detail .conversation .bubble")
+    assert bubbles.count() == 3
+    planted = bubbles.nth(1)
+    assert "role-other" in str(planted.get_attribute("class"))  # a role that is not one
+    assert planted.locator(".said").inner_text() == PLANTED
+    assert planted.locator(".who").inner_text().startswith(PLANTED[:50])  # a role is short
+    call = page.locator(".detail .bubble.role-assistant .tool-call")
+    assert call.inner_text().replace("\n", " ") == 'calls lookup {"q": "Paris"}'
+    ai_facts = page.locator(".detail .ai-sec").inner_text()
+    assert "gpt-4o-mini" in ai_facts and "19 (12 prompt + 7 completion)" in ai_facts
+    assert page.locator("img").count() == 0
+    assert page.evaluate("typeof window.__pwned") == "undefined"
+    assert watched.errors == []
