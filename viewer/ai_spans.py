@@ -35,6 +35,7 @@ __all__ = [
     "Message",
     "Tokens",
     "ToolCall",
+    "counts_tokens",
     "interpret",
     "run_tokens",
     "tokens_of",
@@ -257,6 +258,8 @@ def tokens_of(attributes: Mapping[str, Any]) -> Tokens:
     """A span's own token counts (OpenInference first, then GenAI); never raises."""
     try:
         a = attributes
+        if a.keys().isdisjoint(_TOKEN_KEYS):
+            return _NO_TOKENS  # most spans: one set operation in C, not eight lookups
         prompt = _count(a.get("llm.token_count.prompt"))
         completion = _count(a.get("llm.token_count.completion"))
         total = _count(a.get("llm.token_count.total"))
@@ -273,6 +276,29 @@ def tokens_of(attributes: Mapping[str, Any]) -> Tokens:
         return Tokens(prompt, completion, total)
     except Exception:
         return Tokens()
+
+
+_NO_TOKENS: Final = Tokens()
+_TOKEN_KEYS: Final = frozenset(
+    {
+        "llm.token_count.prompt",
+        "llm.token_count.completion",
+        "llm.token_count.total",
+        "gen_ai.usage.input_tokens",
+        "gen_ai.usage.output_tokens",
+        "gen_ai.usage.prompt_tokens",
+        "gen_ai.usage.completion_tokens",
+        "gen_ai.usage.total_tokens",
+    }
+)
+
+
+def counts_tokens(attributes: Mapping[str, Any]) -> bool:
+    """Whether a span has any token count attribute (a quick test before :func:`tokens_of`)."""
+    try:
+        return not attributes.keys().isdisjoint(_TOKEN_KEYS)
+    except (AttributeError, TypeError):
+        return False
 
 
 def _count(value: Any) -> int | None:
@@ -297,9 +323,12 @@ def run_tokens(spans: Iterable[tuple[str, str | None, Tokens]]) -> Tokens:
     counts it once. Parent links that form a cycle or point nowhere are cut, so the walk ends
     on any graph.
     """
+    listed = list(spans)
+    if all(tokens is _NO_TOKENS or tokens.empty for _, _, tokens in listed):
+        return Tokens()  # most runs, however big: no tree to build
     own: dict[str, Tokens] = {}
     parent_of: dict[str, str | None] = {}
-    for span_id, parent_id, tokens in spans:
+    for span_id, parent_id, tokens in listed:
         if span_id in own:  # a repeated id keeps its first span
             continue
         own[span_id] = tokens

@@ -734,9 +734,13 @@ _TOKEN_NEEDLES: Final = ("llm.token_count.", "gen_ai.usage.")
 
 def stored_run_tokens(store: Store, run_id: str) -> ai_spans.Tokens:
     """The token total of a stored run; reads in full only the spans that count tokens."""
+    from . import ai_spans
 
+    rows = store.rows_mentioning(run_id, _TOKEN_NEEDLES)
+    if not rows:
+        return ai_spans.Tokens()
+    carriers = store.spans_at(run_id, rows)
     outline = store.span_outline(run_id)
-    carriers = store.spans_at(run_id, store.rows_mentioning(run_id, _TOKEN_NEEDLES))
     return run_tokens(((row[1], row[2]) for row in outline), carriers.values())
 
 

@@ -201,9 +201,11 @@ class ViewerServer(http.server.ThreadingHTTPServer):
         end = max([t0, *(s.end_ns for s in spans)])
         if run.ended_at is not None:
             end = max(end, datetime_to_ns(run.ended_at))
-        tokens = ai_spans.run_tokens(
-            (s.span_id, s.parent_id, ai_spans.tokens_of(s.attributes)) for s in spans
-        )
+        tokens = ai_spans.Tokens()
+        if any(ai_spans.counts_tokens(s.attributes) for s in spans):
+            tokens = ai_spans.run_tokens(
+                (s.span_id, s.parent_id, ai_spans.tokens_of(s.attributes)) for s in spans
+            )
         view = _RunView(key, build_tree(spans), t0, end, tokens)
         if len(spans) > MAX_SPANS:
             with self._views_lock:

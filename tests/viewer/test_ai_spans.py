@@ -23,6 +23,7 @@ from spanflow.viewer.ai_spans import Message, Tokens, ToolCall, interpret, run_t
 from tests.conftest import Recorded
 from tests.viewer.conftest import Watched
 from tests.viewer.test_cli import MS, T0, subprocess_env, write_store
+from tests.viewer.test_cli_terminal import HOSTILE, assert_terminal_safe, read_pty
 
 # What OpenInference's LangChain instrumentor writes for a chat model call (as recorded from
 # langchain_core's GenericFakeChatModel), plus a tool call and a multi-part message.
@@ -557,3 +558,44 @@ def test_viewer_shows_messages_as_text_with_kind_badges_and_tokens(
     assert page.locator("img").count() == 0
     assert page.evaluate("typeof window.__pwned") == "undefined"
     assert watched.errors == []
+
+
+def test_show_sends_no_control_sequence_from_a_conversation(tmp_path: Path) -> None:
+    run_id = "e" * 32
+    h = HOSTILE
+    spans = foreign_run(run_id)
+    spans[2] = spans[2].model_copy(
+        update={
+            "attributes": {
+                **spans[2].attributes,
+                "llm.model_name": "gpt" + h,
+                "llm.input_messages.1.message.role": "user" + h,
+                "llm.input_messages.1.message.content": "ask" + h,
+                "llm.output_messages.0.message.tool_calls.0.tool_call.function.arguments": h,
+            }
+        }
+    )
+    spans[3] = spans[3].model_copy(
+        update={
+            "status_message": "failed",
+            "events": [
+                EventRecord(
+                    name="gen_ai.user.message", time_ns=T0, attributes={"content": "line" + h}
+                )
+            ],
+        }
+    )
+    db = write_store(tmp_path / "hostile.db", spans)
+    for columns in (80, 200):
+        shown = assert_terminal_safe(
+            read_pty(
+                [sys.executable, "-m", "spanflow.viewer.cli", "show", run_id, "--db", str(db)],
+                subprocess_env(),
+                tmp_path,
+                columns,
+            )
+        )
+        assert "[llm]" in shown
+        if columns > 80:
+            for planted in ("gpt", "ask", "line", "lookup("):
+                assert re.search(re.escape(planted) + r"[^\n]*\\x1b\[2J", shown), planted
