@@ -133,6 +133,14 @@ export function spanTags(s, N, short) {
   return tags;
 }
 
+/**
+ * What the server read of a span as an AI call (viewer/ai_spans.py), `span.ai` in the JSON.
+ * @typedef {{role: string, content: string, tool_calls?: {name: string, arguments: string, id?: string}[]}} AiMessage
+ * @typedef {{prompt: ?number, completion: ?number, total: ?number}} AiTokens
+ * @typedef {{kind: ?string, model: ?string, provider: ?string, tool: ?string,
+ *   input_messages: AiMessage[], output_messages: AiMessage[], tokens: AiTokens}} AiSpan
+ */
+
 // The kind badge of a span: llm, tool, retriever, chain...; spanflow's steps are chains unless
 // their kind= says otherwise, so on them "chain" says nothing and is left out.
 const KINDS = new Set(["llm", "chain", "tool", "retriever", "embedding", "agent", "reranker", "guardrail", "evaluator", "prompt"]);
@@ -143,7 +151,8 @@ export function aiKind(s) {
   return kind;
 }
 
-// "19 tokens (12 prompt + 7 completion)"
+// "19 (12 prompt + 7 completion)"
+/** @param {AiTokens | null} t */
 export function tokenText(t) {
   if (!t) return "";
   const parts = [];
