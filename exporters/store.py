@@ -460,6 +460,24 @@ class Store:
                     out[_START_ROW] = _unfinished_root(run, start, list(out.values()))
         return out
 
+    def rows_mentioning(self, run_id: str, needles: Sequence[str]) -> list[int]:
+        """Rows of :meth:`span_outline` whose attributes' text holds any of ``needles``.
+
+        A cheap first pass for a reader that wants a few spans out of many (``show`` totals
+        the tokens of the spans that count any): the text is searched, not parsed.
+        """
+        if not needles:
+            return []
+        _, pk = self._run_rows(run_id)
+        terms = " OR ".join(f"instr({s.SPAN_ATTRIBUTES}, ?) > 0" for _ in needles)
+        return [
+            int(r[0])
+            for r in self._query(
+                f"SELECT rowid FROM {s.SPANS} WHERE {s.SPAN_RUN_PK} = ? AND ({terms})",
+                [pk, *needles],
+            )
+        ]
+
     def iter_spans(
         self, run_id: str, *, by_resource: bool = False, batch: int = 500
     ) -> Iterator[SpanData]:

@@ -237,19 +237,15 @@ def cmd_show(args: argparse.Namespace) -> int:
         if args.json:
             record = store.get_run(args.run)
             spans = store.spans(record.id)
-            _print_json(
-                {
-                    "run": record.model_dump(mode="json"),
-                    "spans": [span.model_dump(mode="json") for span in spans],
-                }
-            )
+            _print_json(render.show_json(record, spans))
             return EXIT_OK
         run = store.get_run_data(args.run)
         replays = store.replay_data(run.id)
         console = render.make_console()
         tree, roots = _span_tree(store, run.id, everything=args.all, width=console.width)
+        tokens = render.stored_run_tokens(store, run.id)
     lone = render.is_lone_step(run, roots)
-    console.print(render.run_view(run, replays, tree, lone_step=lone))
+    console.print(render.run_view(run, replays, tree, lone_step=lone, tokens=tokens))
     if run.status in ("failed", "crashed") and run.entrypoint:
         console.print()
         hint = f"replay it after a fix: spanflow replay {run.id}{_db_option(args)}"

@@ -27,6 +27,10 @@ if TYPE_CHECKING:
     from rich.table import Table
     from rich.text import Text
     from rich.tree import Tree
+    from spanflow.exporters.records import RunRecord, SpanRecord
+    from spanflow.exporters.store import Store
+
+    from . import ai_spans
 
 
 #: Captured values (outputs, inputs, state values) keep at least this many characters.
@@ -271,8 +275,14 @@ def runs_table(runs: Sequence[AnyRun], width: int = PIPE_WIDTH, id_chars: int = 
 # -- one run --------------------------------------------------------------------------------------
 
 
-def run_header(run: AnyRun, replays: Sequence[AnyRun], *, lone_step: bool = False) -> Text:
-    """The lines above the span tree: id, workflow, status, error, times, service, replays.
+def run_header(
+    run: AnyRun,
+    replays: Sequence[AnyRun],
+    *,
+    lone_step: bool = False,
+    tokens: ai_spans.Tokens | None = None,
+) -> Text:
+    """The lines above the span tree: id, workflow, status, error, times, tokens, service, replays.
 
     A run whose root span is a step (a step called outside any workflow) says so: it is a
     one-step run, with no workflow for replay to call.
@@ -291,6 +301,8 @@ def run_header(run: AnyRun, replays: Sequence[AnyRun], *, lone_step: bool = Fals
         rows.append(("error", Text(clean(shorten(run.error)), style="red")))
     rows.append(("started", Text(f"{local_time(run.started_at)} (local time)")))
     rows.append(("duration", Text(format_duration(run.duration_ms))))
+    if tokens is not None and not tokens.empty:
+        rows.append(("tokens", Text(token_text(tokens))))
     if lone_step:
         rows.append(
             (
@@ -329,13 +341,19 @@ def is_lone_step(run: AnyRun, roots: Iterable[AnySpan]) -> bool:
 
 
 def run_view(
-    run: AnyRun, replays: Sequence[AnyRun], tree: Tree | None, *, lone_step: bool = False
+    run: AnyRun,
+    replays: Sequence[AnyRun],
+    tree: Tree | None,
+    *,
+    lone_step: bool = False,
+    tokens: ai_spans.Tokens | None = None,
 ) -> Group:
     """The header and the span tree (None: the run has no spans yet) of one run."""
     from rich.console import Group
     from rich.text import Text
 
-    parts: list[RenderableType] = [run_header(run, replays, lone_step=lone_step), Text()]
+    header = run_header(run, replays, lone_step=lone_step, tokens=tokens)
+    parts: list[RenderableType] = [header, Text()]
     if tree is not None:
         parts.append(tree)
     else:
@@ -433,7 +451,9 @@ def span_label(
 
     a = span.attributes
     failed = span.status == "ERROR"
+    ai = interpret_span(span)
     out = Text()
+    badge = kind_badge(span, ai)
     number = a.get(attr.ATTEMPT_NUMBER)
     if number is not None:
         out.append(f"attempt {clean(number, newlines=False)}", style="bold")
@@ -446,24 +466,28 @@ def span_label(
         out.append(clean(span.status_message or "running"), style="bold yellow")
     else:
         out.append("ERROR" if failed else "ok", style="bold red" if failed else "green")
-    kind = _kind(span)
+    if badge:  # after the status: on a narrow screen it wraps, never the name
+        out.append(f"  [{badge}]", style="magenta")
+    kind = _kind(span, badge)
     if kind:
         out.append(f"  {clean(kind, newlines=False)}", style="dim")
     out.append(f"  +{format_duration((span.start_ns - base_ns) / 1e6)}", style="dim")
     if orphan:
         out.append("  (orphan)", style="yellow")
-    for line, style in detail_lines(span, children):
+    for line, style in detail_lines(span, children, ai=ai):
         out.append("\n")
         out.append(clean(line), style=style)
     return out
 
 
-def _kind(span: AnySpan) -> str:
+def _kind(span: AnySpan, badge: str | None = None) -> str:
     a = span.attributes
     step_type = str(a.get(attr.STEP_TYPE) or "")
     if step_type == attr.STEP_TYPE_ATTEMPT:
         return ""
     kind = str(a.get(attr.SPAN_KIND) or "")
+    if badge is not None and kind.lower() == badge:
+        kind = ""  # the badge says it
     parts = [p for p in (step_type, kind if kind != "CHAIN" else "") if p]
     if not parts and span.kind != "INTERNAL":
         parts.append(span.kind.lower())
@@ -489,9 +513,13 @@ def _replay_lines(a: Mapping[str, Any]) -> list[tuple[str, str]]:
     return lines
 
 
-def detail_lines(span: AnySpan, children: Sequence[AnySpan]) -> list[tuple[str, str]]:
+def detail_lines(
+    span: AnySpan, children: Sequence[AnySpan], *, ai: ai_spans.AiSpan | None = None
+) -> list[tuple[str, str]]:
     """The ``(text, style)`` lines recorded on a span, most telling first."""
     a = span.attributes
+    if ai is None:
+        ai = interpret_span(span)
     lines: list[tuple[str, str]] = []
     attempts = a.get(attr.STEP_ATTEMPTS)
     if attempts is not None and attempts != 1:
@@ -514,17 +542,20 @@ def detail_lines(span: AnySpan, children: Sequence[AnySpan]) -> list[tuple[str, 
         lines.append((f"timeout: {a[attr.TIMEOUT_S]} s per attempt", "dim"))
     lines.extend(_error_lines(span, children))
     lines.extend(_route_lines(a))
-    lines.extend(_genai_lines(a))
+    lines.extend(ai_lines(ai, failed=span.status == "ERROR"))
     lines.extend(_log_lines(span))
     diff = a.get(attr.STATE_DIFF)
     if isinstance(diff, str) and diff:
         lines.extend((f"state: {op}", "magenta") for op in patch_lines(diff))
-    if (span.status == "ERROR" or a.get(attr.RUN_UNFINISHED)) and isinstance(
-        a.get(attr.INPUT_VALUE), str
+    # A conversation shown says what the raw input and output would, more readably.
+    if (
+        (span.status == "ERROR" or a.get(attr.RUN_UNFINISHED))
+        and isinstance(a.get(attr.INPUT_VALUE), str)
+        and not ai.input_messages
     ):
         lines.append((f"input: {shorten(a[attr.INPUT_VALUE])}", ""))
     output = a.get(attr.OUTPUT_VALUE)
-    if isinstance(output, str):
+    if isinstance(output, str) and not ai.output_messages:
         lines.append((f"output: {shorten(output)}", ""))
     return lines
 
@@ -590,19 +621,146 @@ def _route_lines(a: Mapping[str, Any]) -> list[tuple[str, str]]:
     return [(text, "blue")]
 
 
-def _genai_lines(a: Mapping[str, Any]) -> list[tuple[str, str]]:
-    model = a.get(attr.GEN_AI_RESPONSE_MODEL) or a.get(attr.GEN_AI_REQUEST_MODEL)
-    tokens_in = a.get(attr.GEN_AI_INPUT_TOKENS)
-    tokens_out = a.get(attr.GEN_AI_OUTPUT_TOKENS)
-    if model is None and tokens_in is None and tokens_out is None:
-        return []
-    parts = [f"model {model}"] if model is not None else []
-    if tokens_in is not None or tokens_out is not None:
-        parts.append(
-            f"tokens {tokens_in if tokens_in is not None else '?'} in / "
-            f"{tokens_out if tokens_out is not None else '?'} out"
-        )
-    return [("llm: " + ", ".join(parts), "dim")]
+# -- AI spans (OpenInference, GenAI, spanflow's own llm steps) ----------------------------------
+
+#: Messages of a call's input listed in the tree; a longer history shows its first and last few.
+CONVERSATION_MESSAGES: Final = 6
+
+
+def interpret_span(span: AnySpan) -> ai_spans.AiSpan:
+    """What ``span`` says as an AI call (see :func:`ai_spans.interpret`)."""
+    from . import ai_spans
+
+    return ai_spans.interpret(span.attributes, ((e.name, e.attributes) for e in span.events))
+
+
+def kind_badge(span: AnySpan, ai: ai_spans.AiSpan) -> str | None:
+    """The kind shown as ``[llm]`` on a span's title line.
+
+    spanflow's steps are ``CHAIN`` unless their ``kind=`` says otherwise, so on them ``chain``
+    says nothing the step type does not; on spans from other libraries it tells the framework's
+    plumbing from its calls.
+    """
+    if ai.kind is None:
+        return None
+    if ai.kind == "chain" and span.attributes.get(attr.STEP_TYPE) is not None:
+        return None
+    return ai.kind
+
+
+def token_text(tokens: ai_spans.Tokens) -> str:
+    """``19 (12 prompt + 7 completion)``."""
+    total = tokens.sum
+    parts = [
+        f"{n:,} {label}"
+        for n, label in ((tokens.prompt, "prompt"), (tokens.completion, "completion"))
+        if n is not None
+    ]
+    head = f"{total:,}" if total is not None else "?"
+    return f"{head} ({' + '.join(parts)})" if parts else head
+
+
+def ai_lines(ai: ai_spans.AiSpan, *, failed: bool = False) -> list[tuple[str, str]]:
+    """A model call's model, provider and tokens, then its conversation, one message a line.
+
+    A failed call shows each message as recorded (shortened); the others one line each.
+    """
+    lines: list[tuple[str, str]] = []
+    facts = []
+    if ai.model is not None:
+        facts.append(f"model {ai.model}")
+    if ai.provider is not None:
+        facts.append(f"provider {ai.provider}")
+    if ai.tool is not None and ai.kind == "tool":
+        facts.append(f"tool {ai.tool}")
+    if not ai.tokens.empty:
+        facts.append(f"tokens {token_text(ai.tokens)}")
+    if facts:
+        lines.append((f"{ai.kind or 'ai'}: " + ", ".join(facts), "dim"))
+    head, tail = list(ai.input_messages), []
+    if len(head) > CONVERSATION_MESSAGES:
+        # The system prompt and the latest turns say most about what the model was asked.
+        keep = 1 if head[0].role == "system" else 0
+        tail = head[len(head) - (CONVERSATION_MESSAGES - keep - 1) :]
+        skipped = len(head) - keep - len(tail)
+        head = head[:keep]
+    for message in head:
+        lines.extend(_message_lines(message, failed=failed, style="cyan"))
+    if tail:
+        lines.append((f"… {skipped} earlier messages", "dim"))
+    for message in tail:
+        lines.extend(_message_lines(message, failed=failed, style="cyan"))
+    for message in ai.output_messages[:MAX_ITEMS]:
+        lines.extend(_message_lines(message, failed=failed, style="green"))
+    if len(ai.output_messages) > MAX_ITEMS:
+        lines.append((f"… {len(ai.output_messages) - MAX_ITEMS} more messages", "dim"))
+    return lines
+
+
+def _message_lines(message: ai_spans.Message, *, failed: bool, style: str) -> list[tuple[str, str]]:
+    role = one_line(message.role, 20)
+    if failed:  # as recorded, its continuation lines indented under the role
+        text = shorten(message.content).replace("\n", "\n  ")
+    else:
+        text = one_line(message.content, VALUE_CHARS)
+    lines = []
+    if text or not message.tool_calls:
+        lines.append((f"{role}: {text}", style))
+    for call in message.tool_calls[:MAX_ITEMS]:
+        args = one_line(call.arguments, VALUE_CHARS)
+        lines.append((f"{role}: calls {one_line(call.name, 80)}({args})", style))
+    return lines
+
+
+def run_tokens(
+    outline: Iterable[tuple[str, str | None]], carriers: Iterable[AnySpan]
+) -> ai_spans.Tokens:
+    """A run's token total from every span's ``(id, parent id)`` and the spans that count any.
+
+    See :func:`ai_spans.run_tokens` for how parents that total their children are not added.
+    """
+    from . import ai_spans
+
+    own = {s.span_id: ai_spans.tokens_of(s.attributes) for s in carriers}
+    none = ai_spans.Tokens()
+    return ai_spans.run_tokens(
+        (span_id, parent_id, own.get(span_id, none)) for span_id, parent_id in outline
+    )
+
+
+#: Text only the attributes of a span that counts tokens hold (OpenInference, GenAI).
+_TOKEN_NEEDLES: Final = ("llm.token_count.", "gen_ai.usage.")
+
+
+def stored_run_tokens(store: Store, run_id: str) -> ai_spans.Tokens:
+    """The token total of a stored run; reads in full only the spans that count tokens."""
+    from . import ai_spans
+
+    rows = store.rows_mentioning(run_id, _TOKEN_NEEDLES)
+    if not rows:
+        return ai_spans.Tokens()
+    carriers = store.spans_at(run_id, rows)
+    outline = store.span_outline(run_id)
+    return run_tokens(((row[1], row[2]) for row in outline), carriers.values())
+
+
+def show_json(run: RunRecord, spans: Sequence[SpanRecord]) -> dict[str, Any]:
+    """``show --json``: the run and span records, each span with what it says as an AI call
+    (``ai``: kind, model, provider, tool, messages, tokens) and the run with its token total."""
+    from . import ai_spans
+
+    interpreted = [interpret_span(span) for span in spans]
+    tokens = ai_spans.run_tokens(
+        (span.span_id, span.parent_id, ai.tokens)
+        for span, ai in zip(spans, interpreted, strict=True)
+    )
+    return {
+        "run": {**run.model_dump(mode="json"), "tokens": tokens.to_json()},
+        "spans": [
+            {**span.model_dump(mode="json"), "ai": ai.to_json()}
+            for span, ai in zip(spans, interpreted, strict=True)
+        ],
+    }
 
 
 def _log_lines(span: AnySpan) -> list[tuple[str, str]]:

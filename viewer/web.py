@@ -49,6 +49,7 @@ from spanflow import attributes as attr
 from spanflow.errors import ConfigurationError, ReplayError, StoreError, UnknownRunError
 from spanflow.exporters.records import RunRecord, SpanData, datetime_to_ns
 from spanflow.exporters.store import Store
+from spanflow.viewer import ai_spans
 from spanflow.viewer.span_tree import SpanTree, build_tree
 
 if TYPE_CHECKING:
@@ -155,6 +156,8 @@ class _RunView:
     tree: SpanTree
     t0: int
     end: int
+    #: The run's token counts, each model call counted once (see ``ai_spans.run_tokens``).
+    tokens: ai_spans.Tokens
 
 
 class ViewerServer(http.server.ThreadingHTTPServer):
@@ -242,7 +245,12 @@ class ViewerServer(http.server.ThreadingHTTPServer):
         end = max([t0, *(s.end_ns for s in spans)])
         if run.ended_at is not None:
             end = max(end, datetime_to_ns(run.ended_at))
-        view = _RunView(key, build_tree(spans), t0, end)
+        tokens = ai_spans.Tokens()
+        if any(ai_spans.counts_tokens(s.attributes) for s in spans):
+            tokens = ai_spans.run_tokens(
+                (s.span_id, s.parent_id, ai_spans.tokens_of(s.attributes)) for s in spans
+            )
+        view = _RunView(key, build_tree(spans), t0, end, tokens)
         if len(spans) > MAX_SPANS:
             with self._views_lock:
                 self._views[run.id] = view
@@ -588,6 +596,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             "span_total": len(tree.order),
             "span_first": min(len(tree.order), MAX_SPANS),
             "span_end": _ms(end - view.t0),
+            "tokens": None if view.tokens.empty else view.tokens.to_json(),
             "replays": [_run_json(r) for r in replays],
             "replay_of": original,
             "replay_command": command,
@@ -783,6 +792,10 @@ def _span_json(tree: SpanTree, index: int, seq: int, t0: int) -> dict[str, Any]:
             {"trace": ln.trace_id, "span": ln.span_id, "attrs": ln.attributes} for ln in span.links
         ],
     }
+    # What the span says as a model call, tool, chain...: OpenInference, GenAI or spanflow's own.
+    ai = ai_spans.interpret(span.attributes, ((e.name, e.attributes) for e in span.events))
+    if not ai.empty:
+        out["ai"] = ai.to_json()
     if span.parent_id != parent and span.parent_id is not None:
         # Damaged links (a cycle, its own id, a duplicate id) are shown, not followed.
         out["recorded_parent"] = span.parent_id

@@ -2,7 +2,7 @@
 // Every element is built with createElement/textContent: captured data is never parsed as HTML.
 
 import { compact, el, fmtMs, pretty, parseJSON, textBlock } from "./dom.js";
-import { spanClass, spanTags } from "./trace.js";
+import { spanClass, spanTags, tokenText } from "./trace.js";
 
 function section(title, cls) {
   const sec = el("section", "sec" + (cls ? " " + cls : ""));
@@ -73,6 +73,8 @@ export function renderDetail(box, s, model, spanLink) {
     if (a[N.attemptWait] !== undefined) sec.append(el("p", "muted", "Waited " + fmtMs(Number(a[N.attemptWait]) * 1000) + " before the next attempt."));
     box.append(sec);
   }
+
+  if (s.ai) renderAi(box, s.ai);
 
   const lossy = String(a[N.lossy] || "").split(",").filter(Boolean);
   for (const [key, label] of [[N.input, "Inputs"], [N.output, "Output"]]) {
@@ -162,6 +164,43 @@ export function renderDetail(box, s, model, spanLink) {
     sec.append(kvTable(s.links.map((l) => [l.trace + " / " + l.span, Object.keys(l.attrs).length ? JSON.stringify(l.attrs) : ""])));
     box.append(sec);
   }
+}
+
+// A model call's model and tokens, then its conversation as chat bubbles by role.
+function renderAi(box, ai) {
+  const rows = [];
+  if (ai.model) rows.push(["Model", ai.model]);
+  if (ai.provider) rows.push(["Provider", ai.provider]);
+  if (ai.tool) rows.push(["Tool", ai.tool]);
+  const t = ai.tokens || {};
+  if (typeof t.total === "number" || typeof t.prompt === "number" || typeof t.completion === "number") rows.push(["Tokens", tokenText(t)]);
+  if (rows.length) {
+    const sec = section(ai.kind === "llm" ? "Model call" : "AI span", "ai-sec");
+    sec.append(kvTable(rows));
+    box.append(sec);
+  }
+  const said = [...(ai.input_messages || []).map((m) => [m, "in"]), ...(ai.output_messages || []).map((m) => [m, "out"])];
+  if (!said.length) return;
+  const sec = section("Conversation", "conversation");
+  const chat = el("div", "chat");
+  for (const [m, side] of said) chat.append(bubble(m, side));
+  sec.append(chat);
+  box.append(sec);
+}
+
+const ROLES = new Set(["system", "user", "assistant", "tool"]);
+
+function bubble(m, side) {
+  const role = String(m.role || "?");
+  const b = el("div", "bubble " + side + " role-" + (ROLES.has(role) ? role : "other"));
+  b.append(el("div", "who", role + (side === "out" ? " · output" : "")));
+  if (m.content) b.append(el("div", "said", m.content));
+  for (const c of m.tool_calls || []) {
+    const call = el("div", "tool-call");
+    call.append(el("b", null, "calls " + String(c.name)), el("code", null, String(c.arguments || "")));
+    b.append(call);
+  }
+  return b;
 }
 
 function excHead(e, N) {

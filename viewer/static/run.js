@@ -5,7 +5,7 @@ import { compareLinks } from "./compare.js";
 import { opsList, renderDetail } from "./detail.js";
 import { ago, badge, el, fmtDate, fmtMs, getJSON, link, runHref, setCrumbs, setStore, shortId, showError } from "./dom.js";
 import { playback } from "./state.js";
-import { ancestors, buildModel, pickFailed, spanClass, spanTags } from "./trace.js";
+import { ancestors, buildModel, pickFailed, spanClass, spanTags, tokenText } from "./trace.js";
 
 const ROW_H = 26; // keep in sync with --row-h in app.css
 const OVERSCAN = 15;
@@ -241,6 +241,7 @@ RunPage.prototype.renderHead = function () {
   item("Started", started);
   item("Duration", run.status === "running" ? "running…" : fmtMs(run.duration_ms));
   item("Spans", (d.span_total || d.spans.length).toLocaleString("en-US"));
+  if (d.tokens) item("Tokens", tokenText(d.tokens), "tokens");
   if (run.error_count) item("Errors", String(run.error_count), "bad");
   if (run.entrypoint) item("Entrypoint", el("code", null, run.entrypoint));
   if (run.service) item("Service", run.service);

@@ -19,6 +19,9 @@ export function buildModel(data) {
     s.fallback = a[N.fallbackUsed] === true;
     s.usedDefault = a[N.defaultUsed] === true;
     s.handled = !s.error && s.events.some((e) => e.name === N.exceptionEvent);
+    // What the server read of it as an AI span (OpenInference, GenAI or spanflow's own):
+    // kind, model, provider, tool, input_messages, output_messages, tokens.
+    s.ai = s.ai || null;
     // A repeated id (a damaged store) keeps its first span; the server renames repeats.
     if (!byId.has(s.id)) byId.set(s.id, s);
   }
@@ -124,7 +127,37 @@ export function spanTags(s, N, short) {
   if (s.fallback) tags.push(["handled", "fallback"]);
   if (s.usedDefault) tags.push(["handled", "default"]);
   if (s.cancelled) tags.push(["cancelled", "cancelled"]);
-  const kind = s.attrs[N.spanKind];
-  if (kind && kind !== "CHAIN") tags.push(["kind", kind]);
+  const kind = aiKind(s);
+  if (kind) tags.push(["kind " + kind, kind]);
+  else if (s.attrs[N.spanKind] && s.attrs[N.spanKind] !== "CHAIN" && !s.ai) tags.push(["kind", String(s.attrs[N.spanKind])]);
   return tags;
+}
+
+/**
+ * What the server read of a span as an AI call (viewer/ai_spans.py), `span.ai` in the JSON.
+ * @typedef {{role: string, content: string, tool_calls?: {name: string, arguments: string, id?: string}[]}} AiMessage
+ * @typedef {{prompt: ?number, completion: ?number, total: ?number}} AiTokens
+ * @typedef {{kind: ?string, model: ?string, provider: ?string, tool: ?string,
+ *   input_messages: AiMessage[], output_messages: AiMessage[], tokens: AiTokens}} AiSpan
+ */
+
+// The kind badge of a span: llm, tool, retriever, chain...; spanflow's steps are chains unless
+// their kind= says otherwise, so on them "chain" says nothing and is left out.
+const KINDS = new Set(["llm", "chain", "tool", "retriever", "embedding", "agent", "reranker", "guardrail", "evaluator", "prompt"]);
+export function aiKind(s) {
+  const kind = s.ai && s.ai.kind;
+  if (!KINDS.has(kind)) return null;
+  if (kind === "chain" && s.type) return null;
+  return kind;
+}
+
+// "19 (12 prompt + 7 completion)"
+/** @param {AiTokens | null} t */
+export function tokenText(t) {
+  if (!t) return "";
+  const parts = [];
+  if (typeof t.prompt === "number") parts.push(t.prompt.toLocaleString("en-US") + " prompt");
+  if (typeof t.completion === "number") parts.push(t.completion.toLocaleString("en-US") + " completion");
+  const total = typeof t.total === "number" ? t.total.toLocaleString("en-US") : "?";
+  return total + (parts.length ? " (" + parts.join(" + ") + ")" : "");
 }
