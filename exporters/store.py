@@ -6,7 +6,7 @@ a ``mode=ro`` URI, and while no writer has a write-ahead log next to it the conn
 died before the run ended reads ``crashed``; that is computed here, nothing is written back.
 
 Every read has two forms: the ``*_data`` methods return the plain ``RunData``/``SpanData``
-dataclasses and need nothing beyond the standard library (the ``spanflow`` command uses them to
+records and need nothing beyond the standard library (the ``spanflow`` command uses them to
 start fast); ``list_runs``, ``get_run``, ``replays_of`` and ``spans`` return the validated
 pydantic records built from those.
 """
