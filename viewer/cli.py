@@ -263,15 +263,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 def _unique_prefix_length(store: Store, runs: Sequence[Any], shortest: int = 12) -> int:
     """The shortest id prefix (``shortest`` at least) that names each listed run in ``store``."""
-    length = shortest
-    for run in runs:
-        while length < len(run.id):
-            try:
-                store.get_run_data(run.id[:length])
-                break
-            except UnknownRunError:  # another run shares that prefix
-                length = min(len(run.id), length + 4)
-    return length
+    return store.unique_prefix_length([run.id for run in runs], shortest)
 
 
 def cmd_show(args: argparse.Namespace) -> int:

@@ -19,6 +19,7 @@ import sys
 import termios
 import unicodedata
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -335,3 +336,67 @@ def test_cells_of_wide_and_combining_characters() -> None:
     assert plaintext.set_cell_size("要約x", 3) == "要 "  # a wide character is never cut in half
     cut = plaintext.Text("値が不正です", "red").wrap(8, overflow="ellipsis", no_wrap=True)
     assert [line.plain for line in cut] == ["値が不 …"]
+
+
+# -- the queries ---------------------------------------------------------------------------------
+
+
+def root_span(run_id: str, n: int) -> SpanRecord:
+    return SpanRecord(
+        run_id=run_id,
+        span_id=f"{n + 1:016x}",
+        name="w",
+        start_ns=T0 + n * MS,
+        end_ns=T0 + n * MS + MS,
+        attributes={attr.RUN_ID: run_id, attr.STEP_NAME: "w", attr.STEP_TYPE: "workflow"},
+    )
+
+
+def test_unique_prefixes_name_each_listed_run_alone(tmp_path: Path) -> None:
+    from spanflow.errors import UnknownRunError
+    from spanflow.exporters.store import Store
+
+    # Ids sharing 0, 13, 19 and 30 characters with a neighbour, and many that share few.
+    ids = ["0" * 32, "abcdef0123456" + "0" * 19, "abcdef0123456" + "1" * 19]
+    ids += ["f" * 19 + "0" * 13, "f" * 19 + "1" * 13, "9" * 30 + "01", "9" * 30 + "02"]
+    ids += [f"{n * 7919:032x}" for n in range(1, 40)]
+    db = write_store(tmp_path / "ids.db", [root_span(i, n) for n, i in enumerate(ids)])
+    with Store.open(db) as store:
+        for group in (ids[:1], ids[1:3], ids[3:5], ids[5:7], ids[7:], ids):
+            length = store.unique_prefix_length(group)
+            assert length >= 12 and (length - 12) % 4 == 0
+            for run_id in group:  # each prefix names its run alone ...
+                assert store.get_run_data(run_id[:length]).id == run_id
+            if length > 12:  # ... and a step shorter would not, for one of them
+                shorter = length - 4
+                with pytest.raises(UnknownRunError):
+                    for run_id in group:
+                        store.get_run_data(run_id[:shorter])
+        assert store.unique_prefix_length(ids[5:7]) == 32
+        assert store.unique_prefix_length([]) == 12
+
+
+def test_runs_reads_the_store_in_a_few_statements(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sqlite3
+
+    from spanflow.viewer import cli
+
+    ids = [f"{n * 104729:032x}" for n in range(1, 61)]
+    db = write_store(tmp_path / "many.db", [root_span(i, n) for n, i in enumerate(ids)])
+    statements: list[str] = []
+    connect = sqlite3.connect
+
+    def traced(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        conn: sqlite3.Connection = connect(*args, **kwargs)
+        conn.set_trace_callback(statements.append)  # observes the real connection
+        return conn
+
+    monkeypatch.setattr(sqlite3, "connect", traced)
+    assert cli.main(["runs", "--limit", "50", "--db", str(db)]) == 0
+    out = capsys.readouterr().out
+    assert "50 of 60 runs shown" in out and ids[-1][:12] in out
+    # Opening (format, schema version), the page of runs, the count, the id prefixes: not one
+    # lookup per listed run.
+    assert len(statements) <= 10, statements
