@@ -13,6 +13,7 @@ pydantic records built from those.
 
 from __future__ import annotations
 
+import _thread  # threading's RLock itself, without importing threading (~0.7 ms)
 import contextlib
 import datetime as _dt
 import json
@@ -21,7 +22,6 @@ import os
 import pathlib
 import re
 import sqlite3
-import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from types import TracebackType
@@ -77,7 +77,7 @@ class Store:
         """Wrap a connection from ``schema.open_for_writing``, or connect read-only if None."""
         self._path = path
         self._readonly = conn is None
-        self._lock = threading.RLock()
+        self._lock = _thread.RLock()
         self._immutable = False
         self._stamp: tuple[int, int] | None = None
         self._resources: dict[int, dict[str, Any]] = {}

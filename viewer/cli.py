@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn
 from spanflow.errors import SpanflowError, UnknownRunError
 from spanflow.exporters.store import Store
 
-from . import render, span_forest
+from . import render
 from .plaintext import Text
 
 if TYPE_CHECKING:
@@ -307,6 +307,8 @@ def _span_tree(
     Only the spans drawn are read in full, so a run of 200,000 spans shows as quickly as a
     small one; ``everything`` reads and draws them all.
     """
+    from . import span_forest  # only show needs it: runs starts without
+
     if everything:
         spans = store.span_data(run_id)
         forest = span_forest.build(spans)

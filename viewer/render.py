@@ -20,12 +20,13 @@ from typing import TYPE_CHECKING, Any, Final, TextIO
 from spanflow import attributes as attr
 from spanflow.exporters.records import AnyRun, AnySpan, error_text
 
-from . import span_forest
 from .plaintext import Column, Terminal, Text, Tree, cell_len, table
 
 if TYPE_CHECKING:
     # rich costs ~45 ms of start-up: only the commands other than runs and show load it.
     from rich.console import Console
+
+    from . import span_forest
 
 
 #: Captured values (outputs, inputs, state values) keep at least this many characters.
@@ -349,6 +350,8 @@ def run_view(
 
 def span_tree(spans: Sequence[AnySpan], *, everything: bool = False) -> Tree:
     """Spans nested by parent, children in start order (see :func:`draw_tree`)."""
+    from . import span_forest
+
     forest = span_forest.build(spans)
     return draw_tree(forest, span_forest.layout(forest, everything=everything), spans.__getitem__)
 
@@ -369,6 +372,8 @@ def draw_tree(
     (``width``) fewer levels are indented, so a span's title keeps room for its name, duration
     and status.
     """
+    from . import span_forest
+
     max_depth = max(2, min(MAX_DEPTH, (width - TITLE_ROOM) // 4))
     nodes = forest.spans
     roots = [n.start_ns for n in nodes if n.parent_id is None]
