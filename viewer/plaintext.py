@@ -478,12 +478,14 @@ class Terminal:
         return ";".join(codes)
 
     def write(self, text: str) -> None:
-        """Write ``text`` as it is (characters the stream cannot encode as escapes)."""
+        """Write ``text`` as it is (characters the stream cannot encode as escapes), flushed:
+        a reader that went away (``spanflow runs | head``) is noticed here, not at exit."""
         try:
             self.file.write(text)
         except UnicodeEncodeError:
             encoding = getattr(self.file, "encoding", None) or "utf-8"
             self.file.write(text.encode(encoding, "backslashreplace").decode(encoding))
+        self.file.flush()
 
 
 def _merged(parts: Iterable[Part]) -> list[Part]:
