@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Final, TextIO
 from spanflow import attributes as attr
 from spanflow.exporters.records import AnyRun, AnySpan, error_text
 
+from . import plaintext
 from .plaintext import Column, Terminal, Text, Tree, cell_len, table
 
 if TYPE_CHECKING:
@@ -44,8 +45,8 @@ WIDE_TABLE: Final = 100
 MAX_DEPTH: Final = 12
 #: Columns a span tree keeps free of indentation for the span titles.
 TITLE_ROOM: Final = 50
-#: Width of rich output when stdout is not a terminal and COLUMNS does not say.
-PIPE_WIDTH: Final = 120
+#: Width of the output when stdout is not a terminal and COLUMNS does not say.
+PIPE_WIDTH: Final = plaintext.PIPE_WIDTH
 
 STATUS_STYLES: Final = {
     "ok": "green",
