@@ -5,7 +5,8 @@ Times, round after round (interleaved, so the machine's noise spreads over every
      what Python itself costs to start and read those rows);
   b. the installed console script, ``spanflow runs --limit 20 --db DB`` into a pipe;
   c. ``spanflow show RUN --db DB`` into a pipe, RUN a failed run of four spans.
-Prints min / median / max wall time of each and its median's ratio to (a).
+Prints min / median / max wall time of each, its median's ratio to (a), and whether every
+command is within ``TARGET`` (3x) of it.
 
 The store (100k runs of 4 spans, built with fast inserts the real reader accepts) is cached
 under ``bench/.cache``. Each command runs as a user's would: byte-compiled modules are written
@@ -43,6 +44,8 @@ from spanflow.exporters import schema
 CACHE = pathlib.Path(__file__).resolve().parent / ".cache"
 WORKFLOWS = [f"pipeline_{i}" for i in range(8)]
 SPANS_PER_RUN = 4
+#: ``runs`` and ``show`` should answer within this many times what Python + sqlite3 take.
+TARGET = 3.0
 
 
 def build(path: pathlib.Path, n_runs: int) -> str:
@@ -214,6 +217,9 @@ def main() -> None:
             f"  {name:30s} {min(values):6.1f} / {med:6.1f} / {max(values):6.1f}   "
             f"x{med / floor:.2f}"
         )
+    over = [name for name, values in samples.items() if statistics.median(values) > TARGET * floor]
+    verdict = "met" if not over else f"missed by {', '.join(over)}"
+    print(f"  target: every command within x{TARGET:.0f} of the floor (medians): {verdict}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Records of the store: what a reader gets back, and the pydantic models behind the writer.
 
 Two shapes of the same records. ``RunData``/``SpanData`` (with ``EventData``/``LinkData``) are
-plain frozen dataclasses built straight from the rows, for readers that must start fast (the
+plain read-only classes with ``__slots__`` built straight from the rows, for readers that must start fast (the
 ``spanflow`` command imports neither pydantic nor anything of the recording runtime).
 ``RunRecord``/``SpanRecord``/``EventRecord``/``LinkRecord``/``GcResult`` are the validating
 pydantic models the writer, the web viewer and importers use; they live in ``_models`` and load
@@ -14,14 +14,13 @@ died (``crashed``) from one that is still going: host name, pid and the process 
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as _dt
 import functools
 import importlib
 import os
 import sys
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Final, TypeAlias
+from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeAlias
 
 from spanflow.attributes import ERROR_TYPE, EXCEPTION_EVENT, EXCEPTION_MESSAGE, EXCEPTION_TYPE
 
@@ -83,28 +82,105 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class EventData:
+class _Record:
+    """A read-only record with ``__slots__``: set once in ``__init__``, compared by value.
+
+    Plain classes rather than dataclasses: ``dataclasses`` (with ``inspect``) costs a reader
+    ~10 ms of start-up. ``_fields`` names the fields in ``__init__`` order.
+    """
+
+    __slots__ = ()
+    _fields: ClassVar[tuple[str, ...]] = ()
+
+    def _init(self, *values: Any) -> None:
+        for name, value in zip(self._fields, values, strict=True):
+            object.__setattr__(self, name, value)
+
+    def _values(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, name) for name in self._fields)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"{type(self).__name__} is read-only: cannot set {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"{type(self).__name__} is read-only: cannot delete {name!r}")
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        assert isinstance(other, _Record)
+        return self._values() == other._values()
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._fields)
+        return f"{type(self).__name__}({fields})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), self._values())
+
+
+class EventData(_Record):
     """A span event as read from the store (see ``EventRecord``)."""
 
+    __slots__ = ("attributes", "name", "time_ns")
+    _fields = ("name", "time_ns", "attributes")
     name: str
     time_ns: int
     attributes: dict[str, Any]
 
+    def __init__(self, name: str, time_ns: int, attributes: dict[str, Any]) -> None:
+        self._init(name, time_ns, attributes)
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class LinkData:
+
+class LinkData(_Record):
     """A span link as read from the store (see ``LinkRecord``)."""
 
+    __slots__ = ("attributes", "span_id", "trace_id")
+    _fields = ("trace_id", "span_id", "attributes")
     trace_id: str
     span_id: str
     attributes: dict[str, Any]
 
+    def __init__(self, trace_id: str, span_id: str, attributes: dict[str, Any]) -> None:
+        self._init(trace_id, span_id, attributes)
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class SpanData:
+
+class SpanData(_Record):
     """A stored span as read from the store (see ``SpanRecord``)."""
 
+    __slots__ = (
+        "attributes",
+        "end_ns",
+        "events",
+        "kind",
+        "links",
+        "name",
+        "parent_id",
+        "resource",
+        "run_id",
+        "span_id",
+        "start_ns",
+        "status",
+        "status_message",
+    )
+    _fields = (
+        "run_id",
+        "span_id",
+        "parent_id",
+        "name",
+        "kind",
+        "status",
+        "status_message",
+        "start_ns",
+        "end_ns",
+        "attributes",
+        "events",
+        "links",
+        "resource",
+    )
     run_id: str
     span_id: str
     parent_id: str | None
@@ -119,16 +195,85 @@ class SpanData:
     links: tuple[LinkData, ...]
     resource: dict[str, Any]
 
+    def __init__(
+        self,
+        run_id: str,
+        span_id: str,
+        parent_id: str | None,
+        name: str,
+        kind: str,
+        status: str,
+        status_message: str | None,
+        start_ns: int,
+        end_ns: int,
+        attributes: dict[str, Any],
+        events: tuple[EventData, ...],
+        links: tuple[LinkData, ...],
+        resource: dict[str, Any],
+    ) -> None:
+        self._init(
+            run_id,
+            span_id,
+            parent_id,
+            name,
+            kind,
+            status,
+            status_message,
+            start_ns,
+            end_ns,
+            attributes,
+            events,
+            links,
+            resource,
+        )
+
     @property
     def duration_ms(self) -> float:
         """Wall time of the span in milliseconds."""
         return (self.end_ns - self.start_ns) / 1e6
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class RunData:
+class RunData(_Record):
     """A run as read from the store (see ``RunRecord``): the run row with its times as datetimes."""
 
+    __slots__ = (
+        "attrs_version",
+        "duration_ms",
+        "ended_at",
+        "entrypoint",
+        "error",
+        "error_count",
+        "host",
+        "id",
+        "pid",
+        "process_start",
+        "replay_of",
+        "service",
+        "span_count",
+        "started_at",
+        "status",
+        "workflow",
+        "workflow_file",
+    )
+    _fields = (
+        "id",
+        "workflow",
+        "entrypoint",
+        "workflow_file",
+        "status",
+        "started_at",
+        "ended_at",
+        "duration_ms",
+        "error",
+        "replay_of",
+        "service",
+        "host",
+        "pid",
+        "process_start",
+        "span_count",
+        "error_count",
+        "attrs_version",
+    )
     id: str
     workflow: str | None
     entrypoint: str | None
@@ -147,11 +292,51 @@ class RunData:
     error_count: int
     attrs_version: int | None
 
+    def __init__(
+        self,
+        id: str,
+        workflow: str | None,
+        entrypoint: str | None,
+        workflow_file: str | None,
+        status: str,
+        started_at: _dt.datetime,
+        ended_at: _dt.datetime | None,
+        duration_ms: float | None,
+        error: str | None,
+        replay_of: str | None,
+        service: str | None,
+        host: str | None,
+        pid: int | None,
+        process_start: int | None,
+        span_count: int,
+        error_count: int,
+        attrs_version: int | None,
+    ) -> None:
+        self._init(
+            id,
+            workflow,
+            entrypoint,
+            workflow_file,
+            status,
+            started_at,
+            ended_at,
+            duration_ms,
+            error,
+            replay_of,
+            service,
+            host,
+            pid,
+            process_start,
+            span_count,
+            error_count,
+            attrs_version,
+        )
+
 
 #: Field names of a run, in ``RunData`` order (``RunRecord`` has the same ones).
-RUN_FIELDS: Final = tuple(f.name for f in dataclasses.fields(RunData))
+RUN_FIELDS: Final = RunData._fields
 #: Field names of a span, in ``SpanData`` order (``SpanRecord`` has the same ones).
-SPAN_FIELDS: Final = tuple(f.name for f in dataclasses.fields(SpanData))
+SPAN_FIELDS: Final = SpanData._fields
 
 
 def error_text(

@@ -23,11 +23,10 @@ the span. Nothing here cleans text for a terminal or a page: callers show it as 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 __all__ = [
     "KINDS",
@@ -90,8 +89,7 @@ _OI_MESSAGE: Final = re.compile(
 _GENAI_FLAT: Final = re.compile(r"gen_ai\.(prompt|completion)\.(\d{1,6})\.(role|content)")
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class ToolCall:
+class ToolCall(NamedTuple):
     """A tool the model asked for: its name, the arguments as text, and the call's id."""
 
     name: str
@@ -105,8 +103,7 @@ class ToolCall:
         return out
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Message:
+class Message(NamedTuple):
     """One message of a conversation: who said it, the text, and the tool calls it made."""
 
     role: str
@@ -120,8 +117,7 @@ class Message:
         return out
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Tokens:
+class Tokens(NamedTuple):
     """Token counts of a call (or a run); ``None`` where nothing said."""
 
     prompt: int | None = None
@@ -145,8 +141,7 @@ class Tokens:
         return {"prompt": self.prompt, "completion": self.completion, "total": self.sum}
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class AiSpan:
+class AiSpan(NamedTuple):
     """What a span says as an AI call; every field empty for a span that is not one."""
 
     kind: str | None = None

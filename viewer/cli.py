@@ -18,9 +18,7 @@ import importlib
 import json
 import os
 import re
-import shlex
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, NoReturn
@@ -28,11 +26,13 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn
 from spanflow.errors import SpanflowError, UnknownRunError
 from spanflow.exporters.store import Store
 
-from . import render, span_forest
+from . import render
+from .plaintext import Text
 
 if TYPE_CHECKING:
-    from rich.tree import Tree
     from spanflow.exporters.records import AnySpan
+
+    from .plaintext import Tree
 
 PROG: Final = "spanflow"
 DEFAULT_DB: Final = Path(".spanflow") / "traces.db"
@@ -47,6 +47,18 @@ EXIT_INTERRUPTED: Final = 130
 #: The reader of stdout went away (`spanflow runs | head`): rich's console exits with 1 then.
 EXIT_BROKEN_PIPE: Final = 1
 RUN_STATUSES: Final = ("running", "ok", "failed", "crashed")
+COMMANDS: Final = (
+    "runs",
+    "show",
+    "replay",
+    "diff",
+    "check",
+    "export",
+    "import",
+    "gc",
+    "ui",
+    "serve",
+)
 FORMATS: Final = ("jaeger", "otlp-json")
 
 _SINCE: Final = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
@@ -59,8 +71,46 @@ class CliError(Exception):
     """A problem reported as one line on stderr, exit status 2."""
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's help formatter, sized without ``shutil``.
+
+    argparse builds a formatter for every ``add_argument`` call, and the stock one imports
+    ``shutil`` (with zlib, bz2 and lzma) to measure the terminal: ~3 ms of every command.
+    """
+
+    def __init__(
+        self,
+        prog: str,
+        indent_increment: int = 2,
+        max_help_position: int = 24,
+        width: int | None = None,
+    ) -> None:
+        if width is None:
+            width = _terminal_columns() - 2
+        super().__init__(prog, indent_increment, max_help_position, width)
+
+
+def _terminal_columns() -> int:
+    """What ``shutil.get_terminal_size().columns`` says: ``COLUMNS``, stdout's size, or 80."""
+    try:
+        columns = int(os.environ.get("COLUMNS", ""))
+    except ValueError:
+        columns = 0
+    if columns > 0:
+        return columns
+    try:
+        columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+    except (AttributeError, ValueError, OSError):
+        columns = 0
+    return columns or 80
+
+
 class _Parser(argparse.ArgumentParser):
     """An ArgumentParser whose usage errors are one line (raised, so ``main`` returns 2)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         raise CliError(f"{message} (see `{self.prog} --help`)")
@@ -164,6 +214,8 @@ def db_path(args: argparse.Namespace) -> Path:
 
 def _db_option(args: argparse.Namespace) -> str:
     """`` --db PATH`` to repeat in a suggested command when the store was chosen by flag."""
+    import shlex
+
     return f" --db {shlex.quote(str(args.db))}" if args.db else ""
 
 
@@ -193,24 +245,17 @@ def cmd_runs(args: argparse.Namespace) -> int:
             ]
         )
         return EXIT_OK
-    from rich.text import Text
-
-    console = render.make_console()
+    term = render.terminal()
     if not runs:
         if any(v is not None for v in filters.values()):
-            console.print(Text(render.clean(f"no runs match those filters in {db_path(args)}")))
+            message = f"no runs match those filters in {db_path(args)}"
         else:
-            console.print(
-                Text(
-                    render.clean(
-                        f"no runs in {db_path(args)} yet: call a @spanflow.workflow to record one"
-                    )
-                )
-            )
+            message = f"no runs in {db_path(args)} yet: call a @spanflow.workflow to record one"
+        term.print_wrapped(Text(render.clean(message)))
         return EXIT_OK
-    console.print(render.runs_table(runs, width=console.width, id_chars=id_chars))
+    term.print(render.runs_table(runs, width=term.width, id_chars=id_chars))
     if total > len(runs):
-        console.print(
+        term.print_wrapped(
             Text(f"{len(runs)} of {total} runs shown; --limit {total} lists all", style="dim")
         )
     return EXIT_OK
@@ -218,21 +263,11 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 def _unique_prefix_length(store: Store, runs: Sequence[Any], shortest: int = 12) -> int:
     """The shortest id prefix (``shortest`` at least) that names each listed run in ``store``."""
-    length = shortest
-    for run in runs:
-        while length < len(run.id):
-            try:
-                store.get_run_data(run.id[:length])
-                break
-            except UnknownRunError:  # another run shares that prefix
-                length = min(len(run.id), length + 4)
-    return length
+    return store.unique_prefix_length([run.id for run in runs], shortest)
 
 
 def cmd_show(args: argparse.Namespace) -> int:
     """``spanflow show RUN``: a run's header and span tree, or its records as JSON."""
-    from rich.text import Text
-
     with Store.open(db_path(args)) as store:
         if args.json:
             record = store.get_run(args.run)
@@ -241,19 +276,28 @@ def cmd_show(args: argparse.Namespace) -> int:
             return EXIT_OK
         run = store.get_run_data(args.run)
         replays = store.replay_data(run.id)
-        console = render.make_console()
-        tree, roots = _span_tree(store, run.id, everything=args.all, width=console.width)
+        term = render.terminal()
+        tree, roots = _span_tree(store, run.id, everything=args.all, width=term.width)
         tokens = render.stored_run_tokens(store, run.id)
     lone = render.is_lone_step(run, roots)
-    console.print(render.run_view(run, replays, tree, lone_step=lone, tokens=tokens))
+    term.print(
+        render.run_view(
+            run,
+            replays,
+            tree,
+            lone_step=lone,
+            tokens=tokens,
+            width=term.width,
+            ascii_only=term.ascii_only,
+        )
+    )
     if run.status in ("failed", "crashed") and run.entrypoint:
-        console.print()
         hint = f"replay it after a fix: spanflow replay {run.id}{_db_option(args)}"
-        console.print(Text(render.clean(hint, newlines=False), style="dim"), soft_wrap=True)
+        term.print([Text()])
+        term.print_wrapped(Text(render.clean(hint, newlines=False), style="dim"), soft_wrap=True)
     elif lone:
-        console.print()
         note = "a step called outside any workflow is its own one-step run: replay needs a workflow"
-        console.print(Text(note, style="dim"))
+        term.print([Text(), *Text(note, style="dim").wrap(term.width)])
     return EXIT_OK
 
 
@@ -265,6 +309,8 @@ def _span_tree(
     Only the spans drawn are read in full, so a run of 200,000 spans shows as quickly as a
     small one; ``everything`` reads and draws them all.
     """
+    from . import span_forest  # only show needs it: runs starts without
+
     if everything:
         spans = store.span_data(run_id)
         forest = span_forest.build(spans)
@@ -550,6 +596,8 @@ def cmd_gc(args: argparse.Namespace) -> int:
             )
     options: dict[str, Any] = {"keep_days": args.keep_days, "max_bytes": args.max_size}
     if args.dry_run:
+        import tempfile
+
         with tempfile.TemporaryDirectory(prefix="spanflow-gc-") as tmp:
             copy = Path(tmp) / "copy.db"
             with Store.open(path) as store:
@@ -592,6 +640,8 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
 def _empty_store_bytes() -> int:
     """The size of a store with no runs (the schema alone), measured on a fresh one."""
+    import tempfile
+
     with (
         tempfile.TemporaryDirectory(prefix="spanflow-gc-") as tmp,
         Store.open(Path(tmp) / "empty.db", readonly=False) as empty,
@@ -658,8 +708,20 @@ class _VersionAction(argparse.Action):
         parser.exit()
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``spanflow`` argument parser with its subcommands."""
+class _Unused:
+    """Stands in for the parser of a command that is not being run (argparse spends ~0.3 ms
+    on each command's parser and arguments)."""
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
+def build_parser(command_name: str | None = None) -> argparse.ArgumentParser:
+    """The ``spanflow`` argument parser with its subcommands.
+
+    With ``command_name`` only that command's parser is built: enough to parse a command line
+    that starts with that command.
+    """
     parser = _Parser(
         prog=PROG,
         description="Inspect, replay and export the runs spanflow recorded.",
@@ -674,6 +736,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser, prog=PROG)
 
     def command(name: str, handler: Callable[[argparse.Namespace], int], text: str) -> Any:
+        if command_name is not None and name != command_name:
+            return _Unused()
         p = sub.add_parser(name, parents=[db], help=text, description=text)
         p.set_defaults(handler=handler)
         return p
@@ -816,7 +880,8 @@ def _fail(message: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``spanflow`` command; returns the exit status."""
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv[0] if argv and argv[0] in COMMANDS else None)
     try:
         try:
             args = parser.parse_args(argv)
@@ -824,10 +889,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return exc.code if isinstance(exc.code, int) else EXIT_OK
         handler = getattr(args, "handler", None)
         if handler is None:
-            raise CliError(
-                "choose a command: runs, show, replay, diff, check, export, import, gc, ui, serve "
-                f"(see `{PROG} --help`)"
-            )
+            raise CliError(f"choose a command: {', '.join(COMMANDS)} (see `{PROG} --help`)")
         return int(handler(args))
     except (CliError, SpanflowError) as exc:
         return _fail(str(exc))

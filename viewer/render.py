@@ -2,7 +2,9 @@
 
 Everything shown comes from a store that may have been written by someone else, so every piece
 of captured text goes through :func:`clean` (no terminal escape sequences get through) and is
-added as plain ``Text``, never parsed as markup.
+added as plain ``Text``, never parsed as markup. The table and the tree are drawn by
+``plaintext`` (standard library only: ``spanflow runs`` and ``show`` start in about the time
+Python does); the other commands' output is drawn by rich, loaded when they need it.
 """
 
 from __future__ import annotations
@@ -18,19 +20,16 @@ from typing import TYPE_CHECKING, Any, Final, TextIO
 from spanflow import attributes as attr
 from spanflow.exporters.records import AnyRun, AnySpan, error_text
 
-from . import span_forest
+from . import plaintext
+from .plaintext import Column, Terminal, Text, Tree, cell_len, table
 
 if TYPE_CHECKING:
-    # rich costs ~90 ms of start-up: it loads in the functions that draw, so the text helpers
-    # here (clean, shorten, safe_json) and the JSON outputs do without it.
-    from rich.console import Console, Group, RenderableType
-    from rich.table import Table
-    from rich.text import Text
-    from rich.tree import Tree
+    # rich costs ~45 ms of start-up: only the commands other than runs and show load it.
+    from rich.console import Console
     from spanflow.exporters.records import RunRecord, SpanRecord
     from spanflow.exporters.store import Store
 
-    from . import ai_spans
+    from . import ai_spans, span_forest
 
 
 #: Captured values (outputs, inputs, state values) keep at least this many characters.
@@ -48,8 +47,8 @@ WIDE_TABLE: Final = 100
 MAX_DEPTH: Final = 12
 #: Columns a span tree keeps free of indentation for the span titles.
 TITLE_ROOM: Final = 50
-#: Width of rich output when stdout is not a terminal and COLUMNS does not say.
-PIPE_WIDTH: Final = 120
+#: Width of the output when stdout is not a terminal and COLUMNS does not say.
+PIPE_WIDTH: Final = plaintext.PIPE_WIDTH
 
 STATUS_STYLES: Final = {
     "ok": "green",
@@ -151,8 +150,6 @@ def iso_utc(value: _dt.datetime) -> str:
 
 def status_text(status: str) -> Text:
     """A run status, coloured."""
-    from rich.text import Text
-
     return Text(clean(status, newlines=False), style=STATUS_STYLES.get(status, ""))
 
 
@@ -164,6 +161,11 @@ def _isatty(stream: TextIO) -> bool:
         return stream.isatty()
     except (AttributeError, ValueError, OSError):
         return False
+
+
+def terminal(stream: TextIO | None = None) -> Terminal:
+    """Where ``runs`` and ``show`` write: ``stream`` (stdout), its width and colours."""
+    return Terminal(stream)
 
 
 def make_console(stream: TextIO | None = None) -> Console:
@@ -222,16 +224,14 @@ def format_bytes(n: int) -> str:
 # -- the run list ---------------------------------------------------------------------------------
 
 
-def runs_table(runs: Sequence[AnyRun], width: int = PIPE_WIDTH, id_chars: int = 12) -> Table:
+def runs_table(runs: Sequence[AnyRun], width: int = PIPE_WIDTH, id_chars: int = 12) -> list[Text]:
     """Runs as a table: id prefix, workflow, status, started, duration, error, in ``width``.
 
     The id prefix, status, start time and duration are never cut; the workflow is folded over
     lines if it must; the error gets what room is left, shortened to one line. Below
-    ``WIDE_TABLE`` columns the start time leaves out the year and seconds.
+    ``WIDE_TABLE`` columns the start time leaves out the year and seconds. Widths are in
+    terminal cells (a CJK character takes two).
     """
-    from rich.table import Table
-    from rich.text import Text
-
     started_format = "%Y-%m-%d %H:%M:%S" if width >= WIDE_TABLE else "%m-%d %H:%M"
     rows = [
         (
@@ -245,7 +245,7 @@ def runs_table(runs: Sequence[AnyRun], width: int = PIPE_WIDTH, id_chars: int = 
         for run in runs
     ]
     headers = ("run id", "workflow", "status", "started", "duration", "error")
-    need = [max([len(h), *(len(row[i]) for row in rows)]) for i, h in enumerate(headers)]
+    need = [max([len(h), *(cell_len(row[i]) for row in rows)]) for i, h in enumerate(headers)]
     gaps = 2 * (len(headers) - 1)
     room = max(0, width - gaps - need[0] - need[2] - need[3] - need[4])
     workflow_w, error_w = need[1], need[5]
@@ -253,23 +253,26 @@ def runs_table(runs: Sequence[AnyRun], width: int = PIPE_WIDTH, id_chars: int = 
         # The workflow keeps what it needs if the error can still say something, else half.
         workflow_w = max(min(workflow_w, room - MIN_ERROR_CHARS), min(workflow_w, room // 2), 8)
         error_w = max(room - workflow_w, len(headers[5]))
-    table = Table(box=None, header_style="bold", pad_edge=False, show_edge=False)
-    table.add_column(headers[0], no_wrap=True, min_width=need[0])
-    table.add_column(headers[1], overflow="fold", width=workflow_w)
-    table.add_column(headers[2], no_wrap=True, min_width=need[2])
-    table.add_column(headers[3], no_wrap=True, min_width=need[3])
-    table.add_column(headers[4], justify="right", no_wrap=True, min_width=need[4])
-    table.add_column(headers[5], overflow="ellipsis", no_wrap=True, width=error_w)
-    for run_id, workflow, status, started, duration, error in rows:
-        table.add_row(
+    columns = [
+        Column(headers[0], no_wrap=True, min_width=need[0]),
+        Column(headers[1], overflow="fold", width=workflow_w),
+        Column(headers[2], no_wrap=True, min_width=need[2]),
+        Column(headers[3], no_wrap=True, min_width=need[3]),
+        Column(headers[4], justify="right", no_wrap=True, min_width=need[4]),
+        Column(headers[5], overflow="ellipsis", no_wrap=True, width=error_w),
+    ]
+    cells = [
+        [
             Text(run_id),
             Text(workflow),
             status_text(status),
             Text(started),
             Text(duration),
             Text(one_line(error, error_w), style="red"),
-        )
-    return table
+        ]
+        for run_id, workflow, status, started, duration, error in rows
+    ]
+    return table(columns, cells, width, header_style="bold")
 
 
 # -- one run --------------------------------------------------------------------------------------
@@ -287,8 +290,6 @@ def run_header(
     A run whose root span is a step (a step called outside any workflow) says so: it is a
     one-step run, with no workflow for replay to call.
     """
-    from rich.text import Text
-
     out = Text()
     out.append("run ", style="bold")
     out.append(clean(run.id, newlines=False), style="bold")
@@ -347,22 +348,23 @@ def run_view(
     *,
     lone_step: bool = False,
     tokens: ai_spans.Tokens | None = None,
-) -> Group:
-    """The header and the span tree (None: the run has no spans yet) of one run."""
-    from rich.console import Group
-    from rich.text import Text
-
+    width: int = PIPE_WIDTH,
+    ascii_only: bool = False,
+) -> list[Text]:
+    """The lines of one run's header and span tree (None: the run has no spans yet)."""
     header = run_header(run, replays, lone_step=lone_step, tokens=tokens)
-    parts: list[RenderableType] = [header, Text()]
+    lines = [*header.wrap(width), Text()]
     if tree is not None:
-        parts.append(tree)
+        lines.extend(tree.lines(width, ascii_only=ascii_only))
     else:
-        parts.append(Text("no spans stored for this run yet", style="dim"))
-    return Group(*parts)
+        lines.append(Text("no spans stored for this run yet", style="dim"))
+    return lines
 
 
 def span_tree(spans: Sequence[AnySpan], *, everything: bool = False) -> Tree:
     """Spans nested by parent, children in start order (see :func:`draw_tree`)."""
+    from . import span_forest
+
     forest = span_forest.build(spans)
     return draw_tree(forest, span_forest.layout(forest, everything=everything), spans.__getitem__)
 
@@ -383,8 +385,7 @@ def draw_tree(
     (``width``) fewer levels are indented, so a span's title keeps room for its name, duration
     and status.
     """
-    from rich.text import Text
-    from rich.tree import Tree
+    from . import span_forest
 
     max_depth = max(2, min(MAX_DEPTH, (width - TITLE_ROOM) // 4))
     nodes = forest.spans
@@ -433,8 +434,6 @@ def draw_tree(
 
 
 def _hidden_label(hidden: span_forest.Hidden) -> Text:
-    from rich.text import Text
-
     noun = "span" if hidden.spans == 1 else "spans"
     text = Text(f"… {hidden.spans:,} more {noun}", style="dim")
     if hidden.failed:
@@ -446,9 +445,10 @@ def _hidden_label(hidden: span_forest.Hidden) -> Text:
 def span_label(
     span: AnySpan, base_ns: int, children: Sequence[AnySpan], *, orphan: bool = False
 ) -> Text:
-    """One span: a title line, then what it recorded (attempts, errors, logs, diffs, output)."""
-    from rich.text import Text
+    """One span: a title line, then what it recorded (attempts, errors, logs, diffs, output).
 
+    Each recorded line is one ``(text, style)`` of :func:`detail_lines`.
+    """
     a = span.attributes
     failed = span.status == "ERROR"
     ai = interpret_span(span)

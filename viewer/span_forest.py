@@ -13,7 +13,6 @@ their first and last few spans and every span with a failure below it, the rest 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Final, Literal, NamedTuple, Protocol
 
 #: Spans kept at the start and the end of a long list of siblings.
@@ -50,20 +49,34 @@ class Outline(NamedTuple):
     start_ns: int
 
 
-@dataclass
 class Forest:
-    """Spans by position: who is on top, each span's children, subtree sizes and failures."""
+    """Spans by position: who is on top, each span's children, subtree sizes and failures.
 
-    spans: Sequence[Node]
-    tops: list[int] = field(default_factory=list)
-    children: list[list[int]] = field(default_factory=list)
-    #: Why a top-level span is not under its parent ("" for a real root).
-    why: dict[int, Why] = field(default_factory=dict)
-    #: Spans in the subtree of each span, itself included.
-    size: list[int] = field(default_factory=list)
-    #: Whether the subtree of each span holds a failed span.
-    failing: list[bool] = field(default_factory=list)
-    duplicates: set[int] = field(default_factory=set)
+    (A plain class, not a dataclass: ``dataclasses`` costs ``spanflow show`` ~10 ms to import.)
+    """
+
+    __slots__ = ("children", "duplicates", "failing", "size", "spans", "tops", "why")
+
+    def __init__(
+        self,
+        spans: Sequence[Node],
+        tops: list[int],
+        children: list[list[int]],
+        why: dict[int, Why],
+        size: list[int],
+        failing: list[bool],
+        duplicates: set[int],
+    ) -> None:
+        self.spans = spans
+        self.tops = tops
+        self.children = children
+        #: Why a top-level span is not under its parent ("" for a real root).
+        self.why = why
+        #: Spans in the subtree of each span, itself included.
+        self.size = size
+        #: Whether the subtree of each span holds a failed span.
+        self.failing = failing
+        self.duplicates = duplicates
 
 
 def build(spans: Sequence[Node]) -> Forest:
@@ -135,8 +148,7 @@ def build(spans: Sequence[Node]) -> Forest:
     return Forest(spans, tops, children, why, size, failing, duplicates)
 
 
-@dataclass(frozen=True)
-class Hidden:
+class Hidden(NamedTuple):
     """A run of siblings left out: how many spans (subtrees included), how many failed."""
 
     spans: int
@@ -166,8 +178,7 @@ def visible(forest: Forest, items: Sequence[int], everything: bool) -> list[int 
     return out
 
 
-@dataclass(frozen=True)
-class Entry:
+class Entry(NamedTuple):
     """One line group of the drawn tree, in drawing order: a span, or spans left out."""
 
     depth: int
