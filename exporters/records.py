@@ -146,6 +146,9 @@ class RunData:
     span_count: int
     error_count: int
     attrs_version: int | None
+    #: No root span of this trace is stored (yet): the run was assembled from its other spans,
+    #: as ``spanflow serve`` does with a trace whose root has not arrived.
+    incomplete: bool = False
 
 
 #: Field names of a run, in ``RunData`` order (``RunRecord`` has the same ones).

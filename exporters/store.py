@@ -334,6 +334,7 @@ class Store:
             and not process_is_alive(pid, fields[s.RUN_PROCESS_START])
         ):
             fields[s.RUN_STATUS] = s.STATUS_CRASHED
+        fields["incomplete"] = fields[s.RUN_WORKFLOW] is None
         fields["started_at"] = ns_to_datetime(started)
         fields["ended_at"] = None if ended is None else ns_to_datetime(ended)
         # The checks a reader relies on; the pydantic records validate the rest.
@@ -386,6 +387,11 @@ class Store:
         spans = [_span_data(run.id, row, events, links, resources) for row in rows]
         if start and all(sp.span_id != start[0][0] for sp in spans):
             spans.insert(0, _unfinished_root(run, start[0], spans))
+        elif run.incomplete and spans:
+            missing = _missing_root_id([(sp.span_id, sp.parent_id, sp.start_ns) for sp in spans])
+            if missing is not None:
+                times = (min(sp.start_ns for sp in spans), max(sp.end_ns for sp in spans))
+                spans.insert(0, _missing_root(run, missing, *times))
         return spans
 
     def span_outline(self, run_id: str) -> list[tuple[int, str, str | None, str, int]]:
@@ -394,7 +400,7 @@ class Store:
         Cheap even for a run of many thousand spans; :meth:`spans_at` reads the records of
         the rows a caller picked.
         """
-        _, pk = self._run_rows(run_id)
+        run, pk = self._run_rows(run_id)
         rows = [
             (int(r[0]), r[1], r[2], r[3], int(r[4]))
             for r in self._query(
@@ -408,6 +414,10 @@ class Store:
         if start is not None and all(r[1] != start[0] for r in rows):
             # A root that never ended, rebuilt from its start record (row -1, see spans_at).
             rows.insert(0, (_START_ROW, start[0], None, "UNSET", int(start[2])))
+        elif start is None and run.incomplete and rows:
+            missing = _missing_root_id([(r[1], r[2], r[4]) for r in rows])
+            if missing is not None:
+                rows.insert(0, (_MISSING_ROW, missing, None, "UNSET", min(r[4] for r in rows)))
         return rows
 
     def _start_record(self, pk: int) -> Sequence[Any] | None:
@@ -458,6 +468,20 @@ class Store:
                 start = self._start_record(pk)
                 if start is not None:
                     out[_START_ROW] = _unfinished_root(run, start, list(out.values()))
+            if _MISSING_ROW in rows:
+                outline = self._query(
+                    f"SELECT {s.SPAN_ID}, {s.SPAN_PARENT_ID}, {s.SPAN_START_NS} FROM {s.SPANS} "
+                    f"WHERE {s.SPAN_RUN_PK} = ?",
+                    [pk],
+                )
+                missing = _missing_root_id([(r[0], r[1], int(r[2])) for r in outline])
+                first, last = self._query(
+                    f"SELECT min({s.SPAN_START_NS}), max({s.SPAN_END_NS}) FROM {s.SPANS} "
+                    f"WHERE {s.SPAN_RUN_PK} = ?",
+                    [pk],
+                )[0]
+                if missing is not None and first is not None:
+                    out[_MISSING_ROW] = _missing_root(run, missing, int(first), int(last))
         return out
 
     def iter_spans(
@@ -620,17 +644,30 @@ class Store:
     def _finish_rootless(
         self, conn: sqlite3.Connection, by_run: dict[str, dict[str, SpanRecord]]
     ) -> None:
+        # A run known only from spans other than its root (it has no workflow yet) spans what
+        # arrived so far, whichever batch it came in, and names the service of its resource.
         for run_id, group in by_run.items():
+            start = min(span.start_ns for span in group.values())
             end = max(span.end_ns for span in group.values())
+            service = next(
+                (
+                    sp.resource[SERVICE_NAME]
+                    for sp in group.values()
+                    if sp.resource.get(SERVICE_NAME)
+                ),
+                None,
+            )
             conn.execute(
                 f"UPDATE {s.RUNS} SET {s.RUN_STATUS} = CASE WHEN {s.RUN_ERROR_COUNT} > 0 "
                 f"THEN '{s.STATUS_FAILED}' ELSE '{s.STATUS_OK}' END, "
+                f"{s.RUN_STARTED_NS} = min({s.RUN_STARTED_NS}, ?), "
                 f"{s.RUN_ENDED_NS} = max(coalesce({s.RUN_ENDED_NS}, 0), ?), "
                 f"{s.RUN_DURATION_MS} = (max(coalesce({s.RUN_ENDED_NS}, 0), ?) - "
-                f"{s.RUN_STARTED_NS}) / 1e6 "
-                f"WHERE {s.RUN_ID} = ? AND {s.RUN_STATUS} = '{s.STATUS_RUNNING}' "
-                f"AND {s.RUN_PID} IS NULL",
-                (end, end, run_id),
+                f"min({s.RUN_STARTED_NS}, ?)) / 1e6, "
+                f"{s.RUN_SERVICE} = coalesce({s.RUN_SERVICE}, ?) "
+                f"WHERE {s.RUN_ID} = ? AND {s.RUN_PID} IS NULL AND "
+                f"({s.RUN_STATUS} = '{s.STATUS_RUNNING}' OR {s.RUN_WORKFLOW} IS NULL)",
+                (start, end, end, start, service, run_id),
             )
 
     def gc(self, *, keep_days: float | None = None, max_bytes: int | None = None) -> GcResult:
@@ -805,6 +842,49 @@ def _unfinished_root(run: RunData, start: Sequence[Any], spans: Sequence[SpanDat
         start_ns=start_ns,
         end_ns=end,
         attributes={**_loads(attrs), RUN_UNFINISHED: True},
+        events=(),
+        links=(),
+        resource={SERVICE_NAME: run.service} if run.service else {},
+    )
+
+
+_MISSING_ROW: Final = -2  # span_outline's row of a root that was never received
+#: How the placeholder of a root that was never received reads (its name and status).
+MISSING_ROOT_NAME: Final = "(root span)"
+_MISSING_ROOT_STATUS: Final = "not received"
+
+
+def _missing_root_id(spans: Iterable[tuple[str, str | None, int]]) -> str | None:
+    """The span id of the root of a run stored without it: of the parents that are not stored,
+    the one most ``(span_id, parent_id, start_ns)`` spans name (the earliest child breaks a tie);
+    None if every span's parent is stored or some span is a root."""
+    listed = list(spans)
+    ids = {span_id for span_id, _, _ in listed}
+    named: dict[str, list[int]] = {}
+    for _, parent, start in listed:
+        if parent is None:
+            return None
+        if parent not in ids:
+            named.setdefault(parent, []).append(start)
+    if not named:
+        return None
+    return min(named, key=lambda p: (-len(named[p]), min(named[p]), p))
+
+
+def _missing_root(run: RunData, span_id: str, start_ns: int, end_ns: int) -> SpanData:
+    """A placeholder for the root of a run whose root span has not been received, so the spans
+    that name it as their parent are drawn under it; it lasts as long as they do."""
+    return SpanData(
+        run_id=run.id,
+        span_id=span_id,
+        parent_id=None,
+        name=MISSING_ROOT_NAME,
+        kind="INTERNAL",
+        status="UNSET",
+        status_message=_MISSING_ROOT_STATUS,
+        start_ns=start_ns,
+        end_ns=end_ns,
+        attributes={RUN_UNFINISHED: True},
         events=(),
         links=(),
         resource={SERVICE_NAME: run.service} if run.service else {},

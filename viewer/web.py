@@ -645,6 +645,7 @@ def _run_json(run: RunRecord) -> dict[str, Any]:
         "host": run.host,
         "span_count": run.span_count,
         "error_count": run.error_count,
+        "incomplete": run.incomplete,
     }
 
 

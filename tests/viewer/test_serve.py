@@ -336,3 +336,58 @@ def test_viewer_url_serves_the_received_runs(serving: Serving) -> None:
             break
         time.sleep(0.1)
     assert "seen in the viewer" in text
+
+
+def _viewer_runs(serving: Serving) -> list[dict[str, Any]]:
+    base = serving.viewer_url.split("?", 1)[0]
+    token = serving.viewer_url.split("token=", 1)[1]
+    with urllib.request.urlopen(f"{base}api/runs?token={token}", timeout=10) as response:
+        listed: list[dict[str, Any]] = json.loads(response.read())["runs"]
+    return listed
+
+
+def test_a_trace_whose_root_has_not_arrived_is_an_incomplete_run(serving: Serving) -> None:
+    trace = 0xDEF
+    run_id = f"{trace:032x}"
+    # Children first, in two batches and out of order; the root (span 1) has not been sent.
+    assert serving.post(request_of(_span(trace, 3, 2, "grandchild")), PROTOBUF)[0] == 200
+    assert serving.post(request_of(_span(trace, 2, 1, "child")), PROTOBUF)[0] == 200
+    [run] = runs(serving.db)
+    assert (run["id"], run["incomplete"]) == (run_id, True)
+    assert run["workflow"] is None
+    table = spanflow("runs", "--db", str(serving.db))
+    assert table.returncode == 0, table.stderr
+    [row] = [line for line in table.stdout.splitlines() if line.startswith(run_id[:12])]
+    assert "incomplete" in row, table.stdout
+    [listed] = _viewer_runs(serving)
+    assert (listed["id"], listed["incomplete"]) == (run_id, True)
+    shown = show(serving.db, run_id)
+    assert shown["run"]["incomplete"] is True
+    assert shown["run"]["service"] == "billing"  # from the resource, before the root came
+    drawn = spanflow("show", run_id, "--db", str(serving.db))
+    assert drawn.returncode == 0, drawn.stderr
+    lines = drawn.stdout.splitlines()
+    [root] = [
+        i for i, line in enumerate(lines) if "(root span)  " in line and "not received" in line
+    ]
+    [child] = [i for i, line in enumerate(lines) if "child" in line and "grand" not in line]
+    [grandchild] = [i for i, line in enumerate(lines) if "grandchild" in line]
+    assert root < child < grandchild, drawn.stdout
+    # The child hangs under the missing root, indented one level deeper, not as an orphan.
+    indent = len(lines[root]) - len(lines[root].lstrip("└├─│ "))
+    assert len(lines[child]) - len(lines[child].lstrip("└├─│ ")) > indent, drawn.stdout
+    assert "(orphan)" not in drawn.stdout, drawn.stdout
+    # The root arrives minutes later: the same run becomes complete, one run, not two.
+    assert serving.post(request_of(_span(trace, 1, None, "pipeline")), PROTOBUF)[0] == 200
+    [run] = runs(serving.db)
+    assert (run["id"], run["workflow"], run["status"]) == (run_id, "pipeline", "ok")
+    assert run["incomplete"] is False
+    [listed] = _viewer_runs(serving)
+    assert listed["incomplete"] is False
+    shown = show(serving.db, run_id)
+    assert shown["run"]["span_count"] == 3
+    assert sorted(s["name"] for s in shown["spans"]) == ["child", "grandchild", "pipeline"]
+    drawn = spanflow("show", run_id, "--db", str(serving.db))
+    assert "(root span)" not in drawn.stdout
+    table = spanflow("runs", "--db", str(serving.db))
+    assert "incomplete" not in table.stdout
