@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import itertools
 import json
 import math
@@ -553,66 +554,142 @@ def _enum(value: Any, names: Mapping[int, str], prefix: str, where: str) -> str:
     return names[number]
 
 
-def _from_otlp_span(raw: Any, resource: dict[str, Any], where: str) -> SpanRecord:
-    span = _obj(raw, where)
-    trace_id = _id(span.get("traceId"), 16, f"{where}.traceId")
-    parent = span.get("parentSpanId")
-    status = _obj(span.get("status", {}), f"{where}.status")
-    message = status.get("message") or None
+@dataclasses.dataclass(slots=True)
+class OtlpSpanParts:
+    """One OTLP span's fields as its encoding gave them, before :func:`otlp_span_record` checks
+    and normalises them: ids as hex (or base64) text, times and enums as numbers or text,
+    attributes already decoded. Both readers (OTLP/JSON here, protobuf messages in
+    ``otlp_receiver``) fill it, so what a span means is decided in one place."""
+
+    trace_id: Any
+    span_id: Any
+    parent_id: Any  # None or "" for a root
+    name: Any
+    kind: Any
+    status_code: Any
+    status_message: Any
+    start_ns: Any  # None when missing
+    end_ns: Any
+    attributes: dict[str, Any]
+    events: list[tuple[Any, Any, dict[str, Any]]]  # (name, time, attributes)
+    links: list[tuple[Any, Any, dict[str, Any]]]  # (trace id, span id, attributes)
+    resource: dict[str, Any]
+    where: str
+
+
+#: Called with a span's checked parts (ids as lowercase hex, times as ints, kind and status as
+#: names) before its record is built: it may change the attributes, events, links, message and
+#: resource in place (the receiver redacts them and marks runs there).
+PartsHook = Callable[[OtlpSpanParts], None]
+
+
+def _ns(value: Any, where: str) -> int:
+    if value is None:
+        raise _fail(where, "missing")
+    ns = _int(value, where)
+    if ns < 0:
+        raise _fail(where, f"a time cannot be negative, got {ns}")
+    return ns
+
+
+def otlp_span_record(parts: OtlpSpanParts, hook: PartsHook | None = None) -> SpanRecord:
+    """The record of one OTLP span: ids, times, enums, name and message checked and
+    normalised, then ``hook`` applied, then the record built.
+
+    Raises:
+        ValueError: a field cannot be stored; the message names it (``parts.where``).
+    """
+    where = parts.where
+    parts.trace_id = _id(parts.trace_id, 16, f"{where}.traceId")
+    parts.span_id = _id(parts.span_id, 8, f"{where}.spanId")
+    parent = parts.parent_id
+    parts.parent_id = _id(parent, 8, f"{where}.parentSpanId") if parent else None
+    message = parts.status_message or None
     if message is not None and not isinstance(message, str):
         raise _fail(f"{where}.status.message", f"expected a string, got {_describe(message)}")
-    name = span.get("name", "")
-    if not isinstance(name, str):
-        raise _fail(f"{where}.name", f"expected a string, got {_describe(name)}")
+    parts.status_message = message
+    if not isinstance(parts.name, str):
+        raise _fail(f"{where}.name", f"expected a string, got {_describe(parts.name)}")
+    parts.kind = _enum(parts.kind, _KIND_NAMES, "SPAN_KIND_", f"{where}.kind")
+    parts.status_code = _enum(
+        parts.status_code, _STATUS_NAMES, "STATUS_CODE_", f"{where}.status.code"
+    )
+    parts.start_ns = _ns(parts.start_ns, f"{where}.startTimeUnixNano")
+    parts.end_ns = _ns(parts.end_ns, f"{where}.endTimeUnixNano")
+    parts.events = [
+        (str(name), _ns(time_ns, f"{where}.events[{i}].timeUnixNano"), attrs)
+        for i, (name, time_ns, attrs) in enumerate(parts.events)
+    ]
+    parts.links = [
+        (
+            _id(trace_id, 16, f"{where}.links[{i}].traceId"),
+            _id(span_id, 8, f"{where}.links[{i}].spanId"),
+            attrs,
+        )
+        for i, (trace_id, span_id, attrs) in enumerate(parts.links)
+    ]
+    if hook is not None:
+        hook(parts)
+    return SpanRecord(
+        run_id=parts.trace_id,
+        span_id=parts.span_id,
+        parent_id=parts.parent_id,
+        name=parts.name,
+        kind=parts.kind,
+        status=cast(SpanStatus, parts.status_code),
+        status_message=parts.status_message,
+        start_ns=parts.start_ns,
+        end_ns=parts.end_ns,
+        attributes=parts.attributes,
+        events=[EventRecord(name=n, time_ns=ns, attributes=a) for n, ns, a in parts.events],
+        links=[LinkRecord(trace_id=tr, span_id=sp, attributes=a) for tr, sp, a in parts.links],
+        resource=parts.resource,
+    )
+
+
+def _from_otlp_span(
+    raw: Any, resource: dict[str, Any], where: str, hook: PartsHook | None = None
+) -> SpanRecord:
+    span = _obj(raw, where)
+    status = _obj(span.get("status", {}), f"{where}.status")
     events = []
     for i, item in enumerate(_list(span.get("events"), f"{where}.events")):
         at = f"{where}.events[{i}]"
         event = _obj(item, at)
-        events.append(
-            EventRecord(
-                name=str(event.get("name", "")),
-                time_ns=_time(event, "timeUnixNano", at),
-                attributes=_from_key_values(event.get("attributes"), f"{at}.attributes"),
-            )
-        )
+        attributes = _from_key_values(event.get("attributes"), f"{at}.attributes")
+        events.append((event.get("name", ""), event.get("timeUnixNano"), attributes))
     links = []
     for i, item in enumerate(_list(span.get("links"), f"{where}.links")):
         at = f"{where}.links[{i}]"
         link = _obj(item, at)
-        links.append(
-            LinkRecord(
-                trace_id=_id(link.get("traceId"), 16, f"{at}.traceId"),
-                span_id=_id(link.get("spanId"), 8, f"{at}.spanId"),
-                attributes=_from_key_values(link.get("attributes"), f"{at}.attributes"),
-            )
-        )
-    return SpanRecord(
-        run_id=trace_id,
-        span_id=_id(span.get("spanId"), 8, f"{where}.spanId"),
-        parent_id=_id(parent, 8, f"{where}.parentSpanId") if parent else None,
-        name=name,
-        kind=_enum(span.get("kind", 0), _KIND_NAMES, "SPAN_KIND_", f"{where}.kind"),
-        status=cast(
-            SpanStatus,
-            _enum(status.get("code", 0), _STATUS_NAMES, "STATUS_CODE_", f"{where}.status.code"),
-        ),
-        status_message=message,
-        start_ns=_time(span, "startTimeUnixNano", where),
-        end_ns=_time(span, "endTimeUnixNano", where),
+        attributes = _from_key_values(link.get("attributes"), f"{at}.attributes")
+        links.append((link.get("traceId"), link.get("spanId"), attributes))
+    parts = OtlpSpanParts(
+        trace_id=span.get("traceId"),
+        span_id=span.get("spanId"),
+        parent_id=span.get("parentSpanId"),
+        name=span.get("name", ""),
+        kind=span.get("kind", 0),
+        status_code=status.get("code", 0),
+        status_message=status.get("message"),
+        start_ns=span.get("startTimeUnixNano"),
+        end_ns=span.get("endTimeUnixNano"),
         attributes=_from_key_values(span.get("attributes"), f"{where}.attributes"),
         events=events,
         links=links,
-        resource=dict(resource),
+        resource=resource,  # shared by the resource's spans; the record keeps its own copy
+        where=where,
     )
+    return otlp_span_record(parts, hook)
 
 
-def from_otlp_json(data: Mapping[str, Any]) -> list[SpanRecord]:
+def from_otlp_json(data: Mapping[str, Any], hook: PartsHook | None = None) -> list[SpanRecord]:
     """The spans of an OTLP/JSON ``ExportTraceServiceRequest`` (or ``TracesData``), in file order.
 
     Reads what :func:`to_otlp_json` writes and what other producers write (the Collector's file
     exporter: several resources and traces, int64 as strings or numbers, enums as numbers or
     names, optional fields left out). Resource attributes go into ``SpanRecord.resource``;
-    scopes are not kept.
+    scopes are not kept. ``hook`` sees each span's checked parts before its record is built.
 
     Raises:
         ValueError: the data is not OTLP/JSON trace data; the message names the bad field.
@@ -632,7 +709,7 @@ def from_otlp_json(data: Mapping[str, Any]) -> list[SpanRecord]:
             ss_at = f"{rs_at}.{scope_key}[{s}]"
             ss = _obj(raw_ss, ss_at)
             for i, raw_span in enumerate(_list(ss.get("spans"), f"{ss_at}.spans")):
-                spans.append(_from_otlp_span(raw_span, resource, f"{ss_at}.spans[{i}]"))
+                spans.append(_from_otlp_span(raw_span, resource, f"{ss_at}.spans[{i}]", hook))
     return spans
 
 

@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from spanflow.attributes import (
     REPLAY_OF,
@@ -66,6 +66,7 @@ _SELECT_SPANS: Final = (
     f"{s.SPAN_STATUS_MESSAGE}, {s.SPAN_START_NS}, {s.SPAN_END_NS}, {s.SPAN_ATTRIBUTES}, "
     f"{s.SPAN_RESOURCE_PK} FROM {s.SPANS} WHERE {s.SPAN_RUN_PK} = ? ORDER BY {s.SPAN_START_NS}"
 )
+_T = TypeVar("_T")
 _HEX_PREFIX: Final = re.compile(r"[0-9a-f]{4,32}")
 _DELETE_CHUNK: Final = 500
 
@@ -589,25 +590,32 @@ class Store:
         rows: list[s.SpanRow] = []
         extras: list[s.SpanExtra] = []
         resources: dict[str, dict[str, Any]] = {}
+        last: tuple[dict[str, Any] | None, dict[str, Any] | None] = (None, None)
+        # Spans already stored are skipped: one query per few hundred runs, not one per run.
+        stored: set[tuple[str, str]] = set()
+        for chunk in _chunks(list(by_run), _DELETE_CHUNK):
+            stored.update(
+                conn.execute(
+                    f"SELECT r.{s.RUN_ID}, sp.{s.SPAN_ID} FROM {s.RUNS} r JOIN {s.SPANS} sp "
+                    f"ON sp.{s.SPAN_RUN_PK} = r.{s.RUN_PK} "
+                    f"WHERE r.{s.RUN_ID} IN ({', '.join('?' * len(chunk))})",
+                    chunk,
+                )
+            )
         for run_id, group in by_run.items():
             tid = int(run_id, 16)
-            stored = {
-                r[0]
-                for r in conn.execute(
-                    f"SELECT {s.SPAN_ID} FROM {s.SPANS} WHERE {s.SPAN_RUN_PK} = "
-                    f"(SELECT {s.RUN_PK} FROM {s.RUNS} WHERE {s.RUN_ID} = ?)",
-                    (run_id,),
-                )
-            }
             for span in group.values():
-                if span.span_id in stored:
+                if (run_id, span.span_id) in stored:
                     continue
-                # One object per distinct resource, so the writer's key cache hits.
-                resource = (
-                    resources.setdefault(s.dumps(span.resource), span.resource)
-                    if span.resource
-                    else None
-                )
+                # One object per distinct resource, so the writer's key cache hits; spans of one
+                # resource come together, so the last one found usually answers.
+                resource = None
+                if span.resource:
+                    if span.resource == last[0]:
+                        resource = last[1]
+                    else:
+                        resource = resources.setdefault(s.dumps(span.resource), span.resource)
+                        last = (span.resource, resource)
                 rows.append(
                     [
                         tid,
@@ -646,7 +654,19 @@ class Store:
     ) -> None:
         # A run known only from spans other than its root (it has no workflow yet) spans what
         # arrived so far, whichever batch it came in, and names the service of its resource.
-        for run_id, group in by_run.items():
+        rootless: set[str] = set()
+        for chunk in _chunks(list(by_run), _DELETE_CHUNK):
+            rootless.update(
+                r[0]
+                for r in conn.execute(
+                    f"SELECT {s.RUN_ID} FROM {s.RUNS} WHERE {s.RUN_ID} IN "
+                    f"({', '.join('?' * len(chunk))}) AND {s.RUN_PID} IS NULL AND "
+                    f"({s.RUN_STATUS} = '{s.STATUS_RUNNING}' OR {s.RUN_WORKFLOW} IS NULL)",
+                    chunk,
+                )
+            )
+        for run_id in rootless:
+            group = by_run[run_id]
             start = min(span.start_ns for span in group.values())
             end = max(span.end_ns for span in group.values())
             service = next(
@@ -901,6 +921,6 @@ def _loads(text: str | None) -> dict[str, Any]:
     return value if isinstance(value, dict) else {"_value": value}
 
 
-def _chunks(items: list[int], size: int) -> Iterator[list[int]]:
+def _chunks(items: list[_T], size: int) -> Iterator[list[_T]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
