@@ -3,9 +3,11 @@
 Pure functions, no sockets (``spanflow.viewer.serve`` runs the HTTP server). A request body is
 protobuf (``application/x-protobuf``) or OTLP/JSON (``application/json``), optionally gzip
 compressed. Protobuf is parsed with the official ``opentelemetry-proto`` messages and read field
-by field; OTLP/JSON is read by :func:`spanflow.exporters.file_formats.from_otlp_json`. Both fill
-the same ``OtlpSpanParts`` and :func:`spanflow.exporters.file_formats.otlp_span_record` decides
-what a span means for either, so the two encodings cannot drift apart. (Going through
+by field; OTLP/JSON is read by :func:`spanflow.exporters.file_formats.otlp_json_span_data` (the
+reader ``spanflow import`` uses). Both fill the same ``OtlpSpanParts`` and
+:func:`spanflow.exporters.file_formats.check_otlp_span` decides what a span means for either, so
+the two encodings cannot drift apart. Records are the plain ``SpanData``: the receiver never
+loads pydantic. (Going through
 ``json_format.MessageToDict`` cost more than everything else a request does.) OTLP/JSON is not
 parsed with ``json_format``: OTLP writes trace and span ids as hex, which protobuf's generic JSON
 mapping would take for base64 and silently turn into wrong ids.
@@ -26,13 +28,13 @@ from typing import TYPE_CHECKING, Any, Final
 from spanflow.attributes import RUN_ID
 from spanflow.values.redact import Redactor
 
-from .file_formats import OtlpSpanParts, from_otlp_json, otlp_span_record
+from .file_formats import OtlpSpanParts, otlp_json_span_data, otlp_span_data
+from .records import SpanData
 
 if TYPE_CHECKING:
     from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
     from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-    from .records import SpanRecord
 
 __all__ = [
     "JSON",
@@ -64,7 +66,7 @@ class UnsupportedMediaType(ValueError):
 class Decoded:
     """The spans of one request, and how many could not be read (with the first reason)."""
 
-    spans: list[SpanRecord] = field(default_factory=list)
+    spans: list[SpanData] = field(default_factory=list)
     rejected: int = 0
     error: str = ""
 
@@ -165,7 +167,7 @@ def decode_request(
         raise ValueError("an OTLP/JSON request is a JSON object")
     document.setdefault("resourceSpans", [])
     try:
-        return Decoded(from_otlp_json(document, prepare))
+        return Decoded(otlp_json_span_data(document, prepare))
     except ValueError:
         pass  # some span is bad: read them one by one to keep the good ones
     return _span_by_span(document, prepare)
@@ -239,7 +241,7 @@ def _from_protobuf(request: Any, prepare: _Prepare) -> Decoded:
             for i, span in enumerate(ss.spans):
                 where = f"resourceSpans[{r}].scopeSpans[{s}].spans[{i}]"
                 try:
-                    out.spans.append(otlp_span_record(_pb_parts(span, resource, where), prepare))
+                    out.spans.append(otlp_span_data(_pb_parts(span, resource, where), prepare))
                 except ValueError as exc:
                     out.rejected += 1
                     out.error = out.error or str(exc)
@@ -270,7 +272,13 @@ def _pb_parts(span: Span, resource: dict[str, Any], where: str) -> OtlpSpanParts
 
 
 def _pb_attributes(pairs: Iterable[KeyValue]) -> dict[str, Any]:
-    return {kv.key: _pb_value(kv.value) for kv in pairs}
+    out: dict[str, Any] = {}
+    for kv in pairs:
+        value = kv.value
+        which = value.WhichOneof("value")
+        # Most values are strings: read those here, without another call.
+        out[kv.key] = value.string_value if which == "string_value" else _pb_value(value)
+    return out
 
 
 def _pb_value(value: AnyValue) -> Any:
@@ -312,7 +320,7 @@ def _span_by_span(document: Mapping[str, Any], prepare: _Prepare) -> Decoded:
             for span in spans:
                 one = {"resource": rs.get("resource", {}), "scopeSpans": [{"spans": [span]}]}
                 try:
-                    out.spans.extend(from_otlp_json({"resourceSpans": [one]}, prepare))
+                    out.spans.extend(otlp_json_span_data({"resourceSpans": [one]}, prepare))
                 except ValueError as exc:
                     reject(exc)
     return out

@@ -40,6 +40,7 @@ from spanflow.errors import StoreError, UnknownRunError
 from . import schema as s
 from .records import (
     RUN_FIELDS,
+    AnySpan,
     EventData,
     LinkData,
     RunData,
@@ -548,8 +549,10 @@ class Store:
             raise StoreError(f"{self._path} is open read-only; open it with readonly=False")
         return self._conn
 
-    def write_spans(self, spans: Iterable[SpanRecord], *, service: str | None = None) -> int:
+    def write_spans(self, spans: Iterable[AnySpan], *, service: str | None = None) -> int:
         """Insert spans (skipping ones already stored) and create or update their runs.
+
+        The spans are ``SpanRecord`` or plain ``SpanData`` records (the same fields).
 
         Everything happens in one transaction. A run's row comes from its root span (no parent,
         ``spanflow.run.id`` set); a run imported without its root is marked ``ok`` or
@@ -562,7 +565,7 @@ class Store:
         from ._batch import BatchWriter  # the writer, only for imports: readers start faster
 
         conn = self._writable()
-        by_run: dict[str, dict[str, SpanRecord]] = {}
+        by_run: dict[str, dict[str, AnySpan]] = {}
         for span in spans:
             by_run.setdefault(span.run_id, {}).setdefault(span.span_id, span)
         with self._lock:
@@ -584,7 +587,7 @@ class Store:
     def _new_rows(
         self,
         conn: sqlite3.Connection,
-        by_run: dict[str, dict[str, SpanRecord]],
+        by_run: dict[str, dict[str, AnySpan]],
         service: str | None,
     ) -> tuple[list[s.SpanRow], list[s.SpanExtra]]:
         rows: list[s.SpanRow] = []
@@ -650,7 +653,7 @@ class Store:
         return rows, extras
 
     def _finish_rootless(
-        self, conn: sqlite3.Connection, by_run: dict[str, dict[str, SpanRecord]]
+        self, conn: sqlite3.Connection, by_run: dict[str, dict[str, AnySpan]]
     ) -> None:
         # A run known only from spans other than its root (it has no workflow yet) spans what
         # arrived so far, whichever batch it came in, and names the service of its resource.
@@ -781,7 +784,7 @@ class Store:
         return self._path.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
 
 
-def _imported_run_row(span: SpanRecord, service: str | None) -> tuple[Any, ...]:
+def _imported_run_row(span: AnySpan, service: str | None) -> tuple[Any, ...]:
     attrs = span.attributes
     failed = span.status == "ERROR"
     events = [(e.name, e.attributes) for e in span.events]

@@ -25,17 +25,14 @@ import logging
 import queue
 import signal
 import threading
-import webbrowser
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Final
 
 import spanflow.exporters.otlp_receiver as otlp
-from google.protobuf import json_format
-from google.rpc import status_pb2
 from spanflow.errors import ConfigurationError, SpanflowError
-from spanflow.exporters.records import SpanRecord
+from spanflow.exporters.records import SpanData
 from spanflow.exporters.store import Store
 from spanflow.values.redact import Redactor
 
@@ -63,7 +60,7 @@ _RPC_UNAVAILABLE: Final = 14
 
 @dataclass
 class _Batch:
-    spans: list[SpanRecord]
+    spans: list[SpanData]
     size: int
     done: threading.Event = field(default_factory=threading.Event)
     error: str | None = None
@@ -236,6 +233,10 @@ class _ReceiverHandler(http.server.BaseHTTPRequestHandler):
             rpc = _RPC_UNAVAILABLE
         elif code == 413:
             rpc = _RPC_RESOURCE_EXHAUSTED
+        # Loaded on the first refusal: a receiver that is never refused starts without them.
+        from google.protobuf import json_format
+        from google.rpc import status_pb2
+
         status = status_pb2.Status(code=rpc, message=message)
         body = (
             status.SerializeToString()
@@ -351,6 +352,8 @@ def serve(
             flush=True,
         )
         if open_browser:
+            import webbrowser
+
             webbrowser.open(viewer.url)
         viewer.wait()
     except KeyboardInterrupt:

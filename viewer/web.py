@@ -39,14 +39,17 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
 from spanflow import attributes as attr
 from spanflow.errors import ConfigurationError, StoreError, UnknownRunError
-from spanflow.exporters.records import RunRecord, SpanData, datetime_to_ns
+from spanflow.exporters.records import SpanData, datetime_to_ns
 from spanflow.exporters.store import Store
 from spanflow.viewer.span_tree import SpanTree, build_tree
+
+if TYPE_CHECKING:
+    from spanflow.exporters.records import RunRecord  # pydantic loads on the first page asked
 
 __all__ = ["CSP", "MAX_SPANS", "Viewer", "ViewerServer", "make_server", "serve", "start_viewer"]
 
