@@ -562,7 +562,7 @@ def _enum(value: Any, names: Mapping[int, str], prefix: str, where: str) -> str:
 
 @dataclasses.dataclass(slots=True)
 class OtlpSpanParts:
-    """One OTLP span's fields as its encoding gave them, before :func:`otlp_span_record` checks
+    """One OTLP span's fields as its encoding gave them, before :func:`check_otlp_span` checks
     and normalises them: ids as hex (or base64) text, times and enums as numbers or text,
     attributes already decoded. Both readers (OTLP/JSON here, protobuf messages in
     ``otlp_receiver``) fill it, so what a span means is decided in one place."""

@@ -3,14 +3,13 @@
 Pure functions, no sockets (``spanflow.viewer.serve`` runs the HTTP server). A request body is
 protobuf (``application/x-protobuf``) or OTLP/JSON (``application/json``), optionally gzip
 compressed. Protobuf is parsed with the official ``opentelemetry-proto`` messages and read field
-by field; OTLP/JSON is read by :func:`spanflow.exporters.file_formats.otlp_json_span_data` (the
-reader ``spanflow import`` uses). Both fill the same ``OtlpSpanParts`` and
+by field (going through ``json_format.MessageToDict`` cost more than everything else a request
+does); OTLP/JSON is read by :func:`spanflow.exporters.file_formats.otlp_json_span_data`, the
+reader ``spanflow import`` uses. Both fill the same ``OtlpSpanParts``, and
 :func:`spanflow.exporters.file_formats.check_otlp_span` decides what a span means for either, so
 the two encodings cannot drift apart. Records are the plain ``SpanData``: the receiver never
-loads pydantic. (Going through
-``json_format.MessageToDict`` cost more than everything else a request does.) OTLP/JSON is not
-parsed with ``json_format``: OTLP writes trace and span ids as hex, which protobuf's generic JSON
-mapping would take for base64 and silently turn into wrong ids.
+loads pydantic. OTLP/JSON is not parsed with ``json_format``: OTLP writes trace and span ids as
+hex, which protobuf's generic JSON mapping would take for base64 and silently turn into wrong ids.
 
 Redaction and run marking happen while the records are built (a hook the converters call), so
 every span is built once and never copied.

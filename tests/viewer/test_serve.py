@@ -357,6 +357,10 @@ def test_a_trace_whose_root_has_not_arrived_is_an_incomplete_run(serving: Servin
     [run] = runs(serving.db)
     assert (run["id"], run["incomplete"]) == (run_id, True)
     assert run["workflow"] is None
+    # It lasts as long as what arrived: the child (second batch) starts before and ends after
+    # the grandchild (first batch).
+    child_ns = (1_700_000_000_500_000_000 - 2) - (1_700_000_000_000_000_000 + 2)
+    assert run["duration_ms"] == pytest.approx(child_ns / 1e6, abs=1e-7)
     table = spanflow("runs", "--db", str(serving.db))
     assert table.returncode == 0, table.stderr
     [row] = [line for line in table.stdout.splitlines() if line.startswith(run_id[:12])]
