@@ -77,6 +77,7 @@ $(PEERS_VENV)/.installed: pyproject.toml
 bench: venv $(PEERS_VENV)/.installed
 	cd bench && ../$(PY) bench_core.py
 	cd bench && ../$(PY) bench_store.py
+	cd bench && ../$(PY) bench_serve.py
 	cd bench && ../$(PY) bench_cli.py
 	cd bench && ../$(PY) bench_executors.py
 	cd bench && $(PEERS_VENV)/bin/python bench_peers.py

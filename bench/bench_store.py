@@ -115,9 +115,12 @@ def make_runs(n_spans: int) -> list[ReadableSpan]:
     return spans
 
 
-def bench_processor(directory: pathlib.Path, n_spans: int) -> None:
-    spans = make_runs(n_spans)
-    path = directory / "throughput.db"
+def measure_processor(path: pathlib.Path, spans: list[ReadableSpan]) -> dict[str, float]:
+    """Feed finished ``spans`` through SQLiteSpanProcessor into a fresh store at ``path``.
+
+    Returns spans/s sustained (wall), CPU µs per span on the caller's thread and in the writer,
+    and what the processor counted (written, dropped, failed) and bytes per span on disk.
+    """
     proc = SQLiteSpanProcessor(path)
     cpu, caller_cpu, started = time.process_time(), time.thread_time(), time.perf_counter()
     for i, span in enumerate(spans):
@@ -133,16 +136,35 @@ def bench_processor(directory: pathlib.Path, n_spans: int) -> None:
     stats = proc.stats()
     proc.shutdown()
     n = len(spans)
-    size = path.stat().st_size
-    print(f"processor: {n:,} spans in {elapsed:.2f} s wall = {n / elapsed:,.0f} spans/s sustained")
+    return {
+        "spans_per_s": n / elapsed,
+        "elapsed_s": elapsed,
+        "caller_us": caller_cpu / n * 1e6,
+        "writer_us": (cpu - caller_cpu) / n * 1e6,
+        "cpu_us": cpu / n * 1e6,
+        "written": stats["spans_written"],
+        "dropped": stats["spans_dropped"],
+        "failed": stats["spans_failed"],
+        "bytes_per_span": path.stat().st_size / n,
+    }
+
+
+def bench_processor(directory: pathlib.Path, n_spans: int) -> None:
+    spans = make_runs(n_spans)
+    m = measure_processor(directory / "throughput.db", spans)
+    n = len(spans)
     print(
-        f"  CPU per span: {caller_cpu / n * 1e6:.1f} us in on_end (caller's thread), "
-        f"{(cpu - caller_cpu) / n * 1e6:.1f} us in the writer thread "
-        f"= {n / cpu:,.0f} spans per CPU-second"
+        f"processor: {n:,} spans in {m['elapsed_s']:.2f} s wall = "
+        f"{m['spans_per_s']:,.0f} spans/s sustained"
     )
     print(
-        f"  written {stats['spans_written']:,}, dropped {stats['spans_dropped']}, "
-        f"failed {stats['spans_failed']}; {size / n:.0f} bytes/span on disk"
+        f"  CPU per span: {m['caller_us']:.1f} us in on_end (caller's thread), "
+        f"{m['writer_us']:.1f} us in the writer thread "
+        f"= {1e6 / m['cpu_us']:,.0f} spans per CPU-second"
+    )
+    print(
+        f"  written {m['written']:,}, dropped {m['dropped']:.0f}, "
+        f"failed {m['failed']:.0f}; {m['bytes_per_span']:.0f} bytes/span on disk"
     )
 
 

@@ -95,6 +95,7 @@ class RunRecord(BaseModel):
     span_count: int = 0
     error_count: int = 0
     attrs_version: int | None = None
+    incomplete: bool = False
 
 
 class GcResult(BaseModel):

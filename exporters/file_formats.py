@@ -12,14 +12,21 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import itertools
 import json
 import math
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, Final, cast
+from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 
-from .records import AnyRun, AnySpan, EventData, EventRecord, LinkRecord, SpanRecord, SpanStatus
+from . import records
+from .records import AnyRun, AnySpan, EventData, LinkData, SpanData
+
+if TYPE_CHECKING:
+    # The pydantic models load on first use (``records``): reading OTLP into plain records, as
+    # ``spanflow serve`` does, never imports pydantic.
+    from .records import EventRecord, LinkRecord, SpanRecord, SpanStatus
 
 SCOPE_NAME: Final = "spanflow"
 SERVICE_NAME: Final = "service.name"
@@ -553,75 +560,219 @@ def _enum(value: Any, names: Mapping[int, str], prefix: str, where: str) -> str:
     return names[number]
 
 
-def _from_otlp_span(raw: Any, resource: dict[str, Any], where: str) -> SpanRecord:
-    span = _obj(raw, where)
-    trace_id = _id(span.get("traceId"), 16, f"{where}.traceId")
-    parent = span.get("parentSpanId")
-    status = _obj(span.get("status", {}), f"{where}.status")
-    message = status.get("message") or None
+@dataclasses.dataclass(slots=True)
+class OtlpSpanParts:
+    """One OTLP span's fields as its encoding gave them, before :func:`check_otlp_span` checks
+    and normalises them: ids as hex (or base64) text, times and enums as numbers or text,
+    attributes already decoded. Both readers (OTLP/JSON here, protobuf messages in
+    ``otlp_receiver``) fill it, so what a span means is decided in one place."""
+
+    trace_id: Any
+    span_id: Any
+    parent_id: Any  # None or "" for a root
+    name: Any
+    kind: Any
+    status_code: Any
+    status_message: Any
+    start_ns: Any  # None when missing
+    end_ns: Any
+    attributes: dict[str, Any]
+    events: list[tuple[Any, Any, dict[str, Any]]]  # (name, time, attributes)
+    links: list[tuple[Any, Any, dict[str, Any]]]  # (trace id, span id, attributes)
+    resource: dict[str, Any]
+    where: str
+
+
+#: Called with a span's checked parts (ids as lowercase hex, times as ints, kind and status as
+#: names) before its record is built: it may change the attributes, events, links, message and
+#: resource in place (the receiver redacts them and marks runs there).
+PartsHook = Callable[[OtlpSpanParts], None]
+
+
+def _ns(value: Any, where: str) -> int:
+    if value is None:
+        raise _fail(where, "missing")
+    ns = _int(value, where)
+    if ns < 0:
+        raise _fail(where, f"a time cannot be negative, got {ns}")
+    return ns
+
+
+_ZERO_IDS: Final = {8: "0" * 16, 16: "0" * 32}
+
+
+def _hex_id(value: Any, nbytes: int, where: str, field: str) -> str:
+    if (
+        type(value) is str
+        and len(value) == 2 * nbytes
+        and value != _ZERO_IDS[nbytes]
+        and _HEX.match(value)
+    ):
+        return value.lower()
+    return _id(value, nbytes, f"{where}.{field}")
+
+
+def check_otlp_span(parts: OtlpSpanParts, hook: PartsHook | None = None) -> None:
+    """One OTLP span's parts checked and normalised in place (ids, times, enums, name and
+    message), then ``hook`` applied: what a span means, for every OTLP encoding.
+
+    Raises:
+        ValueError: a field cannot be stored; the message names it (``parts.where``).
+    """
+    where = parts.where
+    # Each check has a fast path for the usual value; the general one words the error.
+    parts.trace_id = _hex_id(parts.trace_id, 16, where, "traceId")
+    parts.span_id = _hex_id(parts.span_id, 8, where, "spanId")
+    parent = parts.parent_id
+    parts.parent_id = _hex_id(parent, 8, where, "parentSpanId") if parent else None
+    message = parts.status_message or None
     if message is not None and not isinstance(message, str):
         raise _fail(f"{where}.status.message", f"expected a string, got {_describe(message)}")
-    name = span.get("name", "")
-    if not isinstance(name, str):
-        raise _fail(f"{where}.name", f"expected a string, got {_describe(name)}")
+    parts.status_message = message
+    if not isinstance(parts.name, str):
+        raise _fail(f"{where}.name", f"expected a string, got {_describe(parts.name)}")
+    kind = parts.kind
+    if type(kind) is not int or kind not in _KIND_NAMES:
+        kind = _enum(kind, _KIND_NAMES, "SPAN_KIND_", f"{where}.kind")
+    else:
+        kind = _KIND_NAMES[kind]
+    parts.kind = kind
+    code = parts.status_code
+    if type(code) is not int or code not in _STATUS_NAMES:
+        code = _enum(code, _STATUS_NAMES, "STATUS_CODE_", f"{where}.status.code")
+    else:
+        code = _STATUS_NAMES[code]
+    parts.status_code = code
+    start, end = parts.start_ns, parts.end_ns
+    parts.start_ns = (
+        start if type(start) is int and start >= 0 else _ns(start, f"{where}.startTimeUnixNano")
+    )
+    parts.end_ns = end if type(end) is int and end >= 0 else _ns(end, f"{where}.endTimeUnixNano")
+    if parts.events:
+        parts.events = [
+            (str(name), _ns(time_ns, f"{where}.events[{i}].timeUnixNano"), attrs)
+            for i, (name, time_ns, attrs) in enumerate(parts.events)
+        ]
+    if parts.links:
+        parts.links = [
+            (
+                _hex_id(trace_id, 16, where, f"links[{i}].traceId"),
+                _hex_id(span_id, 8, where, f"links[{i}].spanId"),
+                attrs,
+            )
+            for i, (trace_id, span_id, attrs) in enumerate(parts.links)
+        ]
+    if hook is not None:
+        hook(parts)
+
+
+def otlp_span_record(parts: OtlpSpanParts, hook: PartsHook | None = None) -> SpanRecord:
+    """The validated record of one OTLP span (see :func:`check_otlp_span`)."""
+    check_otlp_span(parts, hook)
+    return records.SpanRecord(
+        run_id=parts.trace_id,
+        span_id=parts.span_id,
+        parent_id=parts.parent_id,
+        name=parts.name,
+        kind=parts.kind,
+        status=cast("SpanStatus", parts.status_code),
+        status_message=parts.status_message,
+        start_ns=parts.start_ns,
+        end_ns=parts.end_ns,
+        attributes=parts.attributes,
+        events=[records.EventRecord(name=n, time_ns=ns, attributes=a) for n, ns, a in parts.events],
+        links=[
+            records.LinkRecord(trace_id=tr, span_id=sp, attributes=a) for tr, sp, a in parts.links
+        ],
+        resource=parts.resource,
+    )
+
+
+def otlp_span_data(parts: OtlpSpanParts, hook: PartsHook | None = None) -> SpanData:
+    """One OTLP span as a plain ``SpanData`` (see :func:`check_otlp_span`): the same fields as
+    :func:`otlp_span_record`, checked the same way, without pydantic."""
+    check_otlp_span(parts, hook)
+    return SpanData(
+        run_id=parts.trace_id,
+        span_id=parts.span_id,
+        parent_id=parts.parent_id,
+        name=parts.name,
+        kind=parts.kind,
+        status=parts.status_code,
+        status_message=parts.status_message,
+        start_ns=parts.start_ns,
+        end_ns=parts.end_ns,
+        attributes=parts.attributes,
+        events=tuple(EventData(n, ns, a) for n, ns, a in parts.events),
+        links=tuple(LinkData(tr, sp, a) for tr, sp, a in parts.links),
+        resource=dict(parts.resource),  # shared by the resource's spans: each keeps its own
+    )
+
+
+def _from_otlp_span(
+    raw: Any, resource: dict[str, Any], where: str, build: Callable[[OtlpSpanParts], _S]
+) -> _S:
+    span = _obj(raw, where)
+    status = _obj(span.get("status", {}), f"{where}.status")
     events = []
     for i, item in enumerate(_list(span.get("events"), f"{where}.events")):
         at = f"{where}.events[{i}]"
         event = _obj(item, at)
-        events.append(
-            EventRecord(
-                name=str(event.get("name", "")),
-                time_ns=_time(event, "timeUnixNano", at),
-                attributes=_from_key_values(event.get("attributes"), f"{at}.attributes"),
-            )
-        )
+        attributes = _from_key_values(event.get("attributes"), f"{at}.attributes")
+        events.append((event.get("name", ""), event.get("timeUnixNano"), attributes))
     links = []
     for i, item in enumerate(_list(span.get("links"), f"{where}.links")):
         at = f"{where}.links[{i}]"
         link = _obj(item, at)
-        links.append(
-            LinkRecord(
-                trace_id=_id(link.get("traceId"), 16, f"{at}.traceId"),
-                span_id=_id(link.get("spanId"), 8, f"{at}.spanId"),
-                attributes=_from_key_values(link.get("attributes"), f"{at}.attributes"),
-            )
-        )
-    return SpanRecord(
-        run_id=trace_id,
-        span_id=_id(span.get("spanId"), 8, f"{where}.spanId"),
-        parent_id=_id(parent, 8, f"{where}.parentSpanId") if parent else None,
-        name=name,
-        kind=_enum(span.get("kind", 0), _KIND_NAMES, "SPAN_KIND_", f"{where}.kind"),
-        status=cast(
-            SpanStatus,
-            _enum(status.get("code", 0), _STATUS_NAMES, "STATUS_CODE_", f"{where}.status.code"),
-        ),
-        status_message=message,
-        start_ns=_time(span, "startTimeUnixNano", where),
-        end_ns=_time(span, "endTimeUnixNano", where),
+        attributes = _from_key_values(link.get("attributes"), f"{at}.attributes")
+        links.append((link.get("traceId"), link.get("spanId"), attributes))
+    parts = OtlpSpanParts(
+        trace_id=span.get("traceId"),
+        span_id=span.get("spanId"),
+        parent_id=span.get("parentSpanId"),
+        name=span.get("name", ""),
+        kind=span.get("kind", 0),
+        status_code=status.get("code", 0),
+        status_message=status.get("message"),
+        start_ns=span.get("startTimeUnixNano"),
+        end_ns=span.get("endTimeUnixNano"),
         attributes=_from_key_values(span.get("attributes"), f"{where}.attributes"),
         events=events,
         links=links,
-        resource=dict(resource),
+        resource=resource,  # shared by the resource's spans; each record keeps its own copy
+        where=where,
     )
+    return build(parts)
 
 
-def from_otlp_json(data: Mapping[str, Any]) -> list[SpanRecord]:
+def from_otlp_json(data: Mapping[str, Any], hook: PartsHook | None = None) -> list[SpanRecord]:
     """The spans of an OTLP/JSON ``ExportTraceServiceRequest`` (or ``TracesData``), in file order.
 
     Reads what :func:`to_otlp_json` writes and what other producers write (the Collector's file
     exporter: several resources and traces, int64 as strings or numbers, enums as numbers or
     names, optional fields left out). Resource attributes go into ``SpanRecord.resource``;
-    scopes are not kept.
+    scopes are not kept. ``hook`` sees each span's checked parts before its record is built.
 
     Raises:
         ValueError: the data is not OTLP/JSON trace data; the message names the bad field.
     """
+    return _read_otlp_json(data, lambda parts: otlp_span_record(parts, hook))
+
+
+def otlp_json_span_data(data: Mapping[str, Any], hook: PartsHook | None = None) -> list[SpanData]:
+    """:func:`from_otlp_json` as plain ``SpanData`` records."""
+    return _read_otlp_json(data, lambda parts: otlp_span_data(parts, hook))
+
+
+_S = TypeVar("_S")
+
+
+def _read_otlp_json(data: Mapping[str, Any], build: Callable[[OtlpSpanParts], _S]) -> list[_S]:
     root = _obj(data, "document")
     if "resourceSpans" not in root:
         keys = ", ".join(sorted(map(str, root))[:5]) or "none"
         raise _fail("document", f"no 'resourceSpans' key (keys: {keys}): not OTLP trace data")
-    spans: list[SpanRecord] = []
+    spans: list[_S] = []
     for r, raw_rs in enumerate(_list(root["resourceSpans"], "resourceSpans")):
         rs_at = f"resourceSpans[{r}]"
         rs = _obj(raw_rs, rs_at)
@@ -632,7 +783,7 @@ def from_otlp_json(data: Mapping[str, Any]) -> list[SpanRecord]:
             ss_at = f"{rs_at}.{scope_key}[{s}]"
             ss = _obj(raw_ss, ss_at)
             for i, raw_span in enumerate(_list(ss.get("spans"), f"{ss_at}.spans")):
-                spans.append(_from_otlp_span(raw_span, resource, f"{ss_at}.spans[{i}]"))
+                spans.append(_from_otlp_span(raw_span, resource, f"{ss_at}.spans[{i}]", build))
     return spans
 
 
@@ -763,7 +914,7 @@ def _from_jaeger_span(raw: Any, processes: Mapping[str, dict[str, Any]], where: 
         if parent is None and ref.get("refType") == "CHILD_OF" and ref_trace == trace_id:
             parent = ref_span
         else:
-            links.append(LinkRecord(trace_id=ref_trace, span_id=ref_span, attributes={}))
+            links.append(records.LinkRecord(trace_id=ref_trace, span_id=ref_span, attributes={}))
     if parent is None and raw.get("parentSpanID"):  # the older layout, no references
         parent = _jaeger_id(raw.get("parentSpanID"), 8, f"{where}.parentSpanID")
     code = str(tags.get("otel.status_code", "")).upper()
@@ -780,7 +931,7 @@ def _from_jaeger_span(raw: Any, processes: Mapping[str, dict[str, Any]], where: 
         fields = _from_jaeger_tags(log.get("fields"), f"{at}.fields")
         name = fields.pop("event", "")
         events.append(
-            EventRecord(
+            records.EventRecord(
                 name=str(name),
                 time_ns=_jaeger_number(log.get("timestamp", 0), f"{at}.timestamp", int) * 1000,
                 attributes=fields,
@@ -789,13 +940,13 @@ def _from_jaeger_span(raw: Any, processes: Mapping[str, dict[str, Any]], where: 
     start_us = _jaeger_number(raw.get("startTime"), f"{where}.startTime", int)
     duration_us = _jaeger_number(raw.get("duration", 0), f"{where}.duration", int)
     name = raw.get("operationName", "")
-    return SpanRecord(
+    return records.SpanRecord(
         run_id=trace_id,
         span_id=_jaeger_id(raw.get("spanID"), 8, f"{where}.spanID"),
         parent_id=parent,
         name=name if isinstance(name, str) else _json_text(name),
         kind=kind if kind in _KIND_NUMBERS else "INTERNAL",
-        status=cast(SpanStatus, status),
+        status=cast("SpanStatus", status),
         status_message=str(message) if message else None,
         start_ns=start_us * 1000,
         end_ns=(start_us + max(0, duration_us)) * 1000,

@@ -2,32 +2,38 @@
 
 Pure functions, no sockets (``spanflow.viewer.serve`` runs the HTTP server). A request body is
 protobuf (``application/x-protobuf``) or OTLP/JSON (``application/json``), optionally gzip
-compressed. Protobuf is decoded with the official ``opentelemetry-proto`` messages and turned into
-the OTLP/JSON dict with ``json_format.MessageToDict``, so one converter
-(:func:`spanflow.exporters.file_formats.from_otlp_json`) reads both encodings. OTLP/JSON is not
-parsed with ``json_format``: OTLP writes trace and span ids as hex, which protobuf's generic JSON
-mapping would take for base64 and silently turn into wrong ids.
+compressed. Protobuf is parsed with the official ``opentelemetry-proto`` messages and read field
+by field (going through ``json_format.MessageToDict`` cost more than everything else a request
+does); OTLP/JSON is read by :func:`spanflow.exporters.file_formats.otlp_json_span_data`, the
+reader ``spanflow import`` uses. Both fill the same ``OtlpSpanParts``, and
+:func:`spanflow.exporters.file_formats.check_otlp_span` decides what a span means for either, so
+the two encodings cannot drift apart. Records are the plain ``SpanData``: the receiver never
+loads pydantic. OTLP/JSON is not parsed with ``json_format``: OTLP writes trace and span ids as
+hex, which protobuf's generic JSON mapping would take for base64 and silently turn into wrong ids.
+
+Redaction and run marking happen while the records are built (a hook the converters call), so
+every span is built once and never copied.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-from google.protobuf import json_format
-from google.protobuf.message import DecodeError
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
-)
 from spanflow.attributes import RUN_ID
 from spanflow.values.redact import Redactor
 
-from .file_formats import from_otlp_json
-from .records import EventRecord, LinkRecord, SpanRecord
+from .file_formats import OtlpSpanParts, otlp_json_span_data, otlp_span_data
+from .records import SpanData
+
+if TYPE_CHECKING:
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
 
 __all__ = [
     "JSON",
@@ -38,7 +44,6 @@ __all__ = [
     "UnsupportedMediaType",
     "decode_request",
     "encode_response",
-    "prepare_spans",
 ]
 
 PROTOBUF: Final = "application/x-protobuf"
@@ -60,7 +65,7 @@ class UnsupportedMediaType(ValueError):
 class Decoded:
     """The spans of one request, and how many could not be read (with the first reason)."""
 
-    spans: list[SpanRecord] = field(default_factory=list)
+    spans: list[SpanData] = field(default_factory=list)
     rejected: int = 0
     error: str = ""
 
@@ -121,12 +126,17 @@ def decode_request(
     content_type: str | None,
     content_encoding: str | None = None,
     *,
+    redactor: Redactor,
     limit: int = MAX_BODY_BYTES,
 ) -> Decoded:
-    """The spans of an ``ExportTraceServiceRequest`` body.
+    """The spans of an ``ExportTraceServiceRequest`` body, as the store keeps them.
 
-    A span that cannot be stored (an all-zero or short id, a missing time) is counted in
-    ``rejected`` rather than failing the whole request.
+    Span, event, link and resource attributes go through ``redactor``, and so does the status
+    message. A root span (no parent) is given ``spanflow.run.id`` = its trace id unless it has
+    one, so the store files the trace as a run named after the root, with the resource's
+    service; spans that arrive before their root join the same run. A span that cannot be
+    stored (an all-zero or short id, a missing time) is counted in ``rejected`` rather than
+    failing the whole request.
 
     Raises:
         UnsupportedMediaType: the content type or encoding is not supported.
@@ -135,30 +145,158 @@ def decode_request(
     """
     kind = media_type(content_type)
     raw = decompress(body, content_encoding, limit)
-    document: Any
+    prepare = _Prepare(redactor)
     if kind == PROTOBUF:
+        from google.protobuf.message import DecodeError
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+            ExportTraceServiceRequest,
+        )
+
         request = ExportTraceServiceRequest()
         try:
             request.ParseFromString(raw)
         except DecodeError as exc:
             raise ValueError(f"not an ExportTraceServiceRequest ({exc})") from None
-        document = json_format.MessageToDict(request)
-    else:
-        try:
-            document = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ValueError(f"not JSON ({exc})") from None
-        if not isinstance(document, dict):
-            raise ValueError("an OTLP/JSON request is a JSON object")
-        document.setdefault("resourceSpans", [])
+        return _from_protobuf(request, prepare)
     try:
-        return Decoded(from_otlp_json(document))
+        document = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"not JSON ({exc})") from None
+    if not isinstance(document, dict):
+        raise ValueError("an OTLP/JSON request is a JSON object")
+    document.setdefault("resourceSpans", [])
+    try:
+        return Decoded(otlp_json_span_data(document, prepare))
     except ValueError:
         pass  # some span is bad: read them one by one to keep the good ones
-    return _span_by_span(document)
+    return _span_by_span(document, prepare)
 
 
-def _span_by_span(document: Mapping[str, Any]) -> Decoded:
+class _Prepare:
+    """The hook that makes a received span what the store keeps: redacted, its root a run."""
+
+    def __init__(self, redactor: Redactor) -> None:
+        self._redactor = redactor
+        # Resources are shared by the spans of a request: each is redacted once.
+        self._resources: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
+
+    def __call__(self, parts: OtlpSpanParts) -> None:
+        redactor = self._redactor
+        attributes = _scrub(redactor, parts.attributes)
+        if parts.parent_id is None:
+            attributes.setdefault(RUN_ID, parts.trace_id)
+        parts.attributes = attributes
+        if parts.status_message:
+            parts.status_message = redactor.redact_text(parts.status_message)[0]
+        if parts.events:
+            parts.events = [(n, ns, _scrub(redactor, a)) for n, ns, a in parts.events]
+        if parts.links:
+            parts.links = [(tr, sp, _scrub(redactor, a)) for tr, sp, a in parts.links]
+        resource = parts.resource
+        hit = self._resources.get(id(resource))
+        if hit is None or hit[0] is not resource:
+            hit = (resource, _scrub(redactor, resource))
+            self._resources[id(resource)] = hit
+        parts.resource = hit[1]
+
+
+def _scrub(redactor: Redactor, attributes: dict[str, Any]) -> dict[str, Any]:
+    if _is_clean(redactor, attributes):
+        return attributes
+    clean = redactor.scrub_attributes(attributes)
+    return attributes if clean is None else clean
+
+
+_SCALARS: Final = frozenset({int, float, bool, type(None)})
+
+
+def _is_clean(redactor: Redactor, attributes: dict[str, Any]) -> bool:
+    """Whether no key names a secret and no value is or holds secret-shaped text.
+
+    The common case, answered quickly: keys and short texts the redactor has already found
+    plain are set lookups, other texts are redacted here (the verdict is the redactor's); a
+    list or a nested object goes the long way, through ``scrub_attributes``.
+    """
+    plain_keys, plain_texts = redactor.plain_keys, redactor.plain_texts
+    for key, value in attributes.items():
+        if key not in plain_keys:
+            _, secret, hit = redactor.redact_key(key)
+            if secret or hit:
+                return False
+        kind = type(value)
+        if kind is str:
+            if value not in plain_texts and redactor.redact_text(value)[1]:
+                return False
+        elif kind not in _SCALARS:
+            return False
+    return True
+
+
+def _from_protobuf(request: Any, prepare: _Prepare) -> Decoded:
+    out = Decoded()
+    for r, rs in enumerate(request.resource_spans):
+        resource = _pb_attributes(rs.resource.attributes)
+        for s, ss in enumerate(rs.scope_spans):
+            for i, span in enumerate(ss.spans):
+                where = f"resourceSpans[{r}].scopeSpans[{s}].spans[{i}]"
+                try:
+                    out.spans.append(otlp_span_data(_pb_parts(span, resource, where), prepare))
+                except ValueError as exc:
+                    out.rejected += 1
+                    out.error = out.error or str(exc)
+    return out
+
+
+def _pb_parts(span: Span, resource: dict[str, Any], where: str) -> OtlpSpanParts:
+    status = span.status
+    return OtlpSpanParts(
+        trace_id=span.trace_id.hex(),
+        span_id=span.span_id.hex(),
+        parent_id=span.parent_span_id.hex(),
+        name=span.name,
+        kind=span.kind,
+        status_code=status.code,
+        status_message=status.message,
+        start_ns=span.start_time_unix_nano,
+        end_ns=span.end_time_unix_nano,
+        attributes=_pb_attributes(span.attributes),
+        events=[(e.name, e.time_unix_nano, _pb_attributes(e.attributes)) for e in span.events],
+        links=[
+            (ln.trace_id.hex(), ln.span_id.hex(), _pb_attributes(ln.attributes))
+            for ln in span.links
+        ],
+        resource=resource,
+        where=where,
+    )
+
+
+def _pb_attributes(pairs: Iterable[KeyValue]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for kv in pairs:
+        value = kv.value
+        which = value.WhichOneof("value")
+        # Most values are strings: read those here, without another call.
+        out[kv.key] = value.string_value if which == "string_value" else _pb_value(value)
+    return out
+
+
+def _pb_value(value: AnyValue) -> Any:
+    # The same values the OTLP/JSON reader gives: bytes stay base64 text (stored values are JSON).
+    which = value.WhichOneof("value")
+    if which == "string_value":
+        return value.string_value
+    if which is None:
+        return None
+    if which == "array_value":
+        return [_pb_value(item) for item in value.array_value.values]
+    if which == "kvlist_value":
+        return _pb_attributes(value.kvlist_value.values)
+    if which == "bytes_value":
+        return base64.b64encode(value.bytes_value).decode("ascii")
+    return getattr(value, which)  # bool_value, int_value, double_value
+
+
+def _span_by_span(document: Mapping[str, Any], prepare: _Prepare) -> Decoded:
     out = Decoded()
 
     def reject(error: Exception, count: int = 1) -> None:
@@ -181,7 +319,7 @@ def _span_by_span(document: Mapping[str, Any]) -> Decoded:
             for span in spans:
                 one = {"resource": rs.get("resource", {}), "scopeSpans": [{"spans": [span]}]}
                 try:
-                    out.spans.extend(from_otlp_json({"resourceSpans": [one]}))
+                    out.spans.extend(otlp_json_span_data({"resourceSpans": [one]}, prepare))
                 except ValueError as exc:
                     reject(exc)
     return out
@@ -189,6 +327,10 @@ def _span_by_span(document: Mapping[str, Any]) -> Decoded:
 
 def encode_response(kind: str, rejected: int = 0, message: str = "") -> bytes:
     """An ``ExportTraceServiceResponse`` in the request's encoding (partial success if any)."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceResponse,
+    )
+
     response = ExportTraceServiceResponse()
     if rejected:
         response.partial_success.rejected_spans = rejected
@@ -196,51 +338,6 @@ def encode_response(kind: str, rejected: int = 0, message: str = "") -> bytes:
     if kind == PROTOBUF:
         data: bytes = response.SerializeToString()
         return data
+    from google.protobuf import json_format
+
     return json.dumps(json_format.MessageToDict(response)).encode("utf-8")
-
-
-def _scrub(redactor: Redactor, attributes: Mapping[str, Any]) -> dict[str, Any]:
-    clean = redactor.scrub_attributes(attributes)
-    return dict(attributes) if clean is None else clean
-
-
-def prepare_spans(spans: Iterable[SpanRecord], redactor: Redactor) -> list[SpanRecord]:
-    """Received spans as the store keeps them: secrets redacted, each trace's root a run.
-
-    Span, event, link and resource attributes go through ``redactor``, and so does the status
-    message. A root span (no parent) is given ``spanflow.run.id`` = its trace id unless it has
-    one, so the store files the trace as a run named after the root, with the resource's
-    service; spans that arrive before their root join the same run.
-    """
-    out = []
-    for span in spans:
-        attributes = _scrub(redactor, span.attributes)
-        if span.parent_id is None:
-            attributes.setdefault(RUN_ID, span.run_id)
-        message = span.status_message
-        out.append(
-            span.model_copy(
-                update={
-                    "attributes": attributes,
-                    "status_message": redactor.redact_text(message)[0] if message else message,
-                    "events": [
-                        EventRecord(
-                            name=e.name,
-                            time_ns=e.time_ns,
-                            attributes=_scrub(redactor, e.attributes),
-                        )
-                        for e in span.events
-                    ],
-                    "links": [
-                        LinkRecord(
-                            trace_id=ln.trace_id,
-                            span_id=ln.span_id,
-                            attributes=_scrub(redactor, ln.attributes),
-                        )
-                        for ln in span.links
-                    ],
-                    "resource": _scrub(redactor, span.resource),
-                }
-            )
-        )
-    return out

@@ -245,6 +245,7 @@ class RunData(_Record):
         "error_count",
         "host",
         "id",
+        "incomplete",
         "pid",
         "process_start",
         "replay_of",
@@ -273,6 +274,7 @@ class RunData(_Record):
         "span_count",
         "error_count",
         "attrs_version",
+        "incomplete",
     )
     id: str
     workflow: str | None
@@ -291,6 +293,9 @@ class RunData(_Record):
     span_count: int
     error_count: int
     attrs_version: int | None
+    #: No root span of this trace is stored (yet): the run was assembled from its other spans,
+    #: as ``spanflow serve`` does with a trace whose root has not arrived.
+    incomplete: bool
 
     def __init__(
         self,
@@ -311,6 +316,7 @@ class RunData(_Record):
         span_count: int,
         error_count: int,
         attrs_version: int | None,
+        incomplete: bool = False,
     ) -> None:
         self._init(
             id,
@@ -330,6 +336,7 @@ class RunData(_Record):
             span_count,
             error_count,
             attrs_version,
+            incomplete,
         )
 
 

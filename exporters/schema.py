@@ -506,12 +506,12 @@ def open_for_writing(
             conn.execute("ROLLBACK")
             raise StoreError(problem)
         try:
-            import sqlite_utils
-
-            db = sqlite_utils.Database(conn, execute_plugins=False)
-            if version == -1:
-                bootstrap(db)
             if version != target:
+                import sqlite_utils  # ~130 ms of start-up: only to create or migrate a store
+
+                db = sqlite_utils.Database(conn, execute_plugins=False)
+                if version == -1:
+                    bootstrap(db)
                 migrate(db, migrations)
             conn.execute("COMMIT")
         except BaseException:

@@ -25,7 +25,7 @@ import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from spanflow.attributes import (
     REPLAY_OF,
@@ -40,6 +40,7 @@ from spanflow.errors import StoreError, UnknownRunError
 from . import schema as s
 from .records import (
     RUN_FIELDS,
+    AnySpan,
     EventData,
     LinkData,
     RunData,
@@ -66,6 +67,7 @@ _SELECT_SPANS: Final = (
     f"{s.SPAN_STATUS_MESSAGE}, {s.SPAN_START_NS}, {s.SPAN_END_NS}, {s.SPAN_ATTRIBUTES}, "
     f"{s.SPAN_RESOURCE_PK} FROM {s.SPANS} WHERE {s.SPAN_RUN_PK} = ? ORDER BY {s.SPAN_START_NS}"
 )
+_T = TypeVar("_T")
 _HEX_PREFIX: Final = re.compile(r"[0-9a-f]{4,32}")
 _DELETE_CHUNK: Final = 500
 
@@ -362,6 +364,7 @@ class Store:
             and not process_is_alive(pid, fields[s.RUN_PROCESS_START])
         ):
             fields[s.RUN_STATUS] = s.STATUS_CRASHED
+        fields["incomplete"] = fields[s.RUN_WORKFLOW] is None
         fields["started_at"] = ns_to_datetime(started)
         fields["ended_at"] = None if ended is None else ns_to_datetime(ended)
         # The checks a reader relies on; the pydantic records validate the rest.
@@ -414,6 +417,11 @@ class Store:
         spans = [_span_data(run.id, row, events, links, resources) for row in rows]
         if start and all(sp.span_id != start[0][0] for sp in spans):
             spans.insert(0, _unfinished_root(run, start[0], spans))
+        elif run.incomplete and spans:
+            missing = _missing_root_id([(sp.span_id, sp.parent_id, sp.start_ns) for sp in spans])
+            if missing is not None:
+                times = (min(sp.start_ns for sp in spans), max(sp.end_ns for sp in spans))
+                spans.insert(0, _missing_root(run, missing, *times))
         return spans
 
     def span_outline(self, run_id: str) -> list[tuple[int, str, str | None, str, int]]:
@@ -422,7 +430,7 @@ class Store:
         Cheap even for a run of many thousand spans; :meth:`spans_at` reads the records of
         the rows a caller picked.
         """
-        _, pk = self._run_rows(run_id)
+        run, pk = self._run_rows(run_id)
         rows = [
             (int(r[0]), r[1], r[2], r[3], int(r[4]))
             for r in self._query(
@@ -436,6 +444,10 @@ class Store:
         if start is not None and all(r[1] != start[0] for r in rows):
             # A root that never ended, rebuilt from its start record (row -1, see spans_at).
             rows.insert(0, (_START_ROW, start[0], None, "UNSET", int(start[2])))
+        elif start is None and run.incomplete and rows:
+            missing = _missing_root_id([(r[1], r[2], r[4]) for r in rows])
+            if missing is not None:
+                rows.insert(0, (_MISSING_ROW, missing, None, "UNSET", min(r[4] for r in rows)))
         return rows
 
     def _start_record(self, pk: int) -> Sequence[Any] | None:
@@ -486,6 +498,20 @@ class Store:
                 start = self._start_record(pk)
                 if start is not None:
                     out[_START_ROW] = _unfinished_root(run, start, list(out.values()))
+            if _MISSING_ROW in rows:
+                outline = self._query(
+                    f"SELECT {s.SPAN_ID}, {s.SPAN_PARENT_ID}, {s.SPAN_START_NS} FROM {s.SPANS} "
+                    f"WHERE {s.SPAN_RUN_PK} = ?",
+                    [pk],
+                )
+                missing = _missing_root_id([(r[0], r[1], int(r[2])) for r in outline])
+                first, last = self._query(
+                    f"SELECT min({s.SPAN_START_NS}), max({s.SPAN_END_NS}) FROM {s.SPANS} "
+                    f"WHERE {s.SPAN_RUN_PK} = ?",
+                    [pk],
+                )[0]
+                if missing is not None and first is not None:
+                    out[_MISSING_ROW] = _missing_root(run, missing, int(first), int(last))
         return out
 
     def rows_mentioning(self, run_id: str, needles: Sequence[str]) -> list[int]:
@@ -569,8 +595,10 @@ class Store:
             raise StoreError(f"{self._path} is open read-only; open it with readonly=False")
         return self._conn
 
-    def write_spans(self, spans: Iterable[SpanRecord], *, service: str | None = None) -> int:
+    def write_spans(self, spans: Iterable[AnySpan], *, service: str | None = None) -> int:
         """Insert spans (skipping ones already stored) and create or update their runs.
+
+        The spans are ``SpanRecord`` or plain ``SpanData`` records (the same fields).
 
         Everything happens in one transaction. A run's row comes from its root span (no parent,
         ``spanflow.run.id`` set); a run imported without its root is marked ``ok`` or
@@ -583,7 +611,7 @@ class Store:
         from ._batch import BatchWriter  # the writer, only for imports: readers start faster
 
         conn = self._writable()
-        by_run: dict[str, dict[str, SpanRecord]] = {}
+        by_run: dict[str, dict[str, AnySpan]] = {}
         for span in spans:
             by_run.setdefault(span.run_id, {}).setdefault(span.span_id, span)
         with self._lock:
@@ -605,31 +633,38 @@ class Store:
     def _new_rows(
         self,
         conn: sqlite3.Connection,
-        by_run: dict[str, dict[str, SpanRecord]],
+        by_run: dict[str, dict[str, AnySpan]],
         service: str | None,
     ) -> tuple[list[s.SpanRow], list[s.SpanExtra]]:
         rows: list[s.SpanRow] = []
         extras: list[s.SpanExtra] = []
         resources: dict[str, dict[str, Any]] = {}
+        last: tuple[dict[str, Any] | None, dict[str, Any] | None] = (None, None)
+        # Spans already stored are skipped: one query per few hundred runs, not one per run.
+        stored: set[tuple[str, str]] = set()
+        for chunk in _chunks(list(by_run), _DELETE_CHUNK):
+            stored.update(
+                conn.execute(
+                    f"SELECT r.{s.RUN_ID}, sp.{s.SPAN_ID} FROM {s.RUNS} r JOIN {s.SPANS} sp "
+                    f"ON sp.{s.SPAN_RUN_PK} = r.{s.RUN_PK} "
+                    f"WHERE r.{s.RUN_ID} IN ({', '.join('?' * len(chunk))})",
+                    chunk,
+                )
+            )
         for run_id, group in by_run.items():
             tid = int(run_id, 16)
-            stored = {
-                r[0]
-                for r in conn.execute(
-                    f"SELECT {s.SPAN_ID} FROM {s.SPANS} WHERE {s.SPAN_RUN_PK} = "
-                    f"(SELECT {s.RUN_PK} FROM {s.RUNS} WHERE {s.RUN_ID} = ?)",
-                    (run_id,),
-                )
-            }
             for span in group.values():
-                if span.span_id in stored:
+                if (run_id, span.span_id) in stored:
                     continue
-                # One object per distinct resource, so the writer's key cache hits.
-                resource = (
-                    resources.setdefault(s.dumps(span.resource), span.resource)
-                    if span.resource
-                    else None
-                )
+                # One object per distinct resource, so the writer's key cache hits; spans of one
+                # resource come together, so the last one found usually answers.
+                resource = None
+                if span.resource:
+                    if span.resource == last[0]:
+                        resource = last[1]
+                    else:
+                        resource = resources.setdefault(s.dumps(span.resource), span.resource)
+                        last = (span.resource, resource)
                 rows.append(
                     [
                         tid,
@@ -664,19 +699,44 @@ class Store:
         return rows, extras
 
     def _finish_rootless(
-        self, conn: sqlite3.Connection, by_run: dict[str, dict[str, SpanRecord]]
+        self, conn: sqlite3.Connection, by_run: dict[str, dict[str, AnySpan]]
     ) -> None:
-        for run_id, group in by_run.items():
+        # A run known only from spans other than its root (it has no workflow yet) spans what
+        # arrived so far, whichever batch it came in, and names the service of its resource.
+        rootless: set[str] = set()
+        for chunk in _chunks(list(by_run), _DELETE_CHUNK):
+            rootless.update(
+                r[0]
+                for r in conn.execute(
+                    f"SELECT {s.RUN_ID} FROM {s.RUNS} WHERE {s.RUN_ID} IN "
+                    f"({', '.join('?' * len(chunk))}) AND {s.RUN_PID} IS NULL AND "
+                    f"({s.RUN_STATUS} = '{s.STATUS_RUNNING}' OR {s.RUN_WORKFLOW} IS NULL)",
+                    chunk,
+                )
+            )
+        for run_id in rootless:
+            group = by_run[run_id]
+            start = min(span.start_ns for span in group.values())
             end = max(span.end_ns for span in group.values())
+            service = next(
+                (
+                    sp.resource[SERVICE_NAME]
+                    for sp in group.values()
+                    if sp.resource.get(SERVICE_NAME)
+                ),
+                None,
+            )
             conn.execute(
                 f"UPDATE {s.RUNS} SET {s.RUN_STATUS} = CASE WHEN {s.RUN_ERROR_COUNT} > 0 "
                 f"THEN '{s.STATUS_FAILED}' ELSE '{s.STATUS_OK}' END, "
+                f"{s.RUN_STARTED_NS} = min({s.RUN_STARTED_NS}, ?), "
                 f"{s.RUN_ENDED_NS} = max(coalesce({s.RUN_ENDED_NS}, 0), ?), "
                 f"{s.RUN_DURATION_MS} = (max(coalesce({s.RUN_ENDED_NS}, 0), ?) - "
-                f"{s.RUN_STARTED_NS}) / 1e6 "
-                f"WHERE {s.RUN_ID} = ? AND {s.RUN_STATUS} = '{s.STATUS_RUNNING}' "
-                f"AND {s.RUN_PID} IS NULL",
-                (end, end, run_id),
+                f"min({s.RUN_STARTED_NS}, ?)) / 1e6, "
+                f"{s.RUN_SERVICE} = coalesce({s.RUN_SERVICE}, ?) "
+                f"WHERE {s.RUN_ID} = ? AND {s.RUN_PID} IS NULL AND "
+                f"({s.RUN_STATUS} = '{s.STATUS_RUNNING}' OR {s.RUN_WORKFLOW} IS NULL)",
+                (start, end, end, start, service, run_id),
             )
 
     def gc(self, *, keep_days: float | None = None, max_bytes: int | None = None) -> GcResult:
@@ -770,7 +830,7 @@ class Store:
         return self._path.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
 
 
-def _imported_run_row(span: SpanRecord, service: str | None) -> tuple[Any, ...]:
+def _imported_run_row(span: AnySpan, service: str | None) -> tuple[Any, ...]:
     attrs = span.attributes
     failed = span.status == "ERROR"
     events = [(e.name, e.attributes) for e in span.events]
@@ -857,6 +917,49 @@ def _unfinished_root(run: RunData, start: Sequence[Any], spans: Sequence[SpanDat
     )
 
 
+_MISSING_ROW: Final = -2  # span_outline's row of a root that was never received
+#: How the placeholder of a root that was never received reads (its name and status).
+MISSING_ROOT_NAME: Final = "(root span)"
+_MISSING_ROOT_STATUS: Final = "not received"
+
+
+def _missing_root_id(spans: Iterable[tuple[str, str | None, int]]) -> str | None:
+    """The span id of the root of a run stored without it: of the parents that are not stored,
+    the one most ``(span_id, parent_id, start_ns)`` spans name (the earliest child breaks a tie);
+    None if every span's parent is stored or some span is a root."""
+    listed = list(spans)
+    ids = {span_id for span_id, _, _ in listed}
+    named: dict[str, list[int]] = {}
+    for _, parent, start in listed:
+        if parent is None:
+            return None
+        if parent not in ids:
+            named.setdefault(parent, []).append(start)
+    if not named:
+        return None
+    return min(named, key=lambda p: (-len(named[p]), min(named[p]), p))
+
+
+def _missing_root(run: RunData, span_id: str, start_ns: int, end_ns: int) -> SpanData:
+    """A placeholder for the root of a run whose root span has not been received, so the spans
+    that name it as their parent are drawn under it; it lasts as long as they do."""
+    return SpanData(
+        run_id=run.id,
+        span_id=span_id,
+        parent_id=None,
+        name=MISSING_ROOT_NAME,
+        kind="INTERNAL",
+        status="UNSET",
+        status_message=_MISSING_ROOT_STATUS,
+        start_ns=start_ns,
+        end_ns=end_ns,
+        attributes={RUN_UNFINISHED: True},
+        events=(),
+        links=(),
+        resource={SERVICE_NAME: run.service} if run.service else {},
+    )
+
+
 def _loads(text: str | None) -> dict[str, Any]:
     if not text:
         return {}
@@ -867,7 +970,7 @@ def _loads(text: str | None) -> dict[str, Any]:
     return value if isinstance(value, dict) else {"_value": value}
 
 
-def _chunks(items: list[int], size: int) -> Iterator[list[int]]:
+def _chunks(items: list[_T], size: int) -> Iterator[list[_T]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
 

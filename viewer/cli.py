@@ -240,6 +240,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
                     "started_at": render.iso_utc(r.started_at),
                     "duration_ms": r.duration_ms,
                     "error": r.error,
+                    "incomplete": r.incomplete,
                 }
                 for r in runs
             ]

@@ -150,7 +150,7 @@ def iso_utc(value: _dt.datetime) -> str:
 
 def status_text(status: str) -> Text:
     """A run status, coloured."""
-    return Text(clean(status, newlines=False), style=STATUS_STYLES.get(status, ""))
+    return Text(clean(status, newlines=False), style=STATUS_STYLES.get(status.split(" ")[0], ""))
 
 
 # -- output streams ---------------------------------------------------------------------------------------
@@ -237,7 +237,7 @@ def runs_table(runs: Sequence[AnyRun], width: int = PIPE_WIDTH, id_chars: int = 
         (
             clean(run.id[:id_chars], newlines=False),
             clean(one_line(run.workflow or "?", VALUE_CHARS), newlines=False),
-            run.status,
+            f"{run.status} (incomplete)" if run.incomplete else run.status,
             run.started_at.astimezone().strftime(started_format),
             format_duration(run.duration_ms),
             clean(one_line(run.error or "", ERROR_CHARS_IN_TABLE), newlines=False),

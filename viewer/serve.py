@@ -2,7 +2,7 @@
 
 Any OpenTelemetry SDK can export to it (``OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318``):
 ``POST /v1/traces`` takes protobuf or OTLP/JSON, optionally gzip compressed, and every received
-trace becomes a run (see :func:`spanflow.exporters.otlp_receiver.prepare_spans`).
+trace becomes a run (see :func:`spanflow.exporters.otlp_receiver.decode_request`).
 
 Answers follow the OTLP/HTTP specification: 200 with an ``ExportTraceServiceResponse`` (partial
 success counts the spans that could not be read), 400 for an undecodable body, 413 over the size
@@ -25,17 +25,14 @@ import logging
 import queue
 import signal
 import threading
-import webbrowser
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Final
 
 import spanflow.exporters.otlp_receiver as otlp
-from google.protobuf import json_format
-from google.rpc import status_pb2
 from spanflow.errors import ConfigurationError, SpanflowError
-from spanflow.exporters.records import SpanRecord
+from spanflow.exporters.records import SpanData
 from spanflow.exporters.store import Store
 from spanflow.values.redact import Redactor
 
@@ -63,7 +60,7 @@ _RPC_UNAVAILABLE: Final = 14
 
 @dataclass
 class _Batch:
-    spans: list[SpanRecord]
+    spans: list[SpanData]
     size: int
     done: threading.Event = field(default_factory=threading.Event)
     error: str | None = None
@@ -150,6 +147,11 @@ class _ReceiverHandler(http.server.BaseHTTPRequestHandler):
     server_version = "spanflow-otlp"
     sys_version = ""
     protocol_version = "HTTP/1.1"
+    # The answer leaves in one segment, at once: written unbuffered, the headers and the body
+    # went out as two, and the client's delayed ACK held the second for tens of milliseconds
+    # on every request.
+    wbufsize = -1
+    disable_nagle_algorithm = True
 
     def setup(self) -> None:
         self.request.settimeout(REQUEST_TIMEOUT_S)
@@ -188,9 +190,13 @@ class _ReceiverHandler(http.server.BaseHTTPRequestHandler):
             self.close_connection = True
             return
         try:
-            decoded = otlp.decode_request(
-                body, self.headers.get("Content-Type"), self.headers.get("Content-Encoding")
-            )
+            with self.server.redact_lock:
+                decoded = otlp.decode_request(
+                    body,
+                    self.headers.get("Content-Type"),
+                    self.headers.get("Content-Encoding"),
+                    redactor=self.server.redactor,
+                )
         except otlp.UnsupportedMediaType as exc:
             self._status(415, str(exc), kind)
             return
@@ -200,8 +206,7 @@ class _ReceiverHandler(http.server.BaseHTTPRequestHandler):
         except ValueError as exc:
             self._status(400, str(exc), kind)
             return
-        with self.server.redact_lock:
-            spans = otlp.prepare_spans(decoded.spans, self.server.redactor)
+        spans = decoded.spans
         if spans:
             batch = _Batch(spans, len(body))
             if not self.server.writer.offer(batch):
@@ -228,6 +233,10 @@ class _ReceiverHandler(http.server.BaseHTTPRequestHandler):
             rpc = _RPC_UNAVAILABLE
         elif code == 413:
             rpc = _RPC_RESOURCE_EXHAUSTED
+        # Loaded on the first refusal: a receiver that is never refused starts without them.
+        from google.protobuf import json_format
+        from google.rpc import status_pb2
+
         status = status_pb2.Status(code=rpc, message=message)
         body = (
             status.SerializeToString()
@@ -343,6 +352,8 @@ def serve(
             flush=True,
         )
         if open_browser:
+            import webbrowser
+
             webbrowser.open(viewer.url)
         viewer.wait()
     except KeyboardInterrupt:

@@ -47,12 +47,13 @@ from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
 from spanflow import attributes as attr
 from spanflow.errors import ConfigurationError, ReplayError, StoreError, UnknownRunError
-from spanflow.exporters.records import RunRecord, SpanData, datetime_to_ns
+from spanflow.exporters.records import SpanData, datetime_to_ns
 from spanflow.exporters.store import Store
 from spanflow.viewer import ai_spans
 from spanflow.viewer.span_tree import SpanTree, build_tree
 
 if TYPE_CHECKING:
+    from spanflow.exporters.records import RunRecord  # pydantic loads on the first page asked
     from spanflow.replayer.diff import RunDiff
 
 __all__ = [
@@ -766,6 +767,7 @@ def _run_json(run: RunRecord) -> dict[str, Any]:
         "host": run.host,
         "span_count": run.span_count,
         "error_count": run.error_count,
+        "incomplete": run.incomplete,
     }
 
 

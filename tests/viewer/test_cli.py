@@ -214,7 +214,16 @@ def test_runs_json_shape(stored: Stored, capsys: pytest.CaptureFixture[str]) -> 
     runs = json.loads(out)
     assert [r["id"] for r in runs] == [stored.bad, stored.good]
     for r in runs:
-        assert set(r) == {"id", "workflow", "status", "started_at", "duration_ms", "error"}
+        assert set(r) == {
+            "id",
+            "workflow",
+            "status",
+            "started_at",
+            "duration_ms",
+            "error",
+            "incomplete",
+        }
+        assert r["incomplete"] is False  # its root span is stored
         started = dt.datetime.fromisoformat(r["started_at"])
         assert started.utcoffset() == dt.timedelta(0)
         assert abs(dt.datetime.now(dt.UTC) - started) < dt.timedelta(minutes=5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import gzip
 import json
 import os
@@ -20,13 +21,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from google.protobuf import json_format
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue, KeyValueList
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
-from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
 SPANFLOW = [sys.executable, "-m", "spanflow.viewer.cli"]
 SECRET = "sk-proj-Abcdefghijklmnopqrstuvwxyz0123456789ABCD"
@@ -336,3 +338,269 @@ def test_viewer_url_serves_the_received_runs(serving: Serving) -> None:
             break
         time.sleep(0.1)
     assert "seen in the viewer" in text
+
+
+def _viewer_runs(serving: Serving) -> list[dict[str, Any]]:
+    base = serving.viewer_url.split("?", 1)[0]
+    token = serving.viewer_url.split("token=", 1)[1]
+    with urllib.request.urlopen(f"{base}api/runs?token={token}", timeout=10) as response:
+        listed: list[dict[str, Any]] = json.loads(response.read())["runs"]
+    return listed
+
+
+def test_a_trace_whose_root_has_not_arrived_is_an_incomplete_run(serving: Serving) -> None:
+    trace = 0xDEF
+    run_id = f"{trace:032x}"
+    # Children first, in two batches and out of order; the root (span 1) has not been sent.
+    assert serving.post(request_of(_span(trace, 3, 2, "grandchild")), PROTOBUF)[0] == 200
+    assert serving.post(request_of(_span(trace, 2, 1, "child")), PROTOBUF)[0] == 200
+    [run] = runs(serving.db)
+    assert (run["id"], run["incomplete"]) == (run_id, True)
+    assert run["workflow"] is None
+    # It lasts as long as what arrived: the child (second batch) starts before and ends after
+    # the grandchild (first batch).
+    child_ns = (1_700_000_000_500_000_000 - 2) - (1_700_000_000_000_000_000 + 2)
+    assert run["duration_ms"] == pytest.approx(child_ns / 1e6, abs=1e-7)
+    table = spanflow("runs", "--db", str(serving.db))
+    assert table.returncode == 0, table.stderr
+    [row] = [line for line in table.stdout.splitlines() if line.startswith(run_id[:12])]
+    assert "incomplete" in row, table.stdout
+    [listed] = _viewer_runs(serving)
+    assert (listed["id"], listed["incomplete"]) == (run_id, True)
+    shown = show(serving.db, run_id)
+    assert shown["run"]["incomplete"] is True
+    assert shown["run"]["service"] == "billing"  # from the resource, before the root came
+    drawn = spanflow("show", run_id, "--db", str(serving.db))
+    assert drawn.returncode == 0, drawn.stderr
+    lines = drawn.stdout.splitlines()
+    [root] = [
+        i for i, line in enumerate(lines) if "(root span)  " in line and "not received" in line
+    ]
+    [child] = [i for i, line in enumerate(lines) if "child" in line and "grand" not in line]
+    [grandchild] = [i for i, line in enumerate(lines) if "grandchild" in line]
+    assert root < child < grandchild, drawn.stdout
+    # The child hangs under the missing root, indented one level deeper, not as an orphan.
+    indent = len(lines[root]) - len(lines[root].lstrip("└├─│ "))
+    assert len(lines[child]) - len(lines[child].lstrip("└├─│ ")) > indent, drawn.stdout
+    assert "(orphan)" not in drawn.stdout, drawn.stdout
+    # The root arrives minutes later: the same run becomes complete, one run, not two.
+    assert serving.post(request_of(_span(trace, 1, None, "pipeline")), PROTOBUF)[0] == 200
+    [run] = runs(serving.db)
+    assert (run["id"], run["workflow"], run["status"]) == (run_id, "pipeline", "ok")
+    assert run["incomplete"] is False
+    [listed] = _viewer_runs(serving)
+    assert listed["incomplete"] is False
+    shown = show(serving.db, run_id)
+    assert shown["run"]["span_count"] == 3
+    assert sorted(s["name"] for s in shown["spans"]) == ["child", "grandchild", "pipeline"]
+    drawn = spanflow("show", run_id, "--db", str(serving.db))
+    assert "(root span)" not in drawn.stdout
+    table = spanflow("runs", "--db", str(serving.db))
+    assert "incomplete" not in table.stdout
+
+
+def _any(value: object) -> AnyValue:
+    if isinstance(value, bool):
+        return AnyValue(bool_value=value)
+    if isinstance(value, int):
+        return AnyValue(int_value=value)
+    if isinstance(value, float):
+        return AnyValue(double_value=value)
+    if isinstance(value, bytes):
+        return AnyValue(bytes_value=value)
+    if isinstance(value, list):
+        return AnyValue(array_value=ArrayValue(values=[_any(v) for v in value]))
+    if isinstance(value, dict):
+        pairs = [KeyValue(key=k, value=_any(v)) for k, v in value.items()]
+        return AnyValue(kvlist_value=KeyValueList(values=pairs))
+    return AnyValue(string_value=str(value))
+
+
+ATTRIBUTES: dict[str, object] = {
+    "text": "hello",
+    "count": 3,
+    "ratio": 0.25,
+    "flag": True,
+    "raw": b"\x00\x01\xfe",
+    "list": ["a", 1, False],
+    "nested": {"inner": {"deep": [1.5, "x"]}, "password": "hunter2hunter2"},
+    "note": f"key {SECRET} inside",
+}
+
+
+def _rich_span(trace: int) -> Span:
+    span = _span(trace, 1, None, "rich")
+    span.attributes.extend(KeyValue(key=k, value=_any(v)) for k, v in ATTRIBUTES.items())
+    span.status.code = Status.STATUS_CODE_ERROR
+    span.status.message = f"failed with {SECRET}"
+    span.events.append(
+        Span.Event(
+            name="exception",
+            time_unix_nano=1_700_000_000_100_000_000,
+            attributes=[_attr("exception.message", f"bad {SECRET}"), _attr("token", "t0k3n-val")],
+        )
+    )
+    span.links.append(
+        Span.Link(
+            trace_id=(trace + 1).to_bytes(16, "big"),
+            span_id=(7).to_bytes(8, "big"),
+            attributes=[KeyValue(key="api_key", value=_any("plain-value-not-shaped"))],
+        )
+    )
+    return span
+
+
+def _as_otlp_json(message: ExportTraceServiceRequest) -> bytes:
+    # The OTLP/JSON encoding: protobuf's JSON mapping, except that ids are hex.
+    document = json_format.MessageToDict(message)
+    for rs in document["resourceSpans"]:
+        for ss in rs["scopeSpans"]:
+            for span in ss["spans"]:
+                for owner in [span, *span.get("links", [])]:
+                    for key in ("traceId", "spanId", "parentSpanId"):
+                        if key in owner:
+                            owner[key] = base64.b64decode(owner[key]).hex()
+    return json.dumps(document).encode()
+
+
+def test_protobuf_and_json_requests_store_the_same_redacted_span(serving: Serving) -> None:
+    stored = []
+    for trace, encode in ((0xA1, "protobuf"), (0xA2, "json")):
+        message = ExportTraceServiceRequest(
+            resource_spans=[
+                ResourceSpans(
+                    resource=Resource(
+                        attributes=[
+                            _attr("service.name", "billing"),
+                            _attr("authorization", "Bearer abcdefghijklmnop"),
+                        ]
+                    ),
+                    scope_spans=[ScopeSpans(spans=[_rich_span(trace)])],
+                )
+            ]
+        )
+        if encode == "protobuf":
+            answer = serving.post(message.SerializeToString(), PROTOBUF)
+        else:
+            answer = serving.post(_as_otlp_json(message), "application/json")
+        assert answer[0] == 200, answer
+        [span] = show(serving.db, f"{trace:032x}")["spans"]
+        stored.append(span)
+    binary, text = stored
+    for span in stored:
+        del span["run_id"], span["attributes"]["spanflow.run.id"], span["links"][0]["trace_id"]
+    assert binary == text
+    attributes = binary["attributes"]
+    assert attributes["nested"] == {"inner": {"deep": [1.5, "x"]}, "password": "[REDACTED]"}
+    assert attributes["list"] == ["a", 1, False]
+    assert attributes["raw"] == base64.b64encode(b"\x00\x01\xfe").decode()
+    assert (attributes["count"], attributes["ratio"], attributes["flag"]) == (3, 0.25, True)
+    assert attributes["note"] == "key [REDACTED] inside"
+    assert binary["status"] == "ERROR"
+    assert binary["status_message"] == "failed with [REDACTED]"
+    [event] = binary["events"]
+    assert event["attributes"] == {"exception.message": "bad [REDACTED]", "token": "[REDACTED]"}
+    assert binary["links"][0]["attributes"] == {"api_key": "[REDACTED]"}
+    assert binary["resource"] == {"service.name": "billing", "authorization": "[REDACTED]"}
+    for path in serving.db.parent.glob("traces.db*"):
+        data = path.read_bytes()
+        for secret in (
+            SECRET,
+            "hunter2hunter2",
+            "t0k3n-val",
+            "plain-value-not",
+            "abcdefghijklmnop",
+        ):
+            assert secret.encode() not in data, (path, secret)
+
+
+APP = textwrap.dedent(
+    """
+    import pathlib
+    import sys
+    import time
+
+    import spanflow
+
+    @spanflow.step
+    def add(total: int, n: int) -> int:
+        return total + n
+
+    @spanflow.workflow
+    def tally(count: int) -> int:
+        total = 0
+        for n in range(count):
+            total = add(total, n)
+        return total
+
+    # Runs until told to stop, so its writes overlap the receiver's however fast either is.
+    stop = pathlib.Path(sys.argv[1])
+    made = 0
+    while not stop.exists() or made < 20:
+        tally(5)
+        made += 1
+        time.sleep(0.001)  # busy, but within what the store writes: no span is dropped
+        if made == 20:
+            print("started", flush=True)
+    print(made)
+    """
+)
+
+
+def test_an_app_and_serve_write_one_store_at_once(serving: Serving, tmp_path: Path) -> None:
+    script = tmp_path / "app.py"
+    script.write_text(APP, encoding="utf-8")
+    stop, received = tmp_path / "stop", 60
+    app = subprocess.Popen(
+        [sys.executable, str(script), str(stop)],
+        env={**os.environ, "SPANFLOW_DB": str(serving.db)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert app.stdout is not None and app.stdout.readline() == "started\n"
+        # While the app writes its runs, traces arrive: three spans each, root last.
+        for trace in range(1, received + 1):
+            spans = [
+                _span(trace, 3, 2, "leaf"),
+                _span(trace, 2, 1, "mid"),
+                _span(trace, 1, None, "got"),
+            ]
+            for span in spans:
+                # As an OTLP exporter does: a 503 (the store is locked by the app's writer
+                # longer than the receiver waits) is retried after its Retry-After.
+                for _attempt in range(20):
+                    status, headers, answer = serving.post(request_of(span), PROTOBUF)
+                    if status != 503:
+                        break
+                    time.sleep(min(float(headers.get("Retry-After", "1")), 1.0))
+                assert status == 200, answer
+        overlapped = app.poll() is None
+        stop.touch()
+        out, err = app.communicate(timeout=120)
+    finally:
+        if app.poll() is None:
+            app.kill()
+            app.communicate()
+    assert app.returncode == 0, err
+    assert overlapped, "the app stopped before the traces were received: nothing ran at once"
+    app_runs = int(out)
+    done = spanflow("runs", "--db", str(serving.db), "--json", "--limit", "100000")
+    assert done.returncode == 0, done.stderr
+    listed = json.loads(done.stdout)
+    mine = [r for r in listed if r["workflow"] == "tally"]
+    theirs = [r for r in listed if r["workflow"] == "got"]
+    assert len(mine) == app_runs and len(theirs) == received, len(listed)
+    assert {r["status"] for r in listed} == {"ok"}
+    assert not any(r["incomplete"] for r in listed)
+    with sqlite3.connect(f"file:{serving.db}?mode=ro", uri=True) as conn:
+        counts = dict(conn.execute("SELECT workflow, sum(span_count) FROM runs GROUP BY workflow"))
+        stored = dict(
+            conn.execute(
+                "SELECT r.workflow, count(*) FROM spans s JOIN runs r ON s.run_pk = r.pk "
+                "GROUP BY r.workflow"
+            )
+        )
+    conn.close()
+    assert counts == stored == {"tally": app_runs * 6, "got": received * 3}
