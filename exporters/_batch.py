@@ -49,6 +49,12 @@ their stored values, and a finished status is never turned back to running."""
 
 #: Position of the service name in a run row.
 RUN_ROW_SERVICE: Final = s.RUN_ROW_COLUMNS.index(s.RUN_SERVICE)
+#: Positions of the text columns whose None a run row may give as the int 0, as a span row does
+#: for its parent id and status message (see ``_NULL_AS_ZERO``): a one-step run has four.
+RUN_NULL_AS_ZERO: Final = frozenset(
+    s.RUN_ROW_COLUMNS.index(c)
+    for c in (s.RUN_ENTRYPOINT, s.RUN_WORKFLOW_FILE, s.RUN_ERROR, s.RUN_REPLAY_OF, s.RUN_SERVICE)
+)
 
 _WIDTH: Final = len(s.SPAN_COLUMNS)
 _MAX_SPANS: Final = 1024  # rows per statement at most; 11 parameters each
@@ -93,7 +99,10 @@ def insert_spans_sql(n: int) -> str:
 
 
 def _upsert_runs_sql(n: int) -> str:
-    columns = ", ".join(f"column{i}" for i in range(1, len(_RUN_COLUMNS) + 1))
+    columns = ", ".join(
+        f"nullif(column{i}, 0)" if i - 1 in RUN_NULL_AS_ZERO else f"column{i}"
+        for i in range(1, len(_RUN_COLUMNS) + 1)
+    )
     return (
         f"INSERT INTO {s.RUNS} ({', '.join(_RUN_COLUMNS)}) SELECT {columns} "
         f"FROM (VALUES {_values(n, len(_RUN_COLUMNS))}) WHERE column1 != 0 {UPSERT_RUN_CONFLICT}"
