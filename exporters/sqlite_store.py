@@ -376,10 +376,14 @@ class SQLiteSpanProcessor(SpanProcessor):
         recent = self._recent
         if tid in recent:
             return
-        with self._lock:
-            recent[tid] = None
-            while len(recent) > _RECENT_RUNS:
+        # No lock: each OrderedDict call is atomic under the GIL, and threads trimming at the
+        # same time at worst keep a few runs fewer.
+        recent[tid] = None
+        while len(recent) > _RECENT_RUNS:
+            try:
                 recent.popitem(last=False)
+            except KeyError:
+                break
 
     def _adopt(self, tid: int) -> bool:
         """Whether the trace's pending parentless span has meanwhile become part of a run."""
