@@ -58,7 +58,10 @@ RUN_NULL_AS_ZERO: Final = frozenset(
 
 _WIDTH: Final = len(s.SPAN_COLUMNS)
 _MAX_SPANS: Final = 1024  # rows per statement at most; 11 parameters each
-_MAX_OTHERS: Final = 256  # runs, events or links per statement at most
+_MAX_OTHERS: Final = 256  # events or links per statement at most
+# Runs per statement at most: a loop of one-step runs queues a run row per span, and a batch of
+# them took four times the statements (and GIL hand-overs) of its spans at 256.
+_MAX_RUNS: Final = 1024
 _MAX_VARIABLES_BEFORE_3_32: Final = 999
 # Columns (parent_id, status_message) whose None a span row may give as the int 0: sqlite3 binds
 # None through its adapter lookup, several times slower than an int. No text equals 0 in SQL.
@@ -220,8 +223,8 @@ class BatchWriter:
 
     def __init__(self) -> None:
         self._resources: set[str] = set()
-        self._upsert_runs = _MultiRow(_upsert_runs_sql, len(_RUN_COLUMNS), _MAX_OTHERS)
-        self._count_runs = _MultiRow(_count_runs_sql, 4, _MAX_OTHERS)
+        self._upsert_runs = _MultiRow(_upsert_runs_sql, len(_RUN_COLUMNS), _MAX_RUNS)
+        self._count_runs = _MultiRow(_count_runs_sql, 4, _MAX_RUNS)
         self._spans = _MultiRow(insert_spans_sql, _WIDTH, _MAX_SPANS)
         self._events = _MultiRow(
             _insert_keyed_sql(s.EVENTS, s.EVENT_COLUMNS), len(s.EVENT_COLUMNS), _MAX_OTHERS

@@ -371,3 +371,25 @@ def test_finished_runs_bind_no_none_and_read_back_null(tmp_path: Path) -> None:
     assert query(tmp_path / "traces.db", "SELECT entrypoint FROM runs WHERE workflow = 'flow'") == [
         (f"{__name__}:test_finished_runs_bind_no_none_and_read_back_null.<locals>.flow",)
     ]
+
+
+def test_a_batch_of_one_step_runs_takes_a_statement_per_thousand_runs(tmp_path: Path) -> None:
+    # A step called from a web handler is a run of one span: its batch holds as many run rows as
+    # spans, and each statement more is a GIL hand-over more for the application.
+    conn = schema.open_for_writing(tmp_path / "traces.db")
+    rows, extras = fake_rows(n_runs=1000, per_run=1)
+    runs = [extra[4] for extra in extras if extra[4] is not None]
+    try:
+        with counted(conn) as statements:
+            conn.execute("BEGIN IMMEDIATE")
+            assert BatchWriter().write(conn, rows, (), runs) == 1000
+            conn.execute("COMMIT")
+        upserts = [sql for sql in statements if sql.startswith("INSERT INTO runs")]
+        assert len(upserts) == 1, len(upserts)
+        assert len(statements) <= 5, statements
+    finally:
+        conn.close()
+    path = tmp_path / "traces.db"
+    assert query(path, "SELECT count(*), sum(span_count), count(entrypoint) FROM runs") == [
+        (1000, 1000, 0)
+    ]
