@@ -49,10 +49,19 @@ their stored values, and a finished status is never turned back to running."""
 
 #: Position of the service name in a run row.
 RUN_ROW_SERVICE: Final = s.RUN_ROW_COLUMNS.index(s.RUN_SERVICE)
+#: Positions of the text columns whose None a run row may give as the int 0, as a span row does
+#: for its parent id and status message (see ``_NULL_AS_ZERO``): a one-step run has four.
+RUN_NULL_AS_ZERO: Final = frozenset(
+    s.RUN_ROW_COLUMNS.index(c)
+    for c in (s.RUN_ENTRYPOINT, s.RUN_WORKFLOW_FILE, s.RUN_ERROR, s.RUN_REPLAY_OF, s.RUN_SERVICE)
+)
 
 _WIDTH: Final = len(s.SPAN_COLUMNS)
 _MAX_SPANS: Final = 1024  # rows per statement at most; 11 parameters each
-_MAX_OTHERS: Final = 256  # runs, events or links per statement at most
+_MAX_OTHERS: Final = 256  # events or links per statement at most
+# Runs per statement at most: a loop of one-step runs queues a run row per span, and a batch of
+# them took four times the statements (and GIL hand-overs) of its spans at 256.
+_MAX_RUNS: Final = 1024
 _MAX_VARIABLES_BEFORE_3_32: Final = 999
 # Columns (parent_id, status_message) whose None a span row may give as the int 0: sqlite3 binds
 # None through its adapter lookup, several times slower than an int. No text equals 0 in SQL.
@@ -93,7 +102,10 @@ def insert_spans_sql(n: int) -> str:
 
 
 def _upsert_runs_sql(n: int) -> str:
-    columns = ", ".join(f"column{i}" for i in range(1, len(_RUN_COLUMNS) + 1))
+    columns = ", ".join(
+        f"nullif(column{i}, 0)" if i - 1 in RUN_NULL_AS_ZERO else f"column{i}"
+        for i in range(1, len(_RUN_COLUMNS) + 1)
+    )
     return (
         f"INSERT INTO {s.RUNS} ({', '.join(_RUN_COLUMNS)}) SELECT {columns} "
         f"FROM (VALUES {_values(n, len(_RUN_COLUMNS))}) WHERE column1 != 0 {UPSERT_RUN_CONFLICT}"
@@ -211,8 +223,8 @@ class BatchWriter:
 
     def __init__(self) -> None:
         self._resources: set[str] = set()
-        self._upsert_runs = _MultiRow(_upsert_runs_sql, len(_RUN_COLUMNS), _MAX_OTHERS)
-        self._count_runs = _MultiRow(_count_runs_sql, 4, _MAX_OTHERS)
+        self._upsert_runs = _MultiRow(_upsert_runs_sql, len(_RUN_COLUMNS), _MAX_RUNS)
+        self._count_runs = _MultiRow(_count_runs_sql, 4, _MAX_RUNS)
         self._spans = _MultiRow(insert_spans_sql, _WIDTH, _MAX_SPANS)
         self._events = _MultiRow(
             _insert_keyed_sql(s.EVENTS, s.EVENT_COLUMNS), len(s.EVENT_COLUMNS), _MAX_OTHERS

@@ -15,7 +15,7 @@ import functools
 import json
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from opentelemetry.attributes import BoundedAttributes
@@ -178,31 +178,48 @@ def _service_of(resource_text: str | None) -> str | None:
     return service if isinstance(service, str) else None
 
 
-def ended_run_row(
-    row: s.SpanRow, name: Any, entrypoint: Any, workflow_file: Any, replay_of: Any
-) -> tuple[Any, ...]:
-    """What :func:`run_row` gives for a root span that ended without error, from its span row
-    (:meth:`RowMaker.row`, the resource as text) and the attributes ``spanflow.step.name``,
-    ``spanflow.workflow.entrypoint``, ``spanflow.workflow.file``, ``spanflow.replay.of``."""
-    start, end = row[7], row[8]
+def ended_run_rows(ended: Sequence[Sequence[Any]], service: str | None) -> list[tuple[Any, ...]]:
+    """What :func:`run_row` gives for root spans that ended without error, from the writer's
+    queue items: each a span row (:meth:`RowMaker.row`, the resource as text) and the
+    attributes ``spanflow.step.name``, ``spanflow.workflow.entrypoint``,
+    ``spanflow.workflow.file`` and ``spanflow.replay.of``.
+
+    ``service`` stands in for a resource without ``service.name``. A missing text is the int 0
+    (see ``_batch.RUN_NULL_AS_ZERO``); what is the same for every run of the process is looked
+    up once per batch.
+    """
     pid = os.getpid()
-    return (
-        row[0],
-        name or row[3],
-        entrypoint,
-        workflow_file,
-        s.STATUS_OK,
-        None,
-        start,
-        end,
-        (end - start) / 1e6,
-        replay_of,
-        _service_of(row[10]),
-        _own_host(),
-        pid,
-        _own_process_start(pid),
-        ATTRIBUTES_VERSION,
-    )
+    host, process, version = _own_host(), _own_process_start(pid), ATTRIBUTES_VERSION
+    services: dict[str | None, str | int] = {}
+    out: list[tuple[Any, ...]] = []
+    append = out.append
+    for row, name, entrypoint, workflow_file, replay_of in ended:
+        start, end, resource = row[7], row[8], row[10]
+        svc = services.get(resource)
+        if svc is None:
+            own = _service_of(resource)
+            svc = own if own is not None else (service if service is not None else 0)
+            services[resource] = svc
+        append(
+            (
+                row[0],
+                name or row[3],
+                0 if entrypoint is None else entrypoint,
+                0 if workflow_file is None else workflow_file,
+                s.STATUS_OK,
+                0,
+                start,
+                end,
+                (end - start) / 1e6,
+                0 if replay_of is None else replay_of,
+                svc,
+                host,
+                pid,
+                process,
+                version,
+            )
+        )
+    return out
 
 
 def start_row(span: ReadableSpan, attrs: Mapping[str, Any]) -> tuple[str, str, str, int, str]:

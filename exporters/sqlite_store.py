@@ -46,7 +46,7 @@ from ._span_rows import (
     SDK_SPANS,
     RowMaker,
     attributes,
-    ended_run_row,
+    ended_run_rows,
     events,
     links,
     run_row,
@@ -98,7 +98,7 @@ class _RunStart:
 
 
 # The end of a run whose root finished without error, events or links is queued as a plain
-# tuple: its span row and the four attributes its run row needs (``_span_rows.ended_run_row``),
+# tuple: its span row and the four attributes its run row needs (``_span_rows.ended_run_rows``),
 # from which the writer makes that row. Strings and ints only, like a span row, so the garbage
 # collector stops tracking it: a span, a dict or a tuple subclass per queued run would have every
 # collection of the application walk them all.
@@ -376,10 +376,14 @@ class SQLiteSpanProcessor(SpanProcessor):
         recent = self._recent
         if tid in recent:
             return
-        with self._lock:
-            recent[tid] = None
-            while len(recent) > _RECENT_RUNS:
+        # No lock: each OrderedDict call is atomic under the GIL, and threads trimming at the
+        # same time at worst keep a few runs fewer.
+        recent[tid] = None
+        while len(recent) > _RECENT_RUNS:
+            try:
                 recent.popitem(last=False)
+            except KeyError:
+                break
 
     def _adopt(self, tid: int) -> bool:
         """Whether the trace's pending parentless span has meanwhile become part of a run."""
@@ -558,6 +562,7 @@ class SQLiteSpanProcessor(SpanProcessor):
         extras: list[s.SpanExtra] = []
         runs: list[tuple[Any, ...]] = []
         starts: list[tuple[Any, ...]] = []
+        ended_runs: list[tuple[Any, ...]] = []
         flushes: list[_Flush] = []
         done = True
         try:
@@ -566,7 +571,8 @@ class SQLiteSpanProcessor(SpanProcessor):
             ended = [item for item in rows if len(item) == _RUN_END_WIDTH]
             if ended:
                 rows = [item for item in rows if len(item) != _RUN_END_WIDTH]
-                extras += [(e[0][0], e[0][1], None, None, ended_run_row(*e)) for e in ended]
+                # Rows complete with their service: no further pass over them before the insert.
+                ended_runs = ended_run_rows(ended, self._service)
             for item in batch if plain < len(batch) else ():
                 # The rarer items: events and links, run starts, flush markers.
                 kind = type(item)
@@ -578,10 +584,11 @@ class SQLiteSpanProcessor(SpanProcessor):
                     attrs = self._redactor.scrub_attributes(attributes(item.span)) or attributes(
                         item.span
                     )
-                    runs.append(run_row(item.span, attrs, ended=False))
+                    runs.append(self._with_service(run_row(item.span, attrs, ended=False)))
                     starts.append(start_row(item.span, attrs))
                 elif kind is _Flush:
                     flushes.append(item)
+            runs += ended_runs  # after the starts: a run's end row wins over its start row
             if not (rows or extras or runs):
                 return True
             if self._conn is None:
@@ -617,8 +624,7 @@ class SQLiteSpanProcessor(SpanProcessor):
         """Commit one batch; False if the store stayed busy (nothing lost: try again later)."""
         conn = self._conn
         assert conn is not None
-        if self._service is not None:
-            runs = [self._with_service(r) for r in runs]
+        if self._service is not None:  # the runs come with theirs (see _process)
             extras = [e if e[4] is None else (*e[:4], self._with_service(e[4])) for e in extras]
         for attempt in range(2):
             try:
@@ -672,7 +678,9 @@ class SQLiteSpanProcessor(SpanProcessor):
 
     def _with_service(self, run: tuple[Any, ...]) -> tuple[Any, ...]:
         i = RUN_ROW_SERVICE
-        return run if run[i] is not None else (*run[:i], self._service, *run[i + 1 :])
+        if self._service is None or run[i] is not None:
+            return run
+        return (*run[:i], self._service, *run[i + 1 :])
 
 
 def _is_busy(kind: str, detail: str) -> bool:

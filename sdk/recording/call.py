@@ -39,6 +39,25 @@ logger = logging.getLogger("spanflow")
 
 _NOTE_MARK = "__spanflow_run_note__"
 
+# The keys a step's context sets, each read through the public API as the one key of an empty
+# context given it: the current span's (OpenTelemetry's) and the current call's (spanflow's).
+(_SPAN_KEY,) = trace.set_span_in_context(INVALID_SPAN, otel_context.Context())
+(_CALL_KEY,) = with_run(
+    otel_context.Context(), RunState("", INVALID_SPAN), CallFrame("", INVALID_SPAN)
+)
+
+
+def _in_call(
+    ctx: otel_context.Context, span: Span, run: RunState, frame: CallFrame
+) -> otel_context.Context:
+    """``with_run(trace.set_span_in_context(span, ctx), run, frame)``, with one copy of ``ctx``
+    instead of two."""
+    frame.run = run
+    values = dict(ctx)
+    values[_SPAN_KEY] = span
+    values[_CALL_KEY] = frame
+    return otel_context.Context(values)
+
 
 def _state_json(state: State, rt: Runtime) -> JsonValue:
     """A State as plain JSON: pydantic's own (fast) dump, or the never-failing walk."""
@@ -170,7 +189,7 @@ class StepCall:
             span = rt.tracer.start_span(spec.name, context=parent_ctx, links=links)
             values = attributes
         self.span = span
-        self.frame = CallFrame(path=path, span=span)
+        self.frame = CallFrame(path, span)
         if run is None:
             run_id = format(span.get_span_context().trace_id, "032x")
             values[attr.RUN_ID] = run_id
@@ -180,7 +199,7 @@ class StepCall:
         self.run = run
         if values and span.is_recording():
             set_values(span, values)
-        self.ctx = with_run(trace.set_span_in_context(span, ctx), run, self.frame)
+        self.ctx = _in_call(ctx, span, run, self.frame)
         self.token: object | None = otel_context.attach(self.ctx)
         if (
             plan is not None

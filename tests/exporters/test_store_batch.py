@@ -12,15 +12,23 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import spanflow
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from spanflow import runtime
 from spanflow.attributes import RUN_ID, STEP_NAME, STEP_TYPE, STEP_TYPE_STEP, STEP_TYPE_WORKFLOW
 from spanflow.exporters import schema
 from spanflow.exporters._batch import BatchWriter, canonical_rows, chunk_sizes
-from spanflow.exporters._span_rows import SDK_SPANS, RowMaker, attributes, span_row
+from spanflow.exporters._span_rows import (
+    SDK_SPANS,
+    RowMaker,
+    attributes,
+    ended_run_rows,
+    span_row,
+)
 from spanflow.exporters.sqlite_store import SQLiteSpanProcessor
 from spanflow.exporters.store import Store
 
@@ -323,3 +331,65 @@ def test_spans_reach_the_disk_in_half_a_second_while_the_application_is_busy(
     assert len(lags) > 1000 and all(span_id in seen for span_id in ends.ended)
     # Polling adds up to 0.02 s; a loaded machine may delay a round now and then.
     assert lags[int(len(lags) * 0.99)] < 0.5, lags[-20:]
+
+
+def test_finished_runs_bind_no_none_and_read_back_null(tmp_path: Path) -> None:
+    # sqlite3 binds None through its adapter lookup (a failed attribute lookup, an exception made
+    # and cleared), several times what an int costs: a one-step run's row had four of them.
+    ended = [
+        (("a" * 32, "b" * 16, 0, "step", "INTERNAL", "OK", 0, 1, 3_000_001, "{}", None), *names)
+        for names in (("step", None, None, None), ("flow", "m:flow", "/x/flow.py", "c" * 32))
+    ]
+    for row in ended_run_rows(ended, None) + ended_run_rows(ended, "fallback"):
+        assert None not in row, row
+    provider = TracerProvider(resource=Resource.get_empty())  # no service.name
+    spanflow.configure(tracer_provider=provider, db=tmp_path / "traces.db")
+
+    @spanflow.step
+    def alone() -> int:
+        return 1
+
+    @spanflow.workflow
+    def flow() -> int:
+        return alone()
+
+    try:
+        alone()
+        flow()
+        spanflow.flush()
+    finally:
+        runtime.reset_for_tests()
+    rows = query(
+        tmp_path / "traces.db",
+        "SELECT workflow, typeof(entrypoint), typeof(workflow_file), typeof(error), "
+        "typeof(replay_of), typeof(service), status, span_count FROM runs ORDER BY workflow",
+    )
+    assert rows == [
+        ("alone", "null", "null", "null", "null", "null", "ok", 1),
+        ("flow", "text", "null", "null", "null", "null", "ok", 2),
+    ]
+    assert query(tmp_path / "traces.db", "SELECT entrypoint FROM runs WHERE workflow = 'flow'") == [
+        (f"{__name__}:test_finished_runs_bind_no_none_and_read_back_null.<locals>.flow",)
+    ]
+
+
+def test_a_batch_of_one_step_runs_takes_a_statement_per_thousand_runs(tmp_path: Path) -> None:
+    # A step called from a web handler is a run of one span: its batch holds as many run rows as
+    # spans, and each statement more is a GIL hand-over more for the application.
+    conn = schema.open_for_writing(tmp_path / "traces.db")
+    rows, extras = fake_rows(n_runs=1000, per_run=1)
+    runs = [extra[4] for extra in extras if extra[4] is not None]
+    try:
+        with counted(conn) as statements:
+            conn.execute("BEGIN IMMEDIATE")
+            assert BatchWriter().write(conn, rows, (), runs) == 1000
+            conn.execute("COMMIT")
+        upserts = [sql for sql in statements if sql.startswith("INSERT INTO runs")]
+        assert len(upserts) == 1, len(upserts)
+        assert len(statements) <= 5, statements
+    finally:
+        conn.close()
+    path = tmp_path / "traces.db"
+    assert query(path, "SELECT count(*), sum(span_count), count(entrypoint) FROM runs") == [
+        (1000, 1000, 0)
+    ]
