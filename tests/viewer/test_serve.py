@@ -30,6 +30,8 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyVa
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
+from tests.viewer.conftest import Watched
+
 SPANFLOW = [sys.executable, "-m", "spanflow.viewer.cli"]
 SECRET = "sk-proj-Abcdefghijklmnopqrstuvwxyz0123456789ABCD"
 PROTOBUF = "application/x-protobuf"
@@ -604,3 +606,27 @@ def test_an_app_and_serve_write_one_store_at_once(serving: Serving, tmp_path: Pa
         )
     conn.close()
     assert counts == stored == {"tally": app_runs * 6, "got": received * 3}
+
+
+@pytest.mark.browser
+def test_the_page_marks_a_trace_without_its_root_incomplete(
+    serving: Serving, watched: Watched
+) -> None:
+    trace = 0xFED
+    run_id = f"{trace:032x}"
+    assert serving.post(request_of(_span(trace, 2, 1, "child")), PROTOBUF)[0] == 200
+    page = watched.page
+    page.goto(serving.viewer_url)
+    row = page.locator(f"tr.run-row[data-run-id='{run_id}']")
+    row.wait_for()
+    assert row.locator(".tag.incomplete").inner_text() == "incomplete"
+    row.click()
+    page.wait_for_function("() => window.__spanflow && window.__spanflow.ready")
+    assert page.locator(".rh-top .tag.incomplete").count() == 1
+    assert "has not been received" in page.locator(".rh-noreplay").inner_text()
+    # The root arrives: the same run, no longer marked.
+    assert serving.post(request_of(_span(trace, 1, None, "pipeline")), PROTOBUF)[0] == 200
+    page.goto(serving.viewer_url)
+    row.wait_for()
+    assert row.locator(".tag.incomplete").count() == 0
+    assert watched.errors == []

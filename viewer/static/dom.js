@@ -133,3 +133,10 @@ export function showError(message) {
 export function badge(status) {
   return el("span", "badge " + status, status);
 }
+
+/** The mark of a received trace whose root span has not arrived (yet). */
+export function incompleteTag() {
+  const tag = el("span", "tag incomplete", "incomplete");
+  tag.title = "The root span of this trace has not been received (yet)";
+  return tag;
+}

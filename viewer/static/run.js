@@ -3,7 +3,7 @@
 
 import { compareLinks } from "./compare.js";
 import { opsList, renderDetail } from "./detail.js";
-import { ago, badge, el, fmtDate, fmtMs, getJSON, link, runHref, setCrumbs, setStore, shortId, showError } from "./dom.js";
+import { ago, badge, el, fmtDate, fmtMs, getJSON, incompleteTag, link, runHref, setCrumbs, setStore, shortId, showError } from "./dom.js";
 import { playback } from "./state.js";
 import { ancestors, buildModel, pickFailed, spanClass, spanTags, tokenText } from "./trace.js";
 
@@ -228,6 +228,7 @@ RunPage.prototype.renderHead = function () {
   rid.title = "Run id";
   top.append(rid);
   if (run.status === "running") top.append(el("span", "live", "live · refreshing every 2 s"));
+  if (run.incomplete) top.append(incompleteTag());
   h.append(top);
 
   const meta = el("div", "rh-meta");
@@ -276,6 +277,10 @@ RunPage.prototype.renderHead = function () {
   const compare = compareLinks(d);
   if (compare) h.append(compare);
 
+  if (run.incomplete) {
+    h.append(el("div", "rh-noreplay muted", "Incomplete: the root span of this trace has not been received (yet); its spans hang under a placeholder."));
+    return;
+  }
   if (!d.replay_command) {
     // Replay re-runs a workflow from its recorded entrypoint; a lone step has none.
     h.append(el("div", "rh-noreplay muted", "Not replayable: this run is not a @spanflow.workflow call, so there is no entrypoint to re-run."));

@@ -1,7 +1,7 @@
 // spanflow viewer: the run list (status and workflow filters, newest first, paged).
 // Every element is built with createElement/textContent: captured data is never parsed as HTML.
 
-import { ago, badge, el, fmtDate, fmtMs, getJSON, link, runHref, setCrumbs, setStore, shortId, showError } from "./dom.js";
+import { ago, badge, el, fmtDate, fmtMs, getJSON, incompleteTag, link, runHref, setCrumbs, setStore, shortId, showError } from "./dom.js";
 
 const LIST_POLL_MS = 4000;
 const STATUSES = [["", "All"], ["failed", "Failed"], ["running", "Running"], ["ok", "OK"], ["crashed", "Crashed"]];
@@ -163,6 +163,7 @@ ListPage.prototype.row = function (r) {
   const wf = el("td", "c-workflow");
   wf.append(link(runHref(r.id), r.workflow || "(unnamed)", "wf-name"));
   if (r.replay_of) wf.append(el("span", "tag replay", "replay"));
+  if (r.incomplete) wf.append(incompleteTag());
   const only = this.navLink("⏷", { workflow: r.workflow || "", offset: 0 }, "only");
   only.title = "Only runs of " + (r.workflow || "this workflow");
   if (r.workflow && r.workflow !== this.st.workflow) wf.append(only);
