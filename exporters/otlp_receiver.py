@@ -201,35 +201,8 @@ class _Prepare:
 
 
 def _scrub(redactor: Redactor, attributes: dict[str, Any]) -> dict[str, Any]:
-    if _is_clean(redactor, attributes):
-        return attributes
     clean = redactor.scrub_attributes(attributes)
     return attributes if clean is None else clean
-
-
-_SCALARS: Final = frozenset({int, float, bool, type(None)})
-
-
-def _is_clean(redactor: Redactor, attributes: dict[str, Any]) -> bool:
-    """Whether no key names a secret and no value is or holds secret-shaped text.
-
-    The common case, answered quickly: keys and short texts the redactor has already found
-    plain are set lookups, other texts are redacted here (the verdict is the redactor's); a
-    list or a nested object goes the long way, through ``scrub_attributes``.
-    """
-    plain_keys, plain_texts = redactor.plain_keys, redactor.plain_texts
-    for key, value in attributes.items():
-        if key not in plain_keys:
-            _, secret, hit = redactor.redact_key(key)
-            if secret or hit:
-                return False
-        kind = type(value)
-        if kind is str:
-            if value not in plain_texts and redactor.redact_text(value)[1]:
-                return False
-        elif kind not in _SCALARS:
-            return False
-    return True
 
 
 def _from_protobuf(request: Any, prepare: _Prepare) -> Decoded:

@@ -154,6 +154,8 @@ _NON_ALNUM: Final = re.compile(r"[^a-z0-9]+")
 _KEY_CACHE_SIZE: Final = 4096
 _TEXT_CACHE_SIZE: Final = 2048
 _TEXT_CACHE_CHARS: Final = 48
+# Attribute values redaction leaves as they are.
+_SCALARS: Final = frozenset({int, float, bool, type(None)})
 
 
 def _words(key: str) -> list[str]:
@@ -390,10 +392,18 @@ class Redactor:
         made, already redacted when they were encoded).
         """
         out: dict[str, object] | None = None
+        plain_keys, plain_texts = self.plain_keys, self.plain_texts
         for key, value in attributes.items():
             if key in skip:
                 continue
-            clean = REDACTED if self.redact_key(key)[1] else self._scrub_value(value, 0)
+            if key in plain_keys:
+                # The common case in set lookups: a key and a short text already found plain.
+                kind = type(value)
+                if kind in _SCALARS or (kind is str and value in plain_texts):
+                    continue
+                clean = self._scrub_value(value, 0)
+            else:
+                clean = REDACTED if self.redact_key(key)[1] else self._scrub_value(value, 0)
             if clean is not value and clean != value:
                 if out is None:
                     out = dict(attributes)
