@@ -23,11 +23,9 @@ import http.server
 import json
 import logging
 import queue
-import signal
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Final
 
 import spanflow.exporters.otlp_receiver as otlp
@@ -316,10 +314,6 @@ def start_receiver(db_path: Path, port: int = DEFAULT_OTLP_PORT) -> Receiver:
     return Receiver(Path(db_path), port)
 
 
-def _stop_on_term(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
 def serve(
     db_path: Path,
     *,
@@ -341,25 +335,12 @@ def serve(
     except (SpanflowError, OSError):
         receiver.stop()
         raise
-    previous = None
-    if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, _stop_on_term)
     try:
-        print(
+        banner = (
             f"spanflow OTLP/HTTP receiver at {receiver.endpoint}{TRACES_PATH} "
-            f"(OTEL_EXPORTER_OTLP_ENDPOINT={receiver.endpoint})\n"
-            f"spanflow viewer for {viewer.server.db_path} at {viewer.url} (Ctrl-C stops it)",
-            flush=True,
+            f"(OTEL_EXPORTER_OTLP_ENDPOINT={receiver.endpoint})"
         )
-        if open_browser:
-            import webbrowser
-
-            webbrowser.open(viewer.url)
-        viewer.wait()
-    except KeyboardInterrupt:
-        pass
+        web.serve_until_stopped(viewer, [banner], open_browser=open_browser)
     finally:
         viewer.stop()
         receiver.stop()
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)

@@ -34,14 +34,15 @@ import math
 import re
 import secrets
 import shlex
+import signal
 import socket
 import threading
 import time
-import webbrowser
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
@@ -373,7 +374,7 @@ def start_viewer(
 
 
 def serve(db_path: Path, *, port: int = 8765, open_browser: bool = False) -> None:
-    """Serve the viewer for ``db_path`` on 127.0.0.1 until interrupted (Ctrl-C).
+    """Serve the viewer for ``db_path`` on 127.0.0.1 until interrupted (Ctrl-C or SIGTERM).
 
     Prints the address with its access token on stdout (and opens it if ``open_browser``).
 
@@ -383,17 +384,37 @@ def serve(db_path: Path, *, port: int = 8765, open_browser: bool = False) -> Non
     """
     viewer = start_viewer(db_path, port=port)
     try:
-        print(
+        serve_until_stopped(viewer, [], open_browser=open_browser)
+    finally:
+        viewer.stop()
+
+
+def _stop_on_term(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def serve_until_stopped(viewer: Viewer, before: list[str], *, open_browser: bool) -> None:
+    """Print ``before`` and the viewer's address, open it if asked, and wait for Ctrl-C or
+    SIGTERM (either ends the wait quietly). Stopping the servers is the caller's."""
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _stop_on_term)
+    try:
+        lines = [
+            *before,
             f"spanflow viewer for {viewer.server.db_path} at {viewer.url} (Ctrl-C stops it)",
-            flush=True,
-        )
+        ]
+        print("\n".join(lines), flush=True)
         if open_browser:
+            import webbrowser
+
             webbrowser.open(viewer.url)
         viewer.wait()
     except KeyboardInterrupt:
         pass
     finally:
-        viewer.stop()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _loopback(host: str) -> str:
