@@ -186,10 +186,14 @@ class _Prepare:
         if parts.parent_id is None:
             attributes.setdefault(RUN_ID, parts.trace_id)
         parts.attributes = attributes
+        # Names too: an instrumented HTTP client may name its span after the URL, query and all.
+        parts.name = redactor.redact_text(parts.name)[0]
         if parts.status_message:
             parts.status_message = redactor.redact_text(parts.status_message)[0]
         if parts.events:
-            parts.events = [(n, ns, _scrub(redactor, a)) for n, ns, a in parts.events]
+            parts.events = [
+                (redactor.redact_text(n)[0], ns, _scrub(redactor, a)) for n, ns, a in parts.events
+            ]
         if parts.links:
             parts.links = [(tr, sp, _scrub(redactor, a)) for tr, sp, a in parts.links]
         resource = parts.resource

@@ -53,6 +53,8 @@ from .records import (
 )
 
 if TYPE_CHECKING:
+    from spanflow.values.redact import Redactor  # loaded by writes only: readers start faster
+
     from ._models import GcResult, RunRecord, SpanRecord
 
 #: The OpenTelemetry resource attribute (``opentelemetry.sdk.resources.SERVICE_NAME``); spelled
@@ -595,10 +597,21 @@ class Store:
             raise StoreError(f"{self._path} is open read-only; open it with readonly=False")
         return self._conn
 
-    def write_spans(self, spans: Iterable[AnySpan], *, service: str | None = None) -> int:
+    def write_spans(
+        self,
+        spans: Iterable[AnySpan],
+        *,
+        service: str | None = None,
+        redactor: Redactor | None = None,
+        redacted: bool = False,
+    ) -> int:
         """Insert spans (skipping ones already stored) and create or update their runs.
 
-        The spans are ``SpanRecord`` or plain ``SpanData`` records (the same fields).
+        The spans are ``SpanRecord`` or plain ``SpanData`` records (the same fields). They come
+        from outside the recording runtime (an imported file, a received trace), so each is
+        redacted first (``redactor``, default rules) as recorded spans are: its name, attributes,
+        status message, event names and attributes, link and resource attributes. ``redacted``
+        says the caller did exactly that already (``spanflow serve`` redacts while decoding).
 
         Everything happens in one transaction. A run's row comes from its root span (no parent,
         ``spanflow.run.id`` set); a run imported without its root is marked ``ok`` or
@@ -611,6 +624,10 @@ class Store:
         from ._batch import BatchWriter  # the writer, only for imports: readers start faster
 
         conn = self._writable()
+        if not redacted:
+            from spanflow.values.redact import Redactor
+
+            spans = redact_spans(spans, redactor or Redactor())
         by_run: dict[str, dict[str, AnySpan]] = {}
         for span in spans:
             by_run.setdefault(span.run_id, {}).setdefault(span.span_id, span)
@@ -990,3 +1007,57 @@ def _common_prefix(a: str, b: str | None) -> int:
             break
         n += 1
     return n
+
+
+def redact_spans(spans: Iterable[AnySpan], redactor: Redactor) -> Iterator[AnySpan]:
+    """Each span, or a plain copy of it with every secret replaced (see :meth:`Store.write_spans`):
+    name, attributes, status message, event names and attributes, link and resource attributes."""
+    scrub, text = redactor.scrub_attributes, redactor.redact_text
+    resources: dict[int, tuple[Any, dict[str, Any]]] = {}  # spans of a file share resources
+    for span in spans:
+        # SpanRecord's and SpanData's events and links have the same fields.
+        span_events: Sequence[Any] = span.events
+        span_links: Sequence[Any] = span.links
+        name = text(span.name)[0]
+        attributes = scrub(span.attributes)
+        message = None if span.status_message is None else text(span.status_message)[0]
+        events = [(text(e.name)[0], scrub(e.attributes)) for e in span_events]
+        links = [scrub(link.attributes) for link in span_links]
+        hit = resources.get(id(span.resource))
+        if hit is None or hit[0] is not span.resource:
+            hit = (span.resource, scrub(span.resource) or span.resource)
+            resources[id(span.resource)] = hit
+        unchanged = (
+            name == span.name
+            and attributes is None
+            and message == span.status_message
+            and all(
+                n == e.name and a is None for (n, a), e in zip(events, span_events, strict=True)
+            )
+            and all(a is None for a in links)
+            and hit[1] is span.resource
+        )
+        if unchanged:
+            yield span
+            continue
+        yield SpanData(
+            run_id=span.run_id,
+            span_id=span.span_id,
+            parent_id=span.parent_id,
+            name=name,
+            kind=span.kind,
+            status=span.status,
+            status_message=message,
+            start_ns=span.start_ns,
+            end_ns=span.end_ns,
+            attributes=span.attributes if attributes is None else attributes,
+            events=tuple(
+                EventData(n, e.time_ns, e.attributes if a is None else a)
+                for (n, a), e in zip(events, span_events, strict=True)
+            ),
+            links=tuple(
+                LinkData(link.trace_id, link.span_id, link.attributes if a is None else a)
+                for a, link in zip(links, span_links, strict=True)
+            ),
+            resource=hit[1],
+        )

@@ -111,7 +111,8 @@ class _Writer:
 
     def _write(self, store: Store, batches: list[_Batch]) -> None:
         try:
-            store.write_spans([span for batch in batches for span in batch.spans])
+            # Redacted as they were decoded (otlp_receiver.decode_request).
+            store.write_spans([span for batch in batches for span in batch.spans], redacted=True)
         except Exception as exc:  # never let one bad write stop the receiver
             logger.exception("spanflow serve: cannot write received spans")
             for batch in batches:

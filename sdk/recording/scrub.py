@@ -49,14 +49,17 @@ def scrub_span(span: ReadableSpan, redactor: Redactor) -> ReadableSpan:
     events = _events(span.events, redactor, ours)
     links = _links(span.links, redactor)
     status = span.status
+    # Another library's span name may hold one (an HTTP client naming its span after the URL).
+    name = span.name if ours else redactor.redact_text(span.name)[0]
     if status.description and not ours:
         description = redactor.redact_text(status.description)[0]
         if description != status.description:
             status = Status(status.status_code, description)
-    if attributes is None and events is None and links is None and status is span.status:
+    unchanged = attributes is None and events is None and links is None
+    if unchanged and status is span.status and name == span.name:
         return span
     return ReadableSpan(
-        name=span.name,
+        name=name,
         context=span.context,
         parent=span.parent,
         resource=span.resource,

@@ -48,6 +48,9 @@ def test_foreign_spans_inside_a_run_are_redacted_on_disk(
         ) as span:
             span.add_event("request", {"body": f'{{"api_key": "{OPENAI}"}}'})
             span.set_status(Status(StatusCode.ERROR, f"401 for Bearer {JWT}"))
+        # An HTTP client naming its span after the URL, and an event named after what it sent.
+        with app.start_as_current_span(f"GET /v1/models?key={OPENAI}") as call:
+            call.add_event(f"retry with Bearer {JWT}")
         return "ok"
 
     @spanflow.workflow
@@ -71,6 +74,9 @@ def test_foreign_spans_inside_a_run_are_redacted_on_disk(
     assert chat.attributes["tags"] == ["fine", "[REDACTED]"]
     assert chat.status == "ERROR"
     assert spans["support"].attributes["password"] == "[REDACTED]"
+    [get] = [s for s in spans.values() if s.name.startswith("GET ")]
+    assert get.name == "GET /v1/models?key=[REDACTED]"
+    assert [e.name for e in get.events] == ["retry with Bearer [REDACTED]"]
     # The application's own exporter is the application's business: it gets the span as made.
     assert recorded.attr("ChatCompletion", "api_key") == "hunter2-very-secret"
 

@@ -1137,3 +1137,56 @@ def test_reading_commands_start_without_heavy_imports(stored: Stored, tmp_path: 
 def test_version_is_read_only_when_asked(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--version"]) == 0
     assert capsys.readouterr().out == f"spanflow {spanflow.__version__}\n"
+
+
+# -- import redacts ----------------------------------------------------------------------------
+
+PASTED_KEY = "sk-proj-Qw3rTy7uIoPaSdFgHjKlZxCvBnMqWeRtYuIoP"
+
+
+def _otlp_json_with_secrets(trace: str) -> dict[str, Any]:
+    """A trace as another system exports it: secrets in names, values, events and resource."""
+    span = {
+        "traceId": trace,
+        "spanId": "00000000000000a1",
+        "name": f"GET /v1/models?key={PASTED_KEY}",
+        "kind": 3,
+        "startTimeUnixNano": "1700000000000000000",
+        "endTimeUnixNano": "1700000000100000000",
+        "attributes": [
+            {"key": "http.url", "value": {"stringValue": f"https://x.test/?key={PASTED_KEY}"}},
+            {"key": "password", "value": {"stringValue": "hunter2-hunter2"}},
+        ],
+        "events": [
+            {
+                "name": f"retry {PASTED_KEY}",
+                "timeUnixNano": "1700000000050000000",
+                "attributes": [{"key": "body", "value": {"stringValue": f"k={PASTED_KEY}"}}],
+            }
+        ],
+        "status": {"code": 2, "message": f"401 for {PASTED_KEY}"},
+    }
+    resource = {"attributes": [{"key": "api_token", "value": {"stringValue": "t0k3n-t0k3n"}}]}
+    return {"resourceSpans": [{"resource": resource, "scopeSpans": [{"spans": [span]}]}]}
+
+
+def test_import_redacts_every_span_it_writes(tmp_path: Path) -> None:
+    trace = "0123456789abcdef0123456789abcdef"
+    source = tmp_path / "from-prod.json"
+    source.write_text(json.dumps(_otlp_json_with_secrets(trace)), encoding="utf-8")
+    db = tmp_path / "traces.db"
+    done = spanflow_proc("import", source, "--db", db, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    for path in tmp_path.glob("traces.db*"):
+        data = path.read_bytes()
+        for secret in (PASTED_KEY, "hunter2-hunter2", "t0k3n-t0k3n"):
+            assert secret.encode() not in data, (path.name, secret)
+    with Store.open(db) as store:
+        [span] = store.span_data(trace)
+    assert span.name == "GET /v1/models?key=[REDACTED]"
+    assert span.attributes["password"] == "[REDACTED]"
+    assert span.status_message == "401 for [REDACTED]"
+    assert [(e.name, e.attributes) for e in span.events] == [
+        ("retry [REDACTED]", {"body": "k=[REDACTED]"})
+    ]
+    assert span.resource == {"api_token": "[REDACTED]"}

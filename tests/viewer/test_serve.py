@@ -431,13 +431,14 @@ ATTRIBUTES: dict[str, object] = {
 
 
 def _rich_span(trace: int) -> Span:
-    span = _span(trace, 1, None, "rich")
+    # Named as an HTTP client names its span: after the URL, query and all.
+    span = _span(trace, 1, None, f"GET /v1/models?key={SECRET}")
     span.attributes.extend(KeyValue(key=k, value=_any(v)) for k, v in ATTRIBUTES.items())
     span.status.code = Status.STATUS_CODE_ERROR
     span.status.message = f"failed with {SECRET}"
     span.events.append(
         Span.Event(
-            name="exception",
+            name=f"exception {SECRET}",
             time_unix_nano=1_700_000_000_100_000_000,
             attributes=[_attr("exception.message", f"bad {SECRET}"), _attr("token", "t0k3n-val")],
         )
@@ -500,7 +501,9 @@ def test_protobuf_and_json_requests_store_the_same_redacted_span(serving: Servin
     assert attributes["note"] == "key [REDACTED] inside"
     assert binary["status"] == "ERROR"
     assert binary["status_message"] == "failed with [REDACTED]"
+    assert binary["name"] == "GET /v1/models?key=[REDACTED]"
     [event] = binary["events"]
+    assert event["name"] == "exception [REDACTED]"
     assert event["attributes"] == {"exception.message": "bad [REDACTED]", "token": "[REDACTED]"}
     assert binary["links"][0]["attributes"] == {"api_key": "[REDACTED]"}
     assert binary["resource"] == {"service.name": "billing", "authorization": "[REDACTED]"}
