@@ -34,7 +34,7 @@ DEFAULT_SERVICE: Final = "spanflow"
 
 _INT64_MIN: Final = -(2**63)
 _INT64_MAX: Final = 2**63 - 1
-_HEX = re.compile(r"^[0-9a-fA-F]*$")
+_HEX = re.compile(r"[0-9a-fA-F]*\Z")  # used with match(); \Z: "$" would admit a final "\n"
 
 # OTLP enum values (opentelemetry/proto/trace/v1/trace.proto: Span.SpanKind, Status.StatusCode).
 _KIND_NUMBERS: Final = {"INTERNAL": 1, "SERVER": 2, "CLIENT": 3, "PRODUCER": 4, "CONSUMER": 5}
@@ -595,6 +595,8 @@ def _ns(value: Any, where: str) -> int:
     ns = _int(value, where)
     if ns < 0:
         raise _fail(where, f"a time cannot be negative, got {ns}")
+    if ns > _INT64_MAX:  # a fixed64 may hold it; SQLite's integers cannot
+        raise _fail(where, f"a time must fit in 64 signed bits, got {ns}")
     return ns
 
 
@@ -645,9 +647,13 @@ def check_otlp_span(parts: OtlpSpanParts, hook: PartsHook | None = None) -> None
     parts.status_code = code
     start, end = parts.start_ns, parts.end_ns
     parts.start_ns = (
-        start if type(start) is int and start >= 0 else _ns(start, f"{where}.startTimeUnixNano")
+        start
+        if type(start) is int and 0 <= start <= _INT64_MAX
+        else _ns(start, f"{where}.startTimeUnixNano")
     )
-    parts.end_ns = end if type(end) is int and end >= 0 else _ns(end, f"{where}.endTimeUnixNano")
+    parts.end_ns = (
+        end if type(end) is int and 0 <= end <= _INT64_MAX else _ns(end, f"{where}.endTimeUnixNano")
+    )
     if parts.events:
         parts.events = [
             (str(name), _ns(time_ns, f"{where}.events[{i}].timeUnixNano"), attrs)

@@ -162,6 +162,8 @@ def decode_request(
         document = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"not JSON ({exc})") from None
+    except RecursionError:
+        raise ValueError("not OTLP/JSON: nested deeper than Python can read") from None
     if not isinstance(document, dict):
         raise ValueError("an OTLP/JSON request is a JSON object")
     document.setdefault("resourceSpans", [])

@@ -134,11 +134,19 @@ class _ReceiverServer(http.server.ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], writer: _Writer) -> None:
         self.writer = writer
-        self.redactor = Redactor()
-        self.redact_lock = threading.Lock()  # the redactor's caches are not thread-safe
+        # A redactor per connection thread: its caches are not thread-safe, and a lock around
+        # decoding would make every client wait for the slowest request.
+        self._local = threading.local()
         super().__init__(address, _ReceiverHandler)
         port = int(self.server_address[1])
         self.allowed_hosts = frozenset({f"127.0.0.1:{port}", f"localhost:{port}"})
+
+    def redactor(self) -> Redactor:
+        """This thread's redactor."""
+        redactor: Redactor | None = getattr(self._local, "redactor", None)
+        if redactor is None:
+            redactor = self._local.redactor = Redactor()
+        return redactor
 
 
 class _ReceiverHandler(http.server.BaseHTTPRequestHandler):
@@ -189,13 +197,12 @@ class _ReceiverHandler(http.server.BaseHTTPRequestHandler):
             self.close_connection = True
             return
         try:
-            with self.server.redact_lock:
-                decoded = otlp.decode_request(
-                    body,
-                    self.headers.get("Content-Type"),
-                    self.headers.get("Content-Encoding"),
-                    redactor=self.server.redactor,
-                )
+            decoded = otlp.decode_request(
+                body,
+                self.headers.get("Content-Type"),
+                self.headers.get("Content-Encoding"),
+                redactor=self.server.redactor(),
+            )
         except otlp.UnsupportedMediaType as exc:
             self._status(415, str(exc), kind)
             return

@@ -138,7 +138,9 @@ _DEFAULT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
         r"|api[_-]?key|(?:access|refresh|id|auth|api|bearer|session|csrf)[_-]?token"
         r"|private[_-]?key|client[_-]?secret)"
         # Environment-variable style names: OPENAI_KEY=..., MY_SERVICE_TOKEN: ...
-        r"|[A-Z][A-Z0-9_]*_(?:KEY|SECRET|TOKEN|PASSWORD|PASS|PWD))"
+        # (starting where no name character precedes: from inside a run of them, every start
+        # would scan the rest of the run again, quadratic time on a long one)
+        r"|(?<![A-Za-z0-9_])[A-Z][A-Z0-9_]*_(?:KEY|SECRET|TOKEN|PASSWORD|PASS|PWD))"
         rf"[\"']?\s*[:=]\s*(?:\"({_FRESH}[^\"\\\r\n]+)\"|'({_FRESH}[^'\\\r\n]+)'"
         rf"|({_FRESH}[^\s\"'&,;)}}\]\\]+))",
         ("pass", "pwd", "secret", "key", "token"),
@@ -154,6 +156,8 @@ _NON_ALNUM: Final = re.compile(r"[^a-z0-9]+")
 _KEY_CACHE_SIZE: Final = 4096
 _TEXT_CACHE_SIZE: Final = 2048
 _TEXT_CACHE_CHARS: Final = 48
+# Containers nested deeper than this are replaced whole (a walk must end somewhere).
+_MAX_DEPTH: Final = 32
 # Attribute values redaction leaves as they are.
 _SCALARS: Final = frozenset({int, float, bool, type(None)})
 
@@ -403,7 +407,14 @@ class Redactor:
                     continue
                 clean = self._scrub_value(value, 0)
             else:
-                clean = REDACTED if self.redact_key(key)[1] else self._scrub_value(value, 0)
+                text, secret, in_key = self.redact_key(key)
+                clean = REDACTED if secret else self._scrub_value(value, 0)
+                if in_key:  # the key's own text holds one: it is stored under the redacted text
+                    if out is None:
+                        out = dict(attributes)
+                    del out[key]
+                    out[text] = clean
+                    continue
             if clean is not value and clean != value:
                 if out is None:
                     out = dict(attributes)
@@ -415,15 +426,18 @@ class Redactor:
         # also nest key/value lists (dicts here). Unchanged values come back as the same object.
         if isinstance(value, str):
             return self.redact_text(value)[0]
-        if depth > 32 or not isinstance(value, (tuple, list, dict)):
+        if not isinstance(value, (tuple, list, dict)):
             return value
+        if depth > _MAX_DEPTH:
+            return REDACTED  # not walked, so not known clean: nothing of it is kept
         if isinstance(value, dict):
-            items = {
-                k: REDACTED
-                if isinstance(k, str) and self.redact_key(k)[1]
-                else self._scrub_value(v, depth + 1)
-                for k, v in value.items()
-            }
+            items: dict[object, object] = {}
+            for k, v in value.items():
+                if isinstance(k, str):
+                    text, secret, _ = self.redact_key(k)
+                    items[text] = REDACTED if secret else self._scrub_value(v, depth + 1)
+                else:
+                    items[k] = self._scrub_value(v, depth + 1)
             return value if items == value else items
         clean = [self._scrub_value(v, depth + 1) for v in value]
         if all(c is v for c, v in zip(clean, value, strict=True)):

@@ -633,3 +633,45 @@ def test_the_page_marks_a_trace_without_its_root_incomplete(
     row.wait_for()
     assert row.locator(".tag.incomplete").count() == 0
     assert watched.errors == []
+
+
+def test_hostile_fields_are_rejected_span_by_span_and_never_break_the_store(
+    serving: Serving,
+) -> None:
+    good = _span(0xB0B, 1, None, "kept")
+    late = _span(0xB0B, 2, 1, "beyond int64")
+    late.end_time_unix_nano = 2**64 - 1  # a fixed64 holds it; SQLite's integers do not
+    status, _, answer = serving.post(request_of(good, late), PROTOBUF)
+    assert status == 200
+    response = ExportTraceServiceResponse()
+    response.ParseFromString(answer)
+    assert response.partial_success.rejected_spans == 1
+    assert "64 signed bits" in response.partial_success.error_message
+    # A hex id with a final newline is not an id (it made a second, ghost run).
+    trace = "0af7651916cd43dd8448eb211c80319"
+    document = {
+        "resourceSpans": [
+            {
+                "scopeSpans": [
+                    {
+                        "spans": [
+                            {
+                                "traceId": trace + "\n",
+                                "spanId": "00f067aa0ba902b7",
+                                "name": "newline",
+                                "startTimeUnixNano": "1",
+                                "endTimeUnixNano": "2",
+                            }
+                        ]
+                    }
+                ]
+            }
+        ]
+    }
+    status, _, answer = serving.post(json.dumps(document).encode(), "application/json")
+    assert status == 200
+    assert json.loads(answer)["partialSuccess"]["rejectedSpans"] in (1, "1")
+    # Nested past what Python can parse: a 400, never a dropped connection.
+    status, _, answer = serving.post(b"[" * 100_000 + b"]" * 100_000, "application/json")
+    assert status == 400, answer
+    assert [r["workflow"] for r in runs(serving.db)] == ["kept"]
