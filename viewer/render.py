@@ -237,7 +237,7 @@ def runs_table(runs: Sequence[AnyRun], width: int = PIPE_WIDTH, id_chars: int = 
         (
             clean(run.id[:id_chars], newlines=False),
             clean(one_line(run.workflow or "?", VALUE_CHARS), newlines=False),
-            f"{run.status} (incomplete)" if run.incomplete else run.status,
+            status_label(run),
             run.started_at.astimezone().strftime(started_format),
             format_duration(run.duration_ms),
             clean(one_line(run.error or "", ERROR_CHARS_IN_TABLE), newlines=False),
@@ -278,6 +278,11 @@ def runs_table(runs: Sequence[AnyRun], width: int = PIPE_WIDTH, id_chars: int = 
 # -- one run --------------------------------------------------------------------------------------
 
 
+def status_label(run: AnyRun) -> str:
+    """A run's status as listed: ``ok (incomplete)`` for a trace whose root is not stored."""
+    return f"{run.status} (incomplete)" if run.incomplete else run.status
+
+
 def run_header(
     run: AnyRun,
     replays: Sequence[AnyRun],
@@ -296,8 +301,11 @@ def run_header(
     out.append("  ")
     out.append(clean(run.workflow or "?", newlines=False), style="bold cyan")
     out.append("  ")
-    out.append_text(status_text(run.status))
+    out.append_text(status_text(status_label(run)))
     rows: list[tuple[str, Text]] = []
+    if run.incomplete:
+        note = "the root span of this trace has not been received (yet): no workflow name"
+        rows.append(("incomplete", Text(note, style="yellow")))
     if run.error:
         rows.append(("error", Text(clean(shorten(run.error)), style="red")))
     rows.append(("started", Text(f"{local_time(run.started_at)} (local time)")))

@@ -375,6 +375,8 @@ def test_a_trace_whose_root_has_not_arrived_is_an_incomplete_run(serving: Servin
     drawn = spanflow("show", run_id, "--db", str(serving.db))
     assert drawn.returncode == 0, drawn.stderr
     lines = drawn.stdout.splitlines()
+    assert "ok (incomplete)" in lines[0], drawn.stdout  # as `runs` lists it
+    assert any(line.lstrip().startswith("incomplete") for line in lines[1:6]), drawn.stdout
     [root] = [
         i for i, line in enumerate(lines) if "(root span)  " in line and "not received" in line
     ]
