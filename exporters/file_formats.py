@@ -672,9 +672,9 @@ def check_otlp_span(parts: OtlpSpanParts, hook: PartsHook | None = None) -> None
         hook(parts)
 
 
-def otlp_span_record(parts: OtlpSpanParts, hook: PartsHook | None = None) -> SpanRecord:
+def otlp_span_record(parts: OtlpSpanParts) -> SpanRecord:
     """The validated record of one OTLP span (see :func:`check_otlp_span`)."""
-    check_otlp_span(parts, hook)
+    check_otlp_span(parts)
     return records.SpanRecord(
         run_id=parts.trace_id,
         span_id=parts.span_id,
@@ -751,18 +751,18 @@ def _from_otlp_span(
     return build(parts)
 
 
-def from_otlp_json(data: Mapping[str, Any], hook: PartsHook | None = None) -> list[SpanRecord]:
+def from_otlp_json(data: Mapping[str, Any]) -> list[SpanRecord]:
     """The spans of an OTLP/JSON ``ExportTraceServiceRequest`` (or ``TracesData``), in file order.
 
     Reads what :func:`to_otlp_json` writes and what other producers write (the Collector's file
     exporter: several resources and traces, int64 as strings or numbers, enums as numbers or
     names, optional fields left out). Resource attributes go into ``SpanRecord.resource``;
-    scopes are not kept. ``hook`` sees each span's checked parts before its record is built.
+    scopes are not kept. Nothing is redacted here: ``Store.write_spans`` redacts what it stores.
 
     Raises:
         ValueError: the data is not OTLP/JSON trace data; the message names the bad field.
     """
-    return _read_otlp_json(data, lambda parts: otlp_span_record(parts, hook))
+    return _read_otlp_json(data, otlp_span_record)
 
 
 def otlp_json_span_data(data: Mapping[str, Any], hook: PartsHook | None = None) -> list[SpanData]:

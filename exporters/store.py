@@ -275,7 +275,7 @@ class Store:
         ids = list(dict.fromkeys(run_ids))
         longest = max((len(i) for i in ids), default=0)
         need = shortest
-        for chunk in _chunks_of(ids, _DELETE_CHUNK):
+        for chunk in _chunks(ids, _DELETE_CHUNK):
             values = ", ".join("(?)" for _ in chunk)
             rows = self._query(
                 f"WITH listed(id) AS (VALUES {values}) SELECT listed.id, "
@@ -988,11 +988,6 @@ def _loads(text: str | None) -> dict[str, Any]:
 
 
 def _chunks(items: list[_T], size: int) -> Iterator[list[_T]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
-
-
-def _chunks_of(items: list[str], size: int) -> Iterator[list[str]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
 
