@@ -94,8 +94,8 @@ class _RunStart:
         self.span = span
 
 
-# The end of a run whose root finished without error, events or links is queued as one plain
-# tuple, in place of the root's span row: that row and the four attributes its run row needs (``_span_rows.ended_run_rows``),
+# The end of a run whose root finished without error, events or links is queued as a plain
+# tuple: its span row and the four attributes its run row needs (``_span_rows.ended_run_rows``),
 # from which the writer makes that row. Strings and ints only, like a span row, so the garbage
 # collector stops tracking it: a span, a dict or a tuple subclass per queued run would have every
 # collection of the application walk them all.
@@ -365,18 +365,16 @@ class SQLiteSpanProcessor(SpanProcessor):
                     self._enqueue(_Extra((tid, "", None, None, run_row(span, attrs, ended=True))))
             else:
                 row = self._rows.row(span, ctx, attrs)
+                self._enqueue(row)
                 evts = events(span)
                 lnks = links(span)
                 if root and not (evts or lnks) and row[5] != "ERROR":
-                    # One item for the span and its run's end; the run row (host, process,
-                    # service) is the writer's to make.
+                    # The run row (host, process, service) is the writer's to make.
                     get = attrs.get
                     name, entry = get(STEP_NAME), get(WORKFLOW_ENTRYPOINT)
-                    self._enqueue((row, name, entry, get(WORKFLOW_FILE), get(REPLAY_OF)))
-                else:
-                    self._enqueue(row)
-                    if evts or lnks or root:
-                        self._queue.append(_Extra(span_extra(span, attrs, row, evts, lnks)))
+                    self._queue.append((row, name, entry, get(WORKFLOW_FILE), get(REPLAY_OF)))
+                elif evts or lnks or root:
+                    self._queue.append(_Extra(span_extra(span, attrs, row, evts, lnks)))
         except Exception:
             self._log_once("on_end", "spanflow store: cannot queue a span", exc_info=True)
 
@@ -594,8 +592,7 @@ class SQLiteSpanProcessor(SpanProcessor):
             plain = len(rows)
             ended = [item for item in rows if len(item) == _RUN_END_WIDTH]
             if ended:
-                # Each in its place among the rows: a run's first listed span start wins.
-                rows = [item[0] if len(item) == _RUN_END_WIDTH else item for item in rows]
+                rows = [item for item in rows if len(item) != _RUN_END_WIDTH]
                 # Rows complete with their service: no further pass over them before the insert.
                 ended_runs = ended_run_rows(ended, self._service)
             for item in batch if plain < len(batch) else ():

