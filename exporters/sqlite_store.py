@@ -427,11 +427,7 @@ class SQLiteSpanProcessor(SpanProcessor):
 
     def _forget_pending(self, tid: int, span_id: int) -> None:
         cand = self._pending.get(tid)
-        if cand is None:
-            return
-        # The field, not the property, on the SDK's spans: a root ends here once per run.
-        ctx = cand._context if type(cand) in SDK_SPANS else cand.get_span_context()
-        if ctx is not None and ctx.span_id == span_id:
+        if cand is not None and cand.get_span_context().span_id == span_id:
             self._pending.pop(tid, None)
 
     def _count(self, key: str, n: int = 1) -> None:
