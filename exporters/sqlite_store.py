@@ -31,9 +31,6 @@ import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Final, Protocol
 
-# The writer may create the store when the first run starts: load sqlite-utils now, so its import
-# does not eat into the half second a finished span has to reach the disk. (Readers never load it.)
-import sqlite_utils  # noqa: F401
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from spanflow.attributes import REPLAY_OF, RUN_ID, STEP_NAME, WORKFLOW_ENTRYPOINT, WORKFLOW_FILE
@@ -173,6 +170,21 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+def _needs_schema_work(path: pathlib.Path) -> bool:
+    """Whether opening ``path`` for writing will create or migrate a store (or may: when in
+    doubt, yes). Reads the file's version without locking or creating anything."""
+    try:
+        if not path.is_file() or path.stat().st_size == 0:
+            return True
+        conn = sqlite3.connect(s.ro_uri(path, immutable=True), uri=True)
+        try:
+            return s.version_of(conn) != s.SCHEMA_VERSION
+        finally:
+            conn.close()
+    except (sqlite3.Error, OSError, ValueError):
+        return True
+
+
 class SQLiteSpanProcessor(SpanProcessor):
     """Writes the spans of spanflow runs into a SQLite store from a background thread.
 
@@ -216,6 +228,12 @@ class SQLiteSpanProcessor(SpanProcessor):
         self._service = service_name
         self._closed = False
         self._disabled = False
+        if _needs_schema_work(self._path):
+            # The writer creates or migrates the store when the first run starts: load
+            # sqlite-utils (and numpy under it, ~100 ms) now, so its import does not eat into
+            # the half second a finished span has to reach the disk. A current store never
+            # loads it.
+            import sqlite_utils  # noqa: F401
         self._reset_process_state()
         if hasattr(os, "register_at_fork"):
             ref = weakref.WeakMethod(self._after_fork)
