@@ -132,8 +132,9 @@ class _Writer:
 class _ReceiverServer(http.server.ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], writer: _Writer) -> None:
-        self.writer = writer
+    writer: _Writer
+
+    def __init__(self, address: tuple[str, int]) -> None:
         # A redactor per connection thread: its caches are not thread-safe, and a lock around
         # decoding would make every client wait for the slowest request.
         self._local = threading.local()
@@ -280,16 +281,21 @@ class Receiver:
             StoreError: the path is not a spanflow store (it is left untouched).
             ConfigurationError: the port cannot be bound.
         """
-        Store.open(db_path, readonly=False).close()  # a bad path fails here, in the caller
-        self._writer = _Writer(db_path)
+        # The port first: a busy port must not leave a new, empty store behind.
         try:
-            self.server = _ReceiverServer(("127.0.0.1", port), self._writer)
+            self.server = _ReceiverServer(("127.0.0.1", port))
         except OSError as exc:
-            self._writer.stop()
             raise ConfigurationError(
                 f"cannot listen on 127.0.0.1:{port} ({exc.strerror or exc}); choose another "
                 "port with --otlp-port"
             ) from exc
+        try:
+            Store.open(db_path, readonly=False).close()  # a bad path fails here, in the caller
+        except BaseException:
+            self.server.server_close()
+            raise
+        # No request is read before serve_forever() starts, below.
+        self._writer = self.server.writer = _Writer(db_path)
         self._thread = threading.Thread(
             target=self.server.serve_forever,
             kwargs={"poll_interval": 0.1},
@@ -337,11 +343,13 @@ def serve(
         ConfigurationError: a port cannot be bound.
         StoreError: the path is not a spanflow store.
     """
+    new = _not_there(db_path)
     receiver = start_receiver(db_path, otlp_port)
     try:
         viewer = web.start_viewer(db_path, port=port)
     except (SpanflowError, OSError):
         receiver.stop()
+        _remove_new(new)
         raise
     try:
         banner = (
@@ -352,3 +360,27 @@ def serve(
     finally:
         viewer.stop()
         receiver.stop()
+
+
+def _not_there(db_path: Path) -> list[Path]:
+    """The store's files and the folders above it that do not exist yet, deepest first."""
+    if db_path.exists():
+        return []
+    new = [Path(f"{db_path}{end}") for end in ("", "-wal", "-shm", "-journal")]
+    folder = db_path.parent
+    while not folder.exists():
+        new.append(folder)
+        folder = folder.parent
+    return new
+
+
+def _remove_new(paths: list[Path]) -> None:
+    """Remove what :func:`_not_there` listed, now an empty store: a failed start leaves nothing."""
+    for path in paths:
+        try:
+            if path.is_dir():
+                path.rmdir()
+            else:
+                path.unlink(missing_ok=True)
+        except OSError:
+            pass  # a folder someone else has put something in since: theirs

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import sqlite_utils
 from spanflow.errors import StoreError
-from spanflow.exporters import schema
+from spanflow.exporters import records, schema
 from spanflow.exporters.records import RunRecord
 from spanflow.exporters.store import Store
 
@@ -161,6 +161,15 @@ def test_run_columns_match_the_run_record_fields() -> None:
     # "incomplete" is read from the row (no workflow: no root span stored), not stored.
     computed = {"started_at", "ended_at", "incomplete"}
     assert fields == columns - {"pk", "started_ns", "ended_ns"} | computed
+
+
+@pytest.mark.parametrize("name", ["Event", "Link", "Span", "Run"])
+def test_read_records_carry_the_models_fields_in_order(name: str) -> None:
+    # The readers' light records and the pydantic models are written out twice (the readers
+    # must not import pydantic): they must not drift apart.
+    data, model = getattr(records, f"{name}Data"), getattr(records, f"{name}Record")
+    assert data._fields == tuple(model.model_fields)
+    assert all(hasattr(data, computed) for computed in model.model_computed_fields)
 
 
 def _columns_of_a_fresh_store(table: str) -> list[Any]:

@@ -326,6 +326,22 @@ def test_serve_refuses_a_file_that_is_not_a_store(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
 
 
+@pytest.mark.parametrize("busy", ["--otlp-port", "--port"])
+def test_a_busy_port_is_exit_2_and_leaves_no_store_behind(tmp_path: Path, busy: str) -> None:
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    with taken:
+        ports = {"--port": "0", "--otlp-port": "0", busy: str(taken.getsockname()[1])}
+        db = tmp_path / "new" / "traces.db"
+        done = spanflow(
+            "serve", "--db", str(db), *(x for kv in ports.items() for x in kv), "--no-open"
+        )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and busy in done.stderr, done.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_viewer_url_serves_the_received_runs(serving: Serving) -> None:
     assert serving.post(request_of(_span(9, 1, None, "seen in the viewer")), PROTOBUF)[0] == 200
     deadline = time.monotonic() + 10
