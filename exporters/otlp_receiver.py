@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 __all__ = [
     "JSON",
     "MAX_BODY_BYTES",
+    "MAX_SPANS",
     "PROTOBUF",
     "BodyTooLarge",
     "Decoded",
@@ -50,11 +51,15 @@ PROTOBUF: Final = "application/x-protobuf"
 JSON: Final = "application/json"
 #: The largest request body accepted, after decompression.
 MAX_BODY_BYTES: Final = 16 * 1024 * 1024
+#: The most spans one request may hold. Exporters send a few hundred to a few thousand; a
+#: small body can hold millions of empty ones, each costing time to read and reject.
+MAX_SPANS: Final = 100_000
 _CHUNK: Final = 64 * 1024
 
 
 class BodyTooLarge(ValueError):
-    """The body (compressed or not) is over the size limit: HTTP 413."""
+    """The body (compressed or not) is over the size limit, or holds more than ``MAX_SPANS``
+    spans: HTTP 413."""
 
 
 class UnsupportedMediaType(ValueError):
@@ -157,6 +162,7 @@ def decode_request(
             request.ParseFromString(raw)
         except DecodeError as exc:
             raise ValueError(f"not an ExportTraceServiceRequest ({exc})") from None
+        _check_count(sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans))
         return _from_protobuf(request, prepare)
     try:
         document = json.loads(raw)
@@ -167,11 +173,33 @@ def decode_request(
     if not isinstance(document, dict):
         raise ValueError("an OTLP/JSON request is a JSON object")
     document.setdefault("resourceSpans", [])
+    _check_count(_json_span_count(document))
     try:
         return Decoded(otlp_json_span_data(document, prepare))
     except ValueError:
         pass  # some span is bad: read them one by one to keep the good ones
     return _span_by_span(document, prepare)
+
+
+def _check_count(spans: int) -> None:
+    if spans > MAX_SPANS:
+        raise BodyTooLarge(f"the request holds {spans} spans; at most {MAX_SPANS} are read at once")
+
+
+def _json_span_count(document: Mapping[str, Any]) -> int:
+    # Counted before anything is read; a malformed level counts nothing (the readers refuse it).
+    count = 0
+    resource_spans = document.get("resourceSpans")
+    for rs in resource_spans if isinstance(resource_spans, list) else ():
+        scopes = (
+            rs.get("scopeSpans", rs.get("instrumentationLibrarySpans"))
+            if isinstance(rs, dict)
+            else None
+        )
+        for ss in scopes if isinstance(scopes, list) else ():
+            spans = ss.get("spans") if isinstance(ss, dict) else None
+            count += len(spans) if isinstance(spans, list) else 0
+    return count
 
 
 class _Prepare:

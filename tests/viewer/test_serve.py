@@ -276,6 +276,14 @@ def test_refusals(serving: Serving) -> None:
     bomb = gzip.compress(b"\0" * (17 * 1024 * 1024))
     assert len(bomb) < 100_000
     assert serving.post(bomb, PROTOBUF, {"Content-Encoding": "gzip"})[0] == 413
+    # Small bodies holding more spans than a request may: 200 kB of empty protobuf spans, or
+    # 400 kB of empty JSON ones (reading and rejecting each of 4 million took 30 s).
+    many = b"\x12\x00" * 100_001
+    scope = b"\x12" + _varint(len(many)) + many
+    assert serving.post(b"\x0a" + _varint(len(scope)) + scope, PROTOBUF)[0] == 413
+    empty = {"resourceSpans": [{"scopeSpans": [{"spans": [{}] * 100_001}]}]}
+    status, _, answer = serving.post(json.dumps(empty).encode(), "application/json")
+    assert status == 413 and b"100001 spans" in answer, answer
     # A declared length over the limit is refused before the body is read.
     port = int(serving.endpoint.rsplit(":", 1)[1])
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
@@ -297,6 +305,14 @@ def test_refusals(serving: Serving) -> None:
     assert refused.value.code == 403
     assert runs(serving.db) == []
     assert serving.proc.poll() is None  # still serving
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    return bytes([*out, n])
 
 
 def test_writer_behind_answers_503_with_retry_after(serving: Serving) -> None:
