@@ -355,27 +355,28 @@ class StepCall:
     @property
     def records_output(self) -> bool:
         """Whether :meth:`succeed` will record the output (callers may skip collecting it)."""
-        return (
-            self.span.is_recording()
-            and "outputs" in self.spec.capture
-            and "outputs" in self.rt.settings.capture
-        )
+        return self.span.is_recording() and self._captures_outputs()
+
+    def _captures_outputs(self) -> bool:
+        return "outputs" in self.spec.capture and "outputs" in self.rt.settings.capture
 
     def succeed(self, result: Any) -> None:
         """The call returned ``result``: record it and end the span."""
         span = self.span
+        recording = span.is_recording()
         try:
-            if span.is_recording():
-                if self.records_output:
+            if recording:
+                if self._captures_outputs():
                     enc = self._encode(attr.OUTPUT_VALUE, result)
                     set_values(
                         span, {attr.OUTPUT_VALUE: enc.json, attr.OUTPUT_MIME_TYPE: attr.JSON_MIME}
                     )
-                self._record_state_diff(result)
+                if self._states:
+                    self._record_state_diff(result)
         except Exception:
             count("capture_errors")
             logger.debug("spanflow: capturing output of %s failed", self.spec.name, exc_info=True)
-        self._end()
+        self._end(recording)
 
     def fail(self, exc: BaseException, *, received: list[Any] | None = None) -> None:
         """The call raised ``exc`` (which the caller re-raises unchanged): record it, end the span.
@@ -428,20 +429,22 @@ class StepCall:
         except (AttributeError, TypeError):  # exceptions with __slots__ or frozen ones
             pass
 
-    def _end(self) -> None:
+    def _end(self, recording: bool | None = None) -> None:
+        """Record what the call's end knows and end its span (``recording``: the span's
+        ``is_recording()``, when the caller has just asked)."""
         span = self.span
         try:
-            if self._lossy and span.is_recording():
+            if recording is None:
+                recording = span.is_recording()
+            if self._lossy and recording:
                 span.set_attribute(attr.LOSSY, ",".join(self._lossy))
-            if (
-                self.is_root
-                and span.is_recording()
-                and (self.run.input_tokens or self.run.output_tokens)
-            ):
-                span.set_attribute(attr.GEN_AI_INPUT_TOKENS, self.run.input_tokens)
-                span.set_attribute(attr.GEN_AI_OUTPUT_TOKENS, self.run.output_tokens)
-            if self.is_root and self.run.replay is not None and span.is_recording():
-                set_values(span, self.run.replay.closing_attributes())
+            if self.is_root and recording:
+                run = self.run
+                if run.input_tokens or run.output_tokens:
+                    span.set_attribute(attr.GEN_AI_INPUT_TOKENS, run.input_tokens)
+                    span.set_attribute(attr.GEN_AI_OUTPUT_TOKENS, run.output_tokens)
+                if run.replay is not None:
+                    set_values(span, run.replay.closing_attributes())
         except Exception:
             count("capture_errors")
         self.suspend()
