@@ -607,10 +607,11 @@ class SQLiteSpanProcessor(SpanProcessor):
                     extras.append(item)
                 elif kind is _RunStart:
                     # Read now, not at start: names are often set just after a span starts.
-                    # The live span: what the application set since its start is not scrubbed yet.
-                    attrs = self._redactor.scrub_attributes(attributes(item.span)) or attributes(
-                        item.span
-                    )
+                    # The live span: what the application set since its start is not scrubbed yet,
+                    # and it may set more while this thread reads, so the read is of a copy (one
+                    # C call under the GIL; iterating the live dict could meet a change).
+                    live = dict(attributes(item.span))
+                    attrs = self._redactor.scrub_attributes(live) or live
                     runs.append(self._with_service(run_row(item.span, attrs, ended=False)))
                     starts.append(start_row(item.span, attrs))
                 elif kind is _Flush:
