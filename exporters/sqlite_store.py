@@ -434,8 +434,7 @@ class SQLiteSpanProcessor(SpanProcessor):
         cand = self._pending.get(tid)
         # The ended copy of an SDK span shares the live span's context object.
         if cand is not None and (
-            getattr(cand, "_context", None) is ctx
-            or cand.get_span_context().span_id == ctx.span_id
+            getattr(cand, "_context", None) is ctx or cand.get_span_context().span_id == ctx.span_id
         ):
             self._pending.pop(tid, None)
 
