@@ -61,11 +61,12 @@ def _sdk_span_types() -> frozenset[type[Any]]:
     subclasses that override one of the properties are left out.
     """
     ctx = SpanContext(1, 2, False)
+    remote = SpanContext(1, 5, True)
     try:
         probe = ReadableSpan(
             "n",
             context=ctx,
-            parent=ctx,
+            parent=remote,
             kind=SpanKind.CLIENT,
             status=Status(StatusCode.ERROR, "d"),
             start_time=3,
@@ -82,11 +83,13 @@ def _sdk_span_types() -> frozenset[type[Any]]:
             probe._end_time,
             ctx[0],
             ctx[1],
+            remote[2],
             probe._resource is probe.resource,
         )
     except Exception:
         return frozenset()
-    if found != (ctx, ctx, StatusCode.ERROR, "d", SpanKind.CLIENT, "n", 3, 4, 1, 2, True):
+    expected = (ctx, remote, StatusCode.ERROR, "d", SpanKind.CLIENT, "n", 3, 4, 1, 2, True, True)
+    if found != expected:
         return frozenset()
     candidates = {ReadableSpan, Span, *Span.__subclasses__()}
     return frozenset(

@@ -31,8 +31,10 @@ import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Final, Protocol
 
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from opentelemetry.trace import SpanContext
 from spanflow.attributes import REPLAY_OF, RUN_ID, STEP_NAME, WORKFLOW_ENTRYPOINT, WORKFLOW_FILE
 from spanflow.errors import ConfigurationError, StoreError
 from spanflow.values.redact import Redactor
@@ -308,23 +310,23 @@ class SQLiteSpanProcessor(SpanProcessor):
             return
         try:
             if type(span) in SDK_SPANS:  # fields, not properties: see _span_rows
-                ctx, parent = span._context, span._parent
+                ctx, parent, raw = span._context, span._parent, span._attributes
+                attrs = raw._dict if type(raw) is BoundedAttributes else attributes(span)
+                if ctx is None:
+                    return
+                tid, top = ctx[0], parent is None or parent[2]
             else:
-                ctx, parent = span.get_span_context(), span.parent
-            if ctx is None:
-                return
-            tid = ctx.trace_id
-            if RUN_ID in attributes(span):
+                ctx, parent, attrs = span.get_span_context(), span.parent, attributes(span)
+                if ctx is None:
+                    return
+                tid, top = ctx.trace_id, parent is None or parent.is_remote
+            if RUN_ID in attrs:
                 if parent is None:
                     self._active[tid] = None
                     self._enqueue_start(span)
                 else:
                     self._remember(tid)
-            elif (
-                (parent is None or parent.is_remote)
-                and tid not in self._pending
-                and len(self._pending) < _MAX_PENDING
-            ):
+            elif top and tid not in self._pending and len(self._pending) < _MAX_PENDING:
                 # The run id is often set just after start: the writer looks again shortly.
                 self._pending[tid] = span
         except Exception:
@@ -336,26 +338,29 @@ class SQLiteSpanProcessor(SpanProcessor):
             return
         try:
             if type(span) in SDK_SPANS:  # fields, not properties: see _span_rows
-                ctx, parent = span._context, span._parent
+                ctx, parent, raw = span._context, span._parent, span._attributes
+                attrs = raw._dict if type(raw) is BoundedAttributes else attributes(span)
+                if ctx is None:
+                    return
+                tid, top = ctx[0], parent is None or parent[2]
             else:
-                ctx, parent = span.context, span.parent
-            if ctx is None:
-                return
-            tid = ctx.trace_id
-            attrs = attributes(span)
+                ctx, parent, attrs = span.context, span.parent, attributes(span)
+                if ctx is None:
+                    return
+                tid, top = ctx.trace_id, parent is None or parent.is_remote
             root = False
             if RUN_ID in attrs:
                 root = parent is None
                 if root:
                     self._active.pop(tid, None)
-                if tid not in self._active:
+                if tid not in self._active and tid not in self._recent:
                     self._remember(tid)
             elif tid not in self._active and tid not in self._recent and not self._adopt(tid):
-                if parent is None or parent.is_remote:
-                    self._forget_pending(tid, ctx.span_id)
+                if top and tid in self._pending:
+                    self._forget_pending(tid, ctx)
                 return
-            if parent is None or parent.is_remote:
-                self._forget_pending(tid, ctx.span_id)
+            if top and tid in self._pending:
+                self._forget_pending(tid, ctx)
             if self._disabled:
                 self._count("spans_failed")
             elif len(self._queue) >= self._max_queue:
@@ -425,9 +430,12 @@ class SQLiteSpanProcessor(SpanProcessor):
             if span.end_time is None and RUN_ID in attributes(span):
                 self._promote(tid, span)
 
-    def _forget_pending(self, tid: int, span_id: int) -> None:
+    def _forget_pending(self, tid: int, ctx: SpanContext) -> None:
         cand = self._pending.get(tid)
-        if cand is not None and cand.get_span_context().span_id == span_id:
+        # The ended copy of an SDK span shares the live span's context object.
+        if cand is not None and (
+            getattr(cand, "_context", None) is ctx or cand.get_span_context().span_id == ctx.span_id
+        ):
             self._pending.pop(tid, None)
 
     def _count(self, key: str, n: int = 1) -> None:
@@ -598,10 +606,11 @@ class SQLiteSpanProcessor(SpanProcessor):
                     extras.append(item)
                 elif kind is _RunStart:
                     # Read now, not at start: names are often set just after a span starts.
-                    # The live span: what the application set since its start is not scrubbed yet.
-                    attrs = self._redactor.scrub_attributes(attributes(item.span)) or attributes(
-                        item.span
-                    )
+                    # The live span: what the application set since its start is not scrubbed yet,
+                    # and it may set more while this thread reads, so the read is of a copy (one
+                    # C call under the GIL; iterating the live dict could meet a change).
+                    live = dict(attributes(item.span))
+                    attrs = self._redactor.scrub_attributes(live) or live
                     runs.append(self._with_service(run_row(item.span, attrs, ended=False)))
                     starts.append(start_row(item.span, attrs))
                 elif kind is _Flush:

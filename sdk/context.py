@@ -12,7 +12,6 @@ import functools
 import itertools
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 from opentelemetry import context as otel_context
@@ -29,19 +28,25 @@ _CALL_KEY = otel_context.create_key("spanflow.call")
 _REPLAY_KEY = otel_context.create_key("spanflow.replay")
 
 
-@dataclass(eq=False)
+# Token totals are added rarely (an LLM step's usage): one lock for every run of the process
+# instead of a lock made for each run.
+_USAGE_LOCK = threading.Lock()
+
+
 class RunState:
     """Mutable facts about one run, shared by every step of it (all threads and tasks)."""
 
-    run_id: str
-    root_span: Span
-    replay: ReplayPlan | None = None
-    input_tokens: int = 0
-    output_tokens: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    __slots__ = ("input_tokens", "output_tokens", "replay", "root_span", "run_id")
+
+    def __init__(self, run_id: str, root_span: Span, replay: ReplayPlan | None = None) -> None:
+        self.run_id = run_id
+        self.root_span = root_span
+        self.replay = replay
+        self.input_tokens = 0
+        self.output_tokens = 0
 
     def add_usage(self, input_tokens: int, output_tokens: int) -> None:
-        with self.lock:
+        with _USAGE_LOCK:
             self.input_tokens += input_tokens
             self.output_tokens += output_tokens
 

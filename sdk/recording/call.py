@@ -20,7 +20,7 @@ from opentelemetry.trace import INVALID_SPAN, Link, Span, Status, StatusCode
 from .. import attributes as attr
 from .._stats import count
 from ..config import DEFAULT_DB
-from ..context import CallFrame, RunState, current_frame, current_replay, with_run
+from ..context import CallFrame, RunState, with_replay, with_run
 from ..errors import StepRefused
 from ..state import State
 from ..values.redact import REDACTED
@@ -31,6 +31,7 @@ from .span_values import AttributeValue, set_values
 from .spec import StepSpec
 
 if TYPE_CHECKING:
+    from ..replayer.plan import ReplayPlan
     from ..runtime import Runtime
 
 __all__ = ["StepCall", "end_span", "is_cancellation", "running_async_library"]
@@ -39,12 +40,15 @@ logger = logging.getLogger("spanflow")
 
 _NOTE_MARK = "__spanflow_run_note__"
 
-# The keys a step's context sets, each read through the public API as the one key of an empty
-# context given it: the current span's (OpenTelemetry's) and the current call's (spanflow's).
+# The keys a step's context reads and sets, each found through the public API as the one key of
+# an empty context given it: the current span's (OpenTelemetry's), the current call's and the
+# replay plan's (spanflow's). A Context is a dict: a step looks them up as one, without the
+# function calls of ``get_current_span`` and ``get_value``.
 (_SPAN_KEY,) = trace.set_span_in_context(INVALID_SPAN, otel_context.Context())
 (_CALL_KEY,) = with_run(
     otel_context.Context(), RunState("", INVALID_SPAN), CallFrame("", INVALID_SPAN)
 )
+(_REPLAY_KEY,) = with_replay(otel_context.Context(), None)  # type: ignore[arg-type]
 
 
 def _in_call(
@@ -139,19 +143,24 @@ class StepCall:
         self._states: list[tuple[str, State, Any]] = []
         self._encoded_inputs: Encoded | None = None
         ctx = otel_context.get_current()
-        parent_frame = current_frame(ctx)
+        parent_frame = ctx.get(_CALL_KEY)
+        if not isinstance(parent_frame, CallFrame):
+            parent_frame = None
         run = parent_frame.run if parent_frame is not None else None
+        current = ctx.get(_SPAN_KEY)
+        if not isinstance(current, Span):
+            current = INVALID_SPAN
         links: list[Link] | None = None
         attributes: dict[str, AttributeValue] = dict(spec.static_attributes)
         if parent_frame is None or run is None:
             self.is_root = True
-            outer = trace.get_current_span(ctx).get_span_context()
+            outer = current.get_span_context()
             if outer.is_valid:
                 links = [Link(outer, {"spanflow.link": "caller"})]
                 parent_ctx = trace.set_span_in_context(INVALID_SPAN, ctx)
             else:  # no span to hide from the sampler: the run starts a trace from ctx as it is
                 parent_ctx = ctx
-            plan = current_replay(ctx)
+            plan: ReplayPlan | None = ctx.get(_REPLAY_KEY)  # type: ignore[assignment]
             if plan is not None:
                 attributes[attr.REPLAY_OF] = plan.original_run_id
                 attributes.update(plan.root_attributes)
@@ -168,7 +177,7 @@ class StepCall:
             attributes[attr.RUN_ID] = run.run_id
             plan = run.replay
             # A sampled-out parent means a non-recording child: skip the capture work.
-            recording = trace.get_current_span(ctx).is_recording()
+            recording = current.is_recording()
             path, occurrence = parent_frame.next_child(spec.name)
             parent_path = parent_frame.path
             if occurrence:
@@ -346,27 +355,28 @@ class StepCall:
     @property
     def records_output(self) -> bool:
         """Whether :meth:`succeed` will record the output (callers may skip collecting it)."""
-        return (
-            self.span.is_recording()
-            and "outputs" in self.spec.capture
-            and "outputs" in self.rt.settings.capture
-        )
+        return self.span.is_recording() and self._captures_outputs()
+
+    def _captures_outputs(self) -> bool:
+        return "outputs" in self.spec.capture and "outputs" in self.rt.settings.capture
 
     def succeed(self, result: Any) -> None:
         """The call returned ``result``: record it and end the span."""
         span = self.span
+        recording = span.is_recording()
         try:
-            if span.is_recording():
-                if self.records_output:
+            if recording:
+                if self._captures_outputs():
                     enc = self._encode(attr.OUTPUT_VALUE, result)
                     set_values(
                         span, {attr.OUTPUT_VALUE: enc.json, attr.OUTPUT_MIME_TYPE: attr.JSON_MIME}
                     )
-                self._record_state_diff(result)
+                if self._states:
+                    self._record_state_diff(result)
         except Exception:
             count("capture_errors")
             logger.debug("spanflow: capturing output of %s failed", self.spec.name, exc_info=True)
-        self._end()
+        self._end(recording)
 
     def fail(self, exc: BaseException, *, received: list[Any] | None = None) -> None:
         """The call raised ``exc`` (which the caller re-raises unchanged): record it, end the span.
@@ -419,20 +429,22 @@ class StepCall:
         except (AttributeError, TypeError):  # exceptions with __slots__ or frozen ones
             pass
 
-    def _end(self) -> None:
+    def _end(self, recording: bool | None = None) -> None:
+        """Record what the call's end knows and end its span (``recording``: the span's
+        ``is_recording()``, when the caller has just asked)."""
         span = self.span
         try:
-            if self._lossy and span.is_recording():
+            if recording is None:
+                recording = span.is_recording()
+            if self._lossy and recording:
                 span.set_attribute(attr.LOSSY, ",".join(self._lossy))
-            if (
-                self.is_root
-                and span.is_recording()
-                and (self.run.input_tokens or self.run.output_tokens)
-            ):
-                span.set_attribute(attr.GEN_AI_INPUT_TOKENS, self.run.input_tokens)
-                span.set_attribute(attr.GEN_AI_OUTPUT_TOKENS, self.run.output_tokens)
-            if self.is_root and self.run.replay is not None and span.is_recording():
-                set_values(span, self.run.replay.closing_attributes())
+            if self.is_root and recording:
+                run = self.run
+                if run.input_tokens or run.output_tokens:
+                    span.set_attribute(attr.GEN_AI_INPUT_TOKENS, run.input_tokens)
+                    span.set_attribute(attr.GEN_AI_OUTPUT_TOKENS, run.output_tokens)
+                if run.replay is not None:
+                    set_values(span, run.replay.closing_attributes())
         except Exception:
             count("capture_errors")
         self.suspend()

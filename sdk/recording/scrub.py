@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Final
 
 from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, Status
 from opentelemetry.util.types import Attributes
 
@@ -39,8 +40,10 @@ def scrub_span(span: ReadableSpan, redactor: Redactor) -> ReadableSpan:
     replaced. Never echoes what it matched."""
     # The SDK's own fields where it has them: its properties copy events and links each time.
     scope = getattr(span, "_instrumentation_scope", None) or span.instrumentation_scope
-    ours = scope is not None and scope.name == SCOPE
-    original = getattr(span, "_attributes", None) or span.attributes or {}
+    ours = scope is not None and (scope is _our_scope[0] or _is_ours(scope))
+    original = getattr(span, "_attributes", None)
+    if original is None:  # a test of its truth would run the SDK's BoundedAttributes.__len__
+        original = span.attributes or {}
     # The plain dict inside the SDK's BoundedAttributes: iterating the wrapper runs Python code.
     names = getattr(original, "_dict", original)
     if ours and _OURS.issuperset(names) and _only_ours(span):
@@ -72,6 +75,17 @@ def scrub_span(span: ReadableSpan, redactor: Redactor) -> ReadableSpan:
         end_time=span.end_time,
         instrumentation_scope=scope,
     )
+
+
+# The last instrumentation scope found to be spanflow's: every step span has that same object.
+_our_scope: list[InstrumentationScope | None] = [None]
+
+
+def _is_ours(scope: InstrumentationScope) -> bool:
+    if scope.name != SCOPE:
+        return False
+    _our_scope[0] = scope
+    return True
 
 
 def _only_ours(span: ReadableSpan) -> bool:

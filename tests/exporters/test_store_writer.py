@@ -9,7 +9,7 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
@@ -34,6 +34,7 @@ from spanflow.errors import ConfigurationError
 from spanflow.exporters import sqlite_store
 from spanflow.exporters.sqlite_store import SQLiteSpanProcessor
 from spanflow.exporters.store import Store
+from spanflow.values.redact import Redactor
 
 from tests.exporters.conftest import Recorder, query, run_id_of
 
@@ -277,6 +278,37 @@ def test_a_finished_run_waits_in_the_queue_as_plain_values(
     assert run.span_count == 2 and run.error_count == 0 and run.error is None
     assert run.duration_ms is not None and run.duration_ms > 0 and run.ended_at is not None
     assert run.pid == os.getpid() and run.host and run.attrs_version is not None
+
+
+class AppWritesMeanwhile(Redactor):
+    """Sets an attribute on the running root while its start attributes are being read: what
+    the application thread does when the writer is switched out in the middle of that read."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.root: trace.Span | None = None
+
+    def scrub_attributes(
+        self, attributes: Mapping[str, object], skip: frozenset[str] = frozenset()
+    ) -> dict[str, object] | None:
+        for i, _ in enumerate(attributes.items()):
+            if i == 0 and self.root is not None:
+                self.root.set_attribute("spanflow.output.value", '"late"')
+        return super().scrub_attributes(attributes, skip)
+
+
+def test_a_root_given_attributes_while_its_start_is_read_is_still_listed(
+    recorder_factory: Callable[..., Recorder],
+) -> None:
+    redactor = AppWritesMeanwhile()
+    rec = recorder_factory(redactor=redactor)
+    with rec.run("pipeline") as root:
+        redactor.root = root
+        rec.flush()
+        with Store.open(rec.path) as store:
+            assert store.get_run(run_id_of(root)).status == "running"
+        redactor.root = None
+    assert rec.processor.stats()["spans_failed"] == 0
 
 
 def test_service_name_fallback(recorder_factory: Callable[..., Recorder], tmp_path: Path) -> None:
