@@ -473,6 +473,8 @@ def cmd_check(args: argparse.Namespace) -> int:
             {
                 **result.diff.to_json(),
                 "passed": result.passed,
+                "served": result.served,
+                "live": result.live,
                 "refused": [{"path": r.path, "reason": r.reason} for r in result.refused],
             }
         )

@@ -13,7 +13,9 @@ from typing import Any
 
 import pytest
 from spanflow.exporters.records import SpanRecord
+from spanflow.errors import ReplayError
 from spanflow.exporters.store import Store
+from spanflow.replayer.check import check
 from spanflow.replayer.diff import diff_spans
 
 SPANFLOW = Path(sys.executable).with_name("spanflow")
@@ -152,6 +154,38 @@ def test_check_passes_on_an_unchanged_pipeline_without_calling_the_model(
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "check passed" in proc.stdout
     assert project.called() == ["route"]  # the llm step was served, the rest ran live
+
+
+def test_a_passing_check_says_how_many_steps_it_served_and_ran_live(project: Project) -> None:
+    run = project.record()
+    proc = project.cli("check", run)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    head = " ".join(line.strip() for line in proc.stdout.splitlines()[:2])
+    assert head.startswith("check passed: run ") and f"matches recording {run}" in head
+    assert head.endswith("(1 step served, 2 run live)"), head
+    assert all(len(line) <= 80 for line in proc.stdout.splitlines()), proc.stdout
+    data = json.loads(project.cli("check", run, "--json").stdout)
+    assert data["served"] == ["support/classify[0]/complete[0]"]
+    assert data["live"] == ["support/classify[0]", "support/route[0]"]
+
+
+def test_check_refuses_a_reuse_item_that_selects_nothing(project: Project) -> None:
+    run = project.record()
+    with Store.open(project.db) as store:
+        before = len(store.list_runs())
+    proc = project.cli("check", run, "--reuse", "llm,clasify")  # a typo of the step "classify"
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert "cannot reuse 'clasify'" in proc.stderr
+    assert "its kinds: chain, llm; its steps: classify, complete, route, support" in proc.stderr
+    assert project.called() == []  # nothing ran live
+    with Store.open(project.db) as store:
+        assert len(store.list_runs()) == before  # and no check run was recorded
+    with pytest.raises(ReplayError, match="cannot reuse 'clasify'"):
+        check(run, project.db, ["clasify"])
+    # A kind the recording happens not to hold still selects by kind: not an error.
+    proc = project.cli("check", run, "--reuse", "retriever,classify")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_check_exits_3_when_a_live_steps_logic_changes(project: Project) -> None:
