@@ -200,6 +200,7 @@ def check(
     # calls inside (they ran in the original run): such a step can only be served whole.
     reused = {s.span_id for s in a_spans if s.attributes.get(attr.REPLAY_CACHED)}
     plan.must_serve = selection(reuse, (c.path for c in plan.calls.values() if c.span_id in reused))
+    plan.root_attributes[attr.REPLAY_CHECK] = True
     value: Any = None
     error: BaseException | None = None
     try:

@@ -138,8 +138,30 @@ def test_diff_of_a_run_and_its_replay(project: Project) -> None:
     assert any(line.startswith("=   classify[0]") and "reused" in line for line in lines)
 
 
+def test_diff_takes_the_latest_replay_not_a_later_check(project: Project) -> None:
+    failed = project.record(ROUTE_BUG="1")
+    replay = project.cli("replay", failed, "--json")
+    assert replay.returncode == 0, replay.stderr
+    checked = project.cli("check", failed, "--json")
+    assert checked.returncode == 3, checked.stdout + checked.stderr  # route is fixed: it differs
+    replay_id, check_id = json.loads(replay.stdout)["run"], json.loads(checked.stdout)["b"]
+    with Store.open(project.db) as store:
+        roots = {
+            run: next(s for s in store.spans(run) if s.parent_id is None).attributes
+            for run in (replay_id, check_id)
+        }
+        assert [r.id for r in store.replays_of(failed)] == [check_id, replay_id]
+    assert roots[check_id]["spanflow.replay.check"] is True
+    assert roots[check_id]["spanflow.replay.of"] == failed
+    assert "spanflow.replay.check" not in roots[replay_id]
+    proc = project.cli("diff", failed, "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["b"] == replay_id
+
+
 def test_diff_without_a_replay_is_a_usage_error(project: Project) -> None:
     run = project.record()
+    assert project.cli("check", run).returncode == 0  # a check is not a replay
     proc = project.cli("diff", run)
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "has no replay" in proc.stderr
