@@ -204,7 +204,7 @@ def check(
     value: Any = None
     error: BaseException | None = None
     try:
-        outcome = run(job, allow=allow)
+        outcome = run(job, allow=allow, command="check")
         value, error = outcome.value, outcome.error
     except StepRefused as exc:
         error = exc

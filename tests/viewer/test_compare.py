@@ -76,11 +76,13 @@ class Project:
         with Store.open(self.db) as store:
             return store.list_runs(limit=1)[0].id
 
-    def cli(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self, *args: str, cwd: Path | None = None, **env: str
+    ) -> subprocess.CompletedProcess[str]:
         self.calls.write_text("")
         return subprocess.run(
             [str(SPANFLOW), *args],
-            cwd=self.root,
+            cwd=cwd or self.root,
             env={**self.env(**env), "COLUMNS": "80"},
             capture_output=True,
             text=True,
@@ -262,6 +264,36 @@ def test_check_reuse_names_a_step_and_an_empty_list_runs_everything_live(
     proc = project.cli("check", run, "--reuse", "")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert project.called() == ["complete", "route"]
+
+
+def test_a_check_that_cannot_import_the_workflow_says_check_and_what_would_help(
+    project: Project, tmp_path: Path
+) -> None:
+    script = "import pipeline; pipeline.support('I want a refund')"  # the module, not __main__
+    subprocess.run([sys.executable, "-c", script], cwd=project.root, env=project.env(), check=True)
+    with Store.open(project.db) as store:
+        run = store.list_runs(limit=1)[0].id
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    # Not on the import path at all: --allow could not help, so it is not offered.
+    lost = project.cli("check", run, cwd=elsewhere)
+    assert lost.returncode == 2, lost.stdout + lost.stderr
+    assert lost.stderr.count("\n") == 1 and "Traceback" not in lost.stderr
+    assert "cannot import 'pipeline'" in lost.stderr
+    assert "run check from the project's directory" in lost.stderr
+    assert "PYTHONPATH" in lost.stderr and "--allow" not in lost.stderr
+    assert "replay" not in lost.stderr
+    # On the import path but outside the current directory: --allow is what it takes.
+    outside = project.cli("check", run, cwd=elsewhere, PYTHONPATH=str(project.root))
+    assert outside.returncode == 2, outside.stdout + outside.stderr
+    assert "refusing to import 'pipeline'" in outside.stderr
+    assert "check imports only your own code" in outside.stderr
+    assert "--allow pipeline" in outside.stderr and "replay" not in outside.stderr
+    allowed = project.cli(
+        "check", run, "--allow", "pipeline", cwd=elsewhere, PYTHONPATH=str(project.root)
+    )
+    assert allowed.returncode == 0, allowed.stdout + allowed.stderr
+    assert project.called() == ["route"]
 
 
 def test_check_imports_an_otlp_file_once(project: Project, tmp_path: Path) -> None:
