@@ -7,8 +7,8 @@ died before the run ended reads ``crashed``; that is computed here, nothing is w
 
 Every read has two forms: the ``*_data`` methods return the plain ``RunData``/``SpanData``
 records and need nothing beyond the standard library (the ``spanflow`` command uses them to
-start fast); ``list_runs``, ``get_run``, ``replays_of`` and ``spans`` return the validated
-pydantic records built from those.
+start fast); ``list_runs``, ``get_run``, ``replays_of``, ``latest_replay`` and ``spans`` return
+the validated pydantic records built from those.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from spanflow.attributes import (
+    REPLAY_CHECK,
     REPLAY_OF,
     RUN_ID,
     RUN_UNFINISHED,
@@ -301,6 +302,39 @@ class Store:
         return self._runs(
             f" WHERE {s.RUN_REPLAY_OF} = ? ORDER BY {s.RUN_STARTED_NS} DESC", [original.id]
         )
+
+    def latest_replay(self, run_id: str) -> RunRecord | None:
+        """The newest run that replayed ``run_id`` and is not a check (``spanflow.replay.check``
+        on its root: a check tests today's code against a recording, it does not replay a fix);
+        what ``spanflow diff`` and the viewer compare a run with by default. None if there is
+        no such run."""
+        data = self.latest_replay_data(run_id)
+        return None if data is None else _run_record(data)
+
+    def latest_replay_data(self, run_id: str) -> RunData | None:
+        """:meth:`latest_replay` as plain ``RunData``."""
+        original = self.get_run_data(run_id)
+        with self._snapshot():
+            rows = self._query(
+                _SELECT_RUNS + f" WHERE {s.RUN_REPLAY_OF} = ? ORDER BY {s.RUN_STARTED_NS} DESC",
+                [original.id],
+            )
+            for row in rows:
+                if self._root_attributes(int(row[-1])).get(REPLAY_CHECK) is not True:
+                    return self._run_data(row)
+        return None
+
+    def _root_attributes(self, pk: int) -> dict[str, Any]:
+        """The attributes of run ``pk``'s root as it started, else of its first root span."""
+        start = self._start_record(pk)
+        if start is not None:
+            return _loads(start[3])
+        found = self._query(
+            f"SELECT {s.SPAN_ATTRIBUTES} FROM {s.SPANS} WHERE {s.SPAN_RUN_PK} = ? AND "
+            f"{s.SPAN_PARENT_ID} IS NULL ORDER BY {s.SPAN_START_NS} LIMIT 1",
+            [pk],
+        )
+        return _loads(found[0][0]) if found else {}
 
     def _filters(
         self, status: str | None, workflow: str | None, since: _dt.datetime | None

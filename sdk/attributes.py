@@ -32,6 +32,9 @@ TIMEOUT_OVERRUN: Final = "spanflow.timeout.overrun_s"
 """Seconds past the deadline that attempt ended."""
 REPLAY_OF: Final = "spanflow.replay.of"
 REPLAY_CACHED: Final = "spanflow.replay.cached"
+REPLAY_CHECK: Final = "spanflow.replay.check"
+"""True on the root of a ``spanflow check`` run: a test of today's code against a recording,
+not a replay of a fix, so it is never taken for a run's latest replay."""
 REPLAY_DIVERGED: Final = "spanflow.replay.diverged"
 """On a replay's root: JSON list of ``{"path", "kind": "removed"|"added"}``, calls today's code
 no longer makes and calls that have no recording."""

@@ -444,13 +444,13 @@ def cmd_diff(args: argparse.Namespace) -> int:
     with Store.open(db_path(args)) as store:
         a = store.get_run(args.run_a)
         if args.run_b is None:
-            replays = store.replays_of(a.id)
-            if not replays:
+            latest = store.latest_replay(a.id)  # a check is not a replay of a fix
+            if latest is None:
                 raise CliError(
                     f"run {a.id} has no replay to compare with; give RUN_B, or replay it first: "
                     f"spanflow replay {a.id}{_db_option(args)}"
                 )
-            b = replays[0]
+            b = latest
         else:
             b = store.get_run(args.run_b)
         result = diff_spans(a.id, store.spans(a.id), b.id, store.spans(b.id))
@@ -473,6 +473,8 @@ def cmd_check(args: argparse.Namespace) -> int:
             {
                 **result.diff.to_json(),
                 "passed": result.passed,
+                "served": result.served,
+                "live": result.live,
                 "refused": [{"path": r.path, "reason": r.reason} for r in result.refused],
             }
         )
@@ -803,7 +805,7 @@ def build_parser(command_name: str | None = None) -> argparse.ArgumentParser:
 
     p = command("diff", cmd_diff, "Compare two runs step by step (default: a run and its replay).")
     p.add_argument("run_a", metavar="RUN_A", help="run id, or a unique prefix of at least 4 chars")
-    p.add_argument("run_b", metavar="RUN_B", nargs="?", help="default: RUN_A's latest replay")
+    p.add_argument("run_b", metavar="RUN_B", nargs="?", help="default: RUN_A's latest replay (not a check)")
     p.add_argument("--json", action="store_true", help="print the aligned steps as JSON")
 
     p = command("check", cmd_check, "Re-run a recording with today's code; exit 3 if it differs.")

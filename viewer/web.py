@@ -591,6 +591,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         view = self.server.run_view(run)
         tree = view.tree
         replays = store.replays_of(run.id)
+        latest = store.latest_replay(run.id) if replays else None  # what compare defaults to
         original: dict[str, Any] | None = None
         if run.replay_of:
             try:
@@ -620,6 +621,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             "span_end": _ms(end - view.t0),
             "tokens": None if view.tokens.empty else view.tokens.to_json(),
             "replays": [_run_json(r) for r in replays],
+            "latest_replay": None if latest is None else latest.id,
             "replay_of": original,
             "replay_command": command,
             "names": _NAMES,
@@ -651,14 +653,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if b_key is not None:
             b = store.get_run(b_key)
         else:
-            replays = store.replays_of(a.id)  # newest first, as `spanflow diff` takes it
-            if not replays:
+            latest = store.latest_replay(a.id)  # as `spanflow diff` takes it: not a check
+            if latest is None:
                 raise UnknownRunError(
                     f"run {a.id} has no replay to compare with; name the other run (b=), or "
                     f"replay it first: spanflow replay {a.id} "
                     f"--db {shlex.quote(str(self.server.db_path))}"
                 )
-            b = replays[0]
+            b = latest
         try:
             result = self.server.run_diff(a, b)
         except ReplayError as exc:

@@ -87,8 +87,9 @@ class ReplayPlan:
     root_path: str = ""
     #: Whether the original run ended ok; if not, its root stopped early (see the module doc).
     complete: bool = True
-    #: Attributes the replay's root span starts with (the original's workflow file, the edits).
-    root_attributes: dict[str, str] = field(default_factory=dict)
+    #: Attributes the replay's root span starts with (the original's workflow file, the edits,
+    #: that it is a check).
+    root_attributes: dict[str, str | bool] = field(default_factory=dict)
     # A check's selection, ``(recorded path the call stands for, step name, OpenInference kind)
     # -> True`` for the calls that may only be served from the recording: those are reused or
     # refused (StepRefused, never run live), and every other call runs live. None (replay):

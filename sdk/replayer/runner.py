@@ -96,7 +96,10 @@ def _allowed_by_name(module: str, allow: Iterable[str]) -> bool:
 
 
 def check_import(
-    entrypoint: str, workflow_file: str | None = None, allow: Iterable[str] = ()
+    entrypoint: str,
+    workflow_file: str | None = None,
+    allow: Iterable[str] = (),
+    command: str = "replay",
 ) -> None:
     """Refuse a module replay must not import, deciding WITHOUT importing anything.
 
@@ -104,6 +107,8 @@ def check_import(
     whose files (each package on the way included) lie under the current directory. Where a
     module would load from is found with ``PathFinder`` part by part, each part searched in its
     parent's locations: ``importlib.util.find_spec`` of a dotted name would import the parents.
+    ``command`` (``replay``, ``check``) names what refuses in the message; ``--allow`` is
+    suggested only for a module found on the import path, outside the current directory.
     """
     module_name, _ = check_entrypoint(entrypoint)
     allow = tuple(allow)
@@ -112,7 +117,7 @@ def check_import(
     cwd = Path.cwd().resolve()
     top = module_name.split(".")[0]
     hint = (
-        f"replay imports only your own code: run it from the project directory, or pass "
+        f"{command} imports only your own code: run it from the project's directory, or pass "
         f"--allow {top} (Python API: allow=[{top!r}]) if you trust that module"
     )
     parts = module_name.split(".")
@@ -126,10 +131,11 @@ def check_import(
         spec = PathFinder.find_spec(name, locations) if locations is not None else None
         if spec is None:
             where = (
-                f"; the recorded file {workflow_file} is not under it: replay from a directory "
-                "that contains it"
+                f"; the recorded file {workflow_file} is not under it: {command} from a "
+                "directory that contains it"
                 if workflow_file and not _under(workflow_file, cwd)
-                else f"; {hint}"
+                else f"; run {command} from the project's directory (the one holding {top!r}), "
+                "or add that directory to PYTHONPATH"
             )
             raise ReplayError(
                 f"cannot import {module_name!r} for {entrypoint}: no module {name!r} under the "
@@ -157,11 +163,13 @@ def _import_paths(workflow_file: str | None) -> Iterator[None]:
                 sys.path.remove(p)
 
 
-def load_workflow(entrypoint: str, workflow_file: str | None, allow: Iterable[str] = ()) -> Any:
+def load_workflow(
+    entrypoint: str, workflow_file: str | None, allow: Iterable[str] = (), command: str = "replay"
+) -> Any:
     """Import the recorded entrypoint (if :func:`check_import` allows it) and make sure it is a
     spanflow workflow."""
     module_name, qualname = check_entrypoint(entrypoint)
-    check_import(entrypoint, workflow_file, allow)
+    check_import(entrypoint, workflow_file, allow, command)
     with _import_paths(workflow_file):
         try:
             obj: Any = importlib.import_module(module_name)
@@ -352,12 +360,14 @@ def run(
     allow: Iterable[str] = (),
     inputs: Mapping[str, Any] | None = None,
     outputs: Mapping[str, Any] | None = None,
+    command: str = "replay",
 ) -> ReplayResult:
     """Import the workflow, rebuild its arguments and call it as a new run linked to the original.
 
     ``inputs`` replaces recorded arguments (``{"param": value}`` or ``{"param.key": value}`` for
     a field inside one) and ``outputs`` recorded step outputs (``{"wf/step[0]": value}``) before
-    the replay; see :mod:`spanflow.replayer.edits`.
+    the replay; see :mod:`spanflow.replayer.edits`. ``command`` names the caller (``replay``,
+    ``check``) in a refusal's hint.
 
     Raises ReplayError before anything is called when the entrypoint or the arguments cannot be
     rebuilt or an edit names nothing; the workflow's own exception is returned in the result.
@@ -367,7 +377,7 @@ def run(
     if outputs:
         plan, output_edits = edit_outputs(plan, outputs)
         edits.extend(output_edits)
-    fn = load_workflow(job.entrypoint, job.workflow_file, allow)
+    fn = load_workflow(job.entrypoint, job.workflow_file, allow, command)
     input_json, lossy = job.input_json, job.lossy
     if inputs:
         input_json, lossy, input_edits = edit_inputs(fn, input_json, lossy, inputs)

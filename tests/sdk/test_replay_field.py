@@ -129,6 +129,16 @@ def test_a_standard_library_module_is_refused_before_it_is_imported(tmp_path: Pa
     assert "Beautiful is better" not in done.stdout + done.stderr
 
 
+def test_a_module_on_no_path_is_not_offered_allow(tmp_path: Path) -> None:
+    run_id = "e6" * 16
+    db = crafted_store(tmp_path / "t.db", run_id, **{attr.WORKFLOW_ENTRYPOINT: "gonemod:wf"})
+    done = cli("replay", run_id, "--db", db, cwd=tmp_path)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "cannot import 'gonemod'" in done.stderr
+    assert "run replay from the project's directory (the one holding 'gonemod')" in done.stderr
+    assert "PYTHONPATH" in done.stderr and "--allow" not in done.stderr
+
+
 def test_a_package_module_is_located_without_importing_its_parents(tmp_path: Path) -> None:
     outside = tmp_path / "site"
     (outside / "pkgx").mkdir(parents=True)

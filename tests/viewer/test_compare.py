@@ -13,7 +13,9 @@ from typing import Any
 
 import pytest
 from spanflow.exporters.records import SpanRecord
+from spanflow.errors import ReplayError
 from spanflow.exporters.store import Store
+from spanflow.replayer.check import check
 from spanflow.replayer.diff import diff_spans
 
 SPANFLOW = Path(sys.executable).with_name("spanflow")
@@ -74,11 +76,13 @@ class Project:
         with Store.open(self.db) as store:
             return store.list_runs(limit=1)[0].id
 
-    def cli(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self, *args: str, cwd: Path | None = None, **env: str
+    ) -> subprocess.CompletedProcess[str]:
         self.calls.write_text("")
         return subprocess.run(
             [str(SPANFLOW), *args],
-            cwd=self.root,
+            cwd=cwd or self.root,
             env={**self.env(**env), "COLUMNS": "80"},
             capture_output=True,
             text=True,
@@ -136,8 +140,30 @@ def test_diff_of_a_run_and_its_replay(project: Project) -> None:
     assert any(line.startswith("=   classify[0]") and "reused" in line for line in lines)
 
 
+def test_diff_takes_the_latest_replay_not_a_later_check(project: Project) -> None:
+    failed = project.record(ROUTE_BUG="1")
+    replay = project.cli("replay", failed, "--json")
+    assert replay.returncode == 0, replay.stderr
+    checked = project.cli("check", failed, "--json")
+    assert checked.returncode == 3, checked.stdout + checked.stderr  # route is fixed: it differs
+    replay_id, check_id = json.loads(replay.stdout)["run"], json.loads(checked.stdout)["b"]
+    with Store.open(project.db) as store:
+        roots = {
+            run: next(s for s in store.spans(run) if s.parent_id is None).attributes
+            for run in (replay_id, check_id)
+        }
+        assert [r.id for r in store.replays_of(failed)] == [check_id, replay_id]
+    assert roots[check_id]["spanflow.replay.check"] is True
+    assert roots[check_id]["spanflow.replay.of"] == failed
+    assert "spanflow.replay.check" not in roots[replay_id]
+    proc = project.cli("diff", failed, "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["b"] == replay_id
+
+
 def test_diff_without_a_replay_is_a_usage_error(project: Project) -> None:
     run = project.record()
+    assert project.cli("check", run).returncode == 0  # a check is not a replay
     proc = project.cli("diff", run)
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "has no replay" in proc.stderr
@@ -152,6 +178,38 @@ def test_check_passes_on_an_unchanged_pipeline_without_calling_the_model(
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "check passed" in proc.stdout
     assert project.called() == ["route"]  # the llm step was served, the rest ran live
+
+
+def test_a_passing_check_says_how_many_steps_it_served_and_ran_live(project: Project) -> None:
+    run = project.record()
+    proc = project.cli("check", run)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    head = " ".join(line.strip() for line in proc.stdout.splitlines()[:2])
+    assert head.startswith("check passed: run ") and f"matches recording {run}" in head
+    assert head.endswith("(1 step served, 2 run live)"), head
+    assert all(len(line) <= 80 for line in proc.stdout.splitlines()), proc.stdout
+    data = json.loads(project.cli("check", run, "--json").stdout)
+    assert data["served"] == ["support/classify[0]/complete[0]"]
+    assert data["live"] == ["support/classify[0]", "support/route[0]"]
+
+
+def test_check_refuses_a_reuse_item_that_selects_nothing(project: Project) -> None:
+    run = project.record()
+    with Store.open(project.db) as store:
+        before = len(store.list_runs())
+    proc = project.cli("check", run, "--reuse", "llm,clasify")  # a typo of the step "classify"
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert "cannot reuse 'clasify'" in proc.stderr
+    assert "its kinds: chain, llm; its steps: classify, complete, route, support" in proc.stderr
+    assert project.called() == []  # nothing ran live
+    with Store.open(project.db) as store:
+        assert len(store.list_runs()) == before  # and no check run was recorded
+    with pytest.raises(ReplayError, match="cannot reuse 'clasify'"):
+        check(run, project.db, ["clasify"])
+    # A kind the recording happens not to hold still selects by kind: not an error.
+    proc = project.cli("check", run, "--reuse", "retriever,classify")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_check_exits_3_when_a_live_steps_logic_changes(project: Project) -> None:
@@ -206,6 +264,36 @@ def test_check_reuse_names_a_step_and_an_empty_list_runs_everything_live(
     proc = project.cli("check", run, "--reuse", "")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert project.called() == ["complete", "route"]
+
+
+def test_a_check_that_cannot_import_the_workflow_says_check_and_what_would_help(
+    project: Project, tmp_path: Path
+) -> None:
+    script = "import pipeline; pipeline.support('I want a refund')"  # the module, not __main__
+    subprocess.run([sys.executable, "-c", script], cwd=project.root, env=project.env(), check=True)
+    with Store.open(project.db) as store:
+        run = store.list_runs(limit=1)[0].id
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    # Not on the import path at all: --allow could not help, so it is not offered.
+    lost = project.cli("check", run, cwd=elsewhere)
+    assert lost.returncode == 2, lost.stdout + lost.stderr
+    assert lost.stderr.count("\n") == 1 and "Traceback" not in lost.stderr
+    assert "cannot import 'pipeline'" in lost.stderr
+    assert "run check from the project's directory" in lost.stderr
+    assert "PYTHONPATH" in lost.stderr and "--allow" not in lost.stderr
+    assert "replay" not in lost.stderr
+    # On the import path but outside the current directory: --allow is what it takes.
+    outside = project.cli("check", run, cwd=elsewhere, PYTHONPATH=str(project.root))
+    assert outside.returncode == 2, outside.stdout + outside.stderr
+    assert "refusing to import 'pipeline'" in outside.stderr
+    assert "check imports only your own code" in outside.stderr
+    assert "--allow pipeline" in outside.stderr and "replay" not in outside.stderr
+    allowed = project.cli(
+        "check", run, "--allow", "pipeline", cwd=elsewhere, PYTHONPATH=str(project.root)
+    )
+    assert allowed.returncode == 0, allowed.stdout + allowed.stderr
+    assert project.called() == ["route"]
 
 
 def test_check_imports_an_otlp_file_once(project: Project, tmp_path: Path) -> None:

@@ -59,8 +59,9 @@ if __name__ == "__main__":
 @dataclass(frozen=True)
 class Stores:
     db: Path
-    failed: str  # a failed run, replayed twice after the fix
+    failed: str  # a failed run, replayed twice after the fix, then checked
     replays: list[str]  # its replays, newest first
+    check: str  # the check run of it, newer than its replays
     tainted: str  # another failed run, replayed with HTML in route's output
     tainted_replay: str
 
@@ -100,9 +101,19 @@ def stores(tmp_path_factory: pytest.TempPathFactory) -> Stores:
     failed = _record(root, db, ROUTE_BUG="1")
     first = _replay(root, db, failed)
     second = _replay(root, db, failed)
+    checked = subprocess.run(
+        [str(SPANFLOW), "check", failed, "--json"],
+        cwd=root,
+        env=_env(db),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert checked.returncode == 3, checked.stderr  # the fixed route differs from the recording
     tainted = _record(root, db, ROUTE_BUG="1")
     tainted_replay = _replay(root, db, tainted, TEAM_SUFFIX=HOSTILE)
-    return Stores(db, failed, [second, first], tainted, tainted_replay)
+    check = str(json.loads(checked.stdout)["b"])
+    return Stores(db, failed, [second, first], check, tainted, tainted_replay)
 
 
 @pytest.fixture
@@ -128,8 +139,12 @@ def _error(served: Served, path: str) -> tuple[int, str]:
 def test_compare_defaults_to_the_latest_replay_and_marks_each_step(
     served: Served, stores: Stores
 ) -> None:
+    # The check run is newer, but a check is not a replay of the fix: it is not the default.
     data = get_json(served, f"/api/compare?a={stores.failed}")
     assert data["a"] == stores.failed and data["b"] == stores.replays[0]
+    run = get_json(served, f"/api/runs/{stores.failed}")
+    assert run["latest_replay"] == stores.replays[0]
+    assert [r["id"] for r in run["replays"]] == [stores.check, *stores.replays]
     assert data["runs"]["a"]["status"] == "failed" and data["runs"]["b"]["status"] == "ok"
     assert data["runs"]["b"]["replay_of"] == stores.failed
     assert data["counts"] == {"same": 2, "changed": 2, "added": 0, "removed": 0}
@@ -347,8 +362,8 @@ def test_a_failed_run_compares_with_its_replay(
 ) -> None:
     page = watched.page
     _open(watched, served, f"/runs/{stores.failed}")
-    # Several replays: the button takes the latest, the list offers each.
-    assert page.locator(".rh-compare .compare-list a").count() == 2
+    # Several replays and a check: the button takes the latest replay, the list offers each.
+    assert page.locator(".rh-compare .compare-list a").count() == 3
     page.click("text=Compare with replay")
     page.wait_for_url(f"**/compare/{stores.failed}/{stores.replays[0]}")
     page.wait_for_function("() => window.__spanflow && window.__spanflow.compare")

@@ -11,15 +11,18 @@ export function compareHref(a, b) {
   return "/compare/" + encodeURIComponent(a) + (b ? "/" + encodeURIComponent(b) : "");
 }
 
-// The run page's links to the compare page: with its replays, or with the run it replayed.
+// The run page's links to the compare page: with its latest replay (never a check run), with
+// each of its replays and checks, or with the run it replayed.
 export function compareLinks(data) {
   const box = el("div", "rh-compare");
   const run = data.run;
   if (data.replays && data.replays.length) {
-    box.append(link(compareHref(run.id, data.replays[0].id), "Compare with replay", "btn compare-replay"));
-    if (data.replays.length > 1) {
+    if (data.latest_replay) {
+      box.append(link(compareHref(run.id, data.latest_replay), "Compare with replay", "btn compare-replay"));
+    }
+    if (data.replays.length > 1 || !data.latest_replay) {
       const list = el("span", "compare-list muted");
-      list.append("or with: ");
+      list.append(data.latest_replay ? "or with: " : "Compare with: ");
       data.replays.forEach((r, i) => {
         if (i) list.append(", ");
         list.append(link(compareHref(run.id, r.id), shortId(r.id), "mono"));
