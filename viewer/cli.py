@@ -805,7 +805,9 @@ def build_parser(command_name: str | None = None) -> argparse.ArgumentParser:
 
     p = command("diff", cmd_diff, "Compare two runs step by step (default: a run and its replay).")
     p.add_argument("run_a", metavar="RUN_A", help="run id, or a unique prefix of at least 4 chars")
-    p.add_argument("run_b", metavar="RUN_B", nargs="?", help="default: RUN_A's latest replay (not a check)")
+    p.add_argument(
+        "run_b", metavar="RUN_B", nargs="?", help="default: RUN_A's latest replay (not a check)"
+    )
     p.add_argument("--json", action="store_true", help="print the aligned steps as JSON")
 
     p = command("check", cmd_check, "Re-run a recording with today's code; exit 3 if it differs.")

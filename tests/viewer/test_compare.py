@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from spanflow.exporters.records import SpanRecord
 from spanflow.errors import ReplayError
+from spanflow.exporters.records import SpanRecord
 from spanflow.exporters.store import Store
 from spanflow.replayer.check import check
 from spanflow.replayer.diff import diff_spans
