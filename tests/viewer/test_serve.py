@@ -281,7 +281,7 @@ def test_refusals(serving: Serving) -> None:
     many = b"\x12\x00" * 100_001
     scope = b"\x12" + _varint(len(many)) + many
     assert serving.post(b"\x0a" + _varint(len(scope)) + scope, PROTOBUF)[0] == 413
-    empty = {"resourceSpans": [{"scopeSpans": [{"spans": [{}] * 100_001}]}]}
+    empty: dict[str, Any] = {"resourceSpans": [{"scopeSpans": [{"spans": [{}] * 100_001}]}]}
     status, _, answer = serving.post(json.dumps(empty).encode(), "application/json")
     assert status == 413 and b"100001 spans" in answer, answer
     # A declared length over the limit is refused before the body is read.
